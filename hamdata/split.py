@@ -1,0 +1,191 @@
+"""Lesion-aware stratified train/val/test splits, the canonical split, and the leakage audit.
+
+All images of one lesion go to one split. Within each class, lesions are
+placed largest first into the split that is furthest below its target number
+of images, which keeps every class within a lesion's size of the asked
+fractions (scikit-learn's StratifiedGroupKFold balances folds, not arbitrary
+fractions, and misses 70/15/15 by more than a point on the rare classes).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .classes import CLASSES
+from .errors import HamdataError
+
+SPLITS = ("train", "val", "test")
+CANONICAL_NAME = "ham10000_split.csv"
+CANONICAL_SEED = 42
+CANONICAL_FRACTIONS = (0.15, 0.15)  # (val, test)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How the split of a build was decided."""
+
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 42
+    manifest: str | None = None  # a split file given with --split-manifest
+    fresh: bool = False  # --fresh-split: ignore the canonical split
+
+    def __post_init__(self):
+        for name, value in (("--val", self.val), ("--test", self.test)):
+            if not 0.0 <= value < 1.0:
+                raise HamdataError(f"{name}: expected a fraction in [0, 1), got {value}")
+        if self.val + self.test >= 1.0:
+            raise HamdataError(f"--val + --test must be below 1 so that train is not empty, got {self.val + self.test}")
+
+
+def lesion_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per lesion: its class (the most frequent dx, ties by CLASSES order) and image count."""
+    counts = df.groupby(["lesion_id", "dx"], sort=True).size().rename("n").reset_index()
+    counts["order"] = counts["dx"].map({dx: i for i, dx in enumerate(CLASSES)})
+    counts = counts.sort_values(["lesion_id", "n", "order"], ascending=[True, False, True])
+    table = counts.drop_duplicates("lesion_id")[["lesion_id", "dx"]]
+    sizes = df.groupby("lesion_id", sort=True).size().rename("n")
+    return table.merge(sizes, left_on="lesion_id", right_index=True).reset_index(drop=True)
+
+
+def _assign_class(lesions: pd.DataFrame, fractions: np.ndarray, rng: np.random.Generator) -> list[str]:
+    """Place one class's lesions, largest first, into the split furthest below its target."""
+    order = rng.permutation(len(lesions))
+    sizes = lesions["n"].to_numpy()[order]
+    order = order[np.argsort(-sizes, kind="stable")]
+    targets = fractions * lesions["n"].sum()
+    filled = np.zeros(len(SPLITS))
+    assigned = [""] * len(lesions)
+    for i in order:
+        deficit = np.where(fractions > 0, targets - filled, -np.inf)
+        k = int(np.argmax(deficit))
+        assigned[i] = SPLITS[k]
+        filled[k] += lesions["n"].iat[i]
+    return assigned
+
+
+def split_lesions(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 42) -> pd.Series:
+    """Split label ("train"/"val"/"test") for every row of ``df``, lesion-aware and stratified by class."""
+    SplitConfig(val=val, test=test, seed=seed)  # validates the fractions
+    fractions = np.array([1.0 - val - test, val, test])
+    lesions = lesion_table(df)
+    rng = np.random.default_rng(seed)
+    split_of: dict[str, str] = {}
+    for dx in CLASSES:
+        part = lesions[lesions["dx"] == dx].reset_index(drop=True)
+        if len(part):
+            split_of.update(zip(part["lesion_id"], _assign_class(part, fractions, rng)))
+    return df["lesion_id"].map(split_of).rename("split")
+
+
+def audit_leakage(df: pd.DataFrame) -> list[str]:
+    """Problems that would leak information between splits: one line each, empty when clean.
+
+    ``df`` needs lesion_id, image_id and split. A lesion in two splits, or one image
+    id in two splits (an augmented copy of a test image in train, say), is leakage.
+    """
+    problems = []
+    for column in ("lesion_id", "image_id"):
+        spread = df.groupby(column)["split"].nunique()
+        for key in spread[spread > 1].index[:20]:
+            splits = sorted(df.loc[df[column] == key, "split"].unique())
+            problems.append(f"leakage: {column.replace('_id', '')} {key} is in several splits: {', '.join(splits)}")
+        if (spread > 1).sum() > 20:
+            problems.append(f"leakage: {(spread > 1).sum() - 20} more {column} values in several splits")
+    return problems
+
+
+def split_fractions(df: pd.DataFrame) -> pd.DataFrame:
+    """Per-class fraction of images in each split (rows: CLASSES present, columns: SPLITS)."""
+    table = pd.crosstab(df["dx"], df["split"], normalize="index")
+    return table.reindex(columns=list(SPLITS), fill_value=0.0)
+
+
+def canonical_path() -> Path | None:
+    """Where the canonical split file lies: beside the code, or installed as package data."""
+    for base in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "hamdata"):
+        path = base / "manifests" / CANONICAL_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def make_canonical(metadata: pd.DataFrame) -> pd.DataFrame:
+    """The canonical split table (image_id, lesion_id, dx, split) of the real HAM10000 metadata."""
+    val, test = CANONICAL_FRACTIONS
+    table = metadata[["image_id", "lesion_id", "dx"]].copy()
+    table["split"] = split_lesions(metadata, val=val, test=test, seed=CANONICAL_SEED).to_numpy()
+    return table.sort_values("image_id").reset_index(drop=True)
+
+
+def read_split_file(path: Path) -> pd.DataFrame:
+    """A split file: CSV with at least image_id and split columns."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise HamdataError(f"{path}: cannot read split file ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+    missing = {"image_id", "split"} - set(table.columns)
+    if missing:
+        raise HamdataError(f"{path}: split file needs columns image_id and split; missing {', '.join(sorted(missing))}")
+    bad = table.index[~table["split"].isin(SPLITS)]
+    if len(bad):
+        raise HamdataError(f"{path}: row {bad[0] + 1}: split must be one of {', '.join(SPLITS)}, got {table['split'].iat[bad[0]]!r}")
+    return table
+
+
+def _covers(table: pd.DataFrame, metadata: pd.DataFrame) -> bool:
+    return bool(metadata["image_id"].isin(table["image_id"]).all())
+
+
+def decide_split(metadata: pd.DataFrame, cfg: SplitConfig) -> tuple[pd.Series, dict]:
+    """The split of every metadata row and a record of how it was decided.
+
+    Order of precedence: --split-manifest FILE, --fresh-split, the canonical split
+    when every image_id is in it, else a fresh split with the given seed.
+    """
+    if cfg.manifest:
+        path = Path(cfg.manifest)
+        if not path.is_file():
+            raise HamdataError(f"--split-manifest: no such file: {path}")
+        table = read_split_file(path)
+        if not _covers(table, metadata):
+            absent = metadata.loc[~metadata["image_id"].isin(table["image_id"]), "image_id"]
+            raise HamdataError(
+                f"{path}: {len(absent)} image_ids of the metadata are not in the split file (first: {', '.join(absent[:3])})"
+            )
+        return _apply(table, metadata, path), {"source": "file", "file": str(path)}
+    canonical = canonical_path()
+    if not cfg.fresh and canonical is not None:
+        table = read_split_file(canonical)
+        if _covers(table, metadata):
+            _check_same_labels(table, metadata, canonical)
+            return _apply(table, metadata, canonical), {"source": "canonical", "file": f"manifests/{CANONICAL_NAME}"}
+    split = split_lesions(metadata, cfg.val, cfg.test, cfg.seed)
+    return split, {"source": "fresh", "val": cfg.val, "test": cfg.test, "seed": cfg.seed}
+
+
+def _check_same_labels(table: pd.DataFrame, metadata: pd.DataFrame, path: Path) -> None:
+    """The canonical split only fits a copy of HAM10000 whose lesions and labels agree with it."""
+    merged = metadata.merge(table, on="image_id", suffixes=("", "_canon"))
+    for column in ("lesion_id", "dx"):
+        if f"{column}_canon" in merged:
+            differ = merged[merged[column] != merged[f"{column}_canon"]]
+            if len(differ):
+                raise HamdataError(
+                    f"{path}: image {differ['image_id'].iat[0]} has {column} {differ[column].iat[0]!r} here but "
+                    f"{differ[column + '_canon'].iat[0]!r} in the canonical split ({len(differ)} rows differ); "
+                    "pass --fresh-split to split this copy anew"
+                )
+
+
+def _apply(table: pd.DataFrame, metadata: pd.DataFrame, path: Path) -> pd.Series:
+    split = metadata["image_id"].map(dict(zip(table["image_id"], table["split"]))).rename("split")
+    problems = audit_leakage(metadata.assign(split=split.to_numpy()))
+    if problems:
+        raise HamdataError(f"{path}: the split puts lesions in several splits ({problems[0]})")
+    return split

@@ -1,0 +1,407 @@
+"""`stats`: EDA tables and PNG plots of a build or of a raw HAM10000 copy.
+
+Everything is computed from one table of per-sample metadata ("records"):
+for a build it comes from the ``.json`` member of every sample (read by
+streaming the tars, so no image is held in memory); for a raw copy it is the
+validated metadata, with every row in the split ``all``. ``tables_from_records``
+is pure; plotting and file writing happen at the edge, in ``run_stats``.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from .classes import CLASSES
+from .errors import HamdataError
+from .manifest import CARD_NAME, read_card
+from .shards import iter_samples
+from .split import SPLITS
+
+RECORD_FIELDS = ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization", "split", "source")
+TOP_LOCALIZATIONS = 15
+DPI = 110
+PLOT_NAMES = ("class_distribution", "images_per_lesion", "age_by_class", "sex_by_class", "localization")
+
+
+def run_stats(path: Path, out: Path | None = None, progress: bool = True) -> dict:
+    """Tables and plots of the build or raw HAM10000 copy at ``path``.
+
+    path: a build (folder with dataset.json) or anything ``open_source`` accepts.
+    out: folder for the PNGs (default: PATH/stats for a build, ./stats/<name> for a raw copy).
+    progress: show a tqdm bar while reading shards.
+    Returns {"text": str, "plots": [PNG paths as str], "tables": {name: DataFrame}}.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise HamdataError(f"{path}: no such file or folder; expected a hamdata build or a HAM10000 copy")
+    if (path / CARD_NAME).is_file():
+        records, header = _build_records(path, progress)
+        default_out = path / "stats"
+    else:
+        records, header = _raw_records(path)
+        default_out = _raw_default_out(path)
+    if records.empty:
+        raise HamdataError(f"{path}: no samples to analyse")
+    tables = tables_from_records(records)
+    out = Path(out) if out is not None else default_out
+    out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(records, tables, out)
+    return {"text": "\n".join([*header, "", render_tables(tables)]), "plots": [str(p) for p in plots], "tables": tables}
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _build_records(folder: Path, progress: bool) -> tuple[pd.DataFrame, list[str]]:
+    """Per-sample metadata of a build, from the json member of every sample; and the header lines."""
+    card = read_card(folder)
+    shards = card.get("shards")
+    if not isinstance(shards, list) or any(not isinstance(s, dict) or "path" not in s for s in shards):
+        raise HamdataError(f"{folder / CARD_NAME}: expected 'shards' to be a list of entries with a 'path'")
+    rows: list[dict] = []
+    bar = tqdm(total=sum(int(s.get("samples", 0)) for s in shards), unit="sample", desc=f"stats {folder.name}",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for entry in shards:
+            rows += _read_shard(folder / entry["path"], entry.get("split"), bar)
+    finally:
+        bar.close()
+    records = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
+    per_split = records["split"].value_counts()
+    splits = ", ".join(f"{int(per_split[s])} {s}" for s in _split_order(per_split.index))
+    header = [f"build {folder}: {len(records)} samples ({splits}) in {len(shards)} shards"]
+    balanced = sorted(p.name for p in folder.glob("balanced-*") if (p / CARD_NAME).is_file())
+    if balanced:
+        header.append(f"balanced sets not included (run stats on each): {', '.join(balanced)}")
+    return records, header
+
+
+def _read_shard(tar: Path, split: str | None, bar) -> list[dict]:
+    """Metadata of every sample in one tar; images are read past and dropped at once."""
+    if not tar.is_file():
+        raise HamdataError(f"{tar}: shard listed in {CARD_NAME} is missing")
+    rows, count = [], 0
+    try:
+        for sample in iter_samples(tar):
+            count += 1
+            rows.append(_record_of(tar, sample.key, sample.get("json"), split))
+            bar.update(1)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        detail = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+        raise HamdataError(f"{tar}: unreadable tar after {count} samples ({detail})") from None
+    return rows
+
+
+def _record_of(tar: Path, key: str, meta: bytes | None, split: str | None) -> dict:
+    if meta is None:
+        raise HamdataError(f"{tar}: sample {key} has no .json member")
+    try:
+        record = json.loads(meta.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HamdataError(f"{tar}: sample {key}: unreadable .json member ({exc})") from None
+    if not isinstance(record, dict) or "dx" not in record:
+        raise HamdataError(f"{tar}: sample {key}: .json member is not an object with a 'dx' field")
+    row = {name: record.get(name) for name in RECORD_FIELDS}
+    row["image_id"] = row["image_id"] or key
+    row["split"] = row["split"] or split or "all"
+    row["source"] = row["source"] or "original"
+    return row
+
+
+def _raw_records(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Metadata of a raw HAM10000 copy, every row in split "all"; and the header lines."""
+    from .sources import open_source
+
+    try:
+        source = open_source(path)
+    except HamdataError as exc:
+        raise HamdataError(f"{path}: neither a hamdata build (no {CARD_NAME}) nor a readable HAM10000 copy: {exc}") from None
+    records = source.metadata.assign(split="all", source="original")
+    header = [f"raw dataset {path} ({source.layout} layout): {len(records)} metadata rows, "
+              f"{len(source.images)} images found"]
+    header += [f"warning: {w}" for w in source.warnings]
+    return records, header
+
+
+def _raw_default_out(path: Path) -> Path:
+    """./stats/<name>; refuses a default that would land inside the raw input."""
+    name = path.resolve().name or "dataset"
+    out = Path("stats") / name
+    root = path.resolve() if path.is_dir() else path.resolve().parent
+    if out.resolve().is_relative_to(root):
+        raise HamdataError(f"{path}: the default plot folder {out.resolve()} is inside the raw input; choose --out")
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _split_order(splits) -> list[str]:
+    present = set(splits)
+    return [s for s in (*SPLITS, "all") if s in present] + sorted(present - {*SPLITS, "all"})
+
+
+def _clean(records: pd.DataFrame) -> pd.DataFrame:
+    """The columns the tables use, with defaults for missing cells (no mutation of the input)."""
+    missing = [name for name in ("image_id", "dx") if name not in records]
+    if missing:
+        raise HamdataError(f"records: expected columns image_id and dx, missing {', '.join(missing)}")
+
+    def column(name: str) -> pd.Series:
+        return records[name] if name in records else pd.Series(np.nan, index=records.index, dtype=object)
+
+    def filled(name: str, default) -> pd.Series:
+        values = column(name)
+        return values.where(values.notna() & (values.astype(str) != ""), default).astype(str)
+
+    df = pd.DataFrame(index=records.index)
+    df["image_id"] = records["image_id"].astype(str)
+    df["lesion_id"] = filled("lesion_id", df["image_id"])  # no lesion_id: each image is its own lesion
+    df["dx"] = records["dx"].astype(str)
+    df["age"] = pd.to_numeric(column("age"), errors="coerce").astype(float)
+    for name, default in (("sex", "unknown"), ("localization", "unknown"), ("split", "all"), ("source", "original")):
+        df[name] = filled(name, default)
+    unknown = sorted(set(df["dx"]) - set(CLASSES))
+    if unknown:
+        raise HamdataError(f"records: dx must be one of {', '.join(CLASSES)}, got {', '.join(unknown)}")
+    return df
+
+
+def tables_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """EDA tables of per-sample metadata (columns as HAM10000's, optionally split and source).
+
+    Returns class_counts, lesions_per_class, images_per_lesion, age_by_class, sex_by_class,
+    localization, and source (only when some samples are augmented). Lesion tables count
+    original samples only: augmented copies are not new images of a lesion.
+    """
+    df = _clean(records)
+    originals = df[df["source"] != "augmented"]
+    tables = {
+        "class_counts": class_counts(df),
+        "lesions_per_class": lesions_per_class(originals),
+        "images_per_lesion": images_per_lesion(originals),
+        "age_by_class": age_by_class(df),
+        "sex_by_class": sex_by_class(df),
+        "localization": localization_counts(df),
+    }
+    if (df["source"] == "augmented").any():
+        tables["source"] = source_counts(df)
+    return tables
+
+
+def _with_total_row(table: pd.DataFrame, name: str = "total") -> pd.DataFrame:
+    return pd.concat([table, table.sum().to_frame(name).T])
+
+
+def class_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Samples per class (rows, CLASSES order) and split (columns), with total and percent."""
+    splits = _split_order(df["split"].unique())
+    table = pd.crosstab(df["dx"], df["split"]).reindex(index=list(CLASSES), columns=splits, fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table = _with_total_row(table).astype("int64")
+    table["percent"] = 100.0 * table["total"] / max(len(df), 1)
+    table.index.name = "dx"
+    table.columns.name = None
+    return table
+
+
+def lesions_per_class(df: pd.DataFrame) -> pd.DataFrame:
+    """Images, distinct lesions, and images per lesion (mean, max) of each class."""
+    sizes = df.groupby(["dx", "lesion_id"]).size()
+    per_class = sizes.groupby(level="dx")
+    table = pd.DataFrame({"images": per_class.sum(), "lesions": per_class.size()})
+    table = table.reindex(list(CLASSES), fill_value=0).astype("int64")
+    table = pd.concat([table, pd.DataFrame({"images": [len(df)], "lesions": [df["lesion_id"].nunique()]}, index=["total"])])
+    table["images_per_lesion"] = table["images"] / table["lesions"].where(table["lesions"] > 0)
+    maxima = per_class.max().reindex(list(CLASSES), fill_value=0)
+    table["max_images"] = [*maxima.astype("int64"), int(sizes.max()) if len(sizes) else 0]
+    table.index.name = "dx"
+    return table
+
+
+def images_per_lesion(df: pd.DataFrame) -> pd.DataFrame:
+    """Number of lesions with 1, 2, 3, ... images (rows), per class and in total (columns)."""
+    sizes = df.groupby(["dx", "lesion_id"]).size().rename("images").reset_index()
+    table = pd.crosstab(sizes["images"], sizes["dx"]).reindex(columns=list(CLASSES), fill_value=0)
+    top = int(sizes["images"].max()) if len(sizes) else 1
+    table = table.reindex(range(1, top + 1), fill_value=0).astype("int64")
+    table["total"] = table.sum(axis=1)
+    table.index.name = "images"
+    table.columns.name = None
+    return table
+
+
+def age_by_class(df: pd.DataFrame) -> pd.DataFrame:
+    """Age summary per class and overall: count (ages given), missing, mean, median, min, max."""
+    def summary(ages: pd.Series) -> dict:
+        return {"count": int(ages.notna().sum()), "missing": int(ages.isna().sum()), "mean": ages.mean(),
+                "median": ages.median(), "min": ages.min(), "max": ages.max()}
+
+    rows = {dx: summary(df.loc[df["dx"] == dx, "age"]) for dx in CLASSES}
+    rows["all"] = summary(df["age"])
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "dx"
+    return table
+
+
+def sex_by_class(df: pd.DataFrame) -> pd.DataFrame:
+    """Samples per class (rows) and sex (columns: male, female, unknown, any other), with totals."""
+    present = set(df["sex"])
+    columns = [s for s in ("male", "female", "unknown") if s in present] + sorted(present - {"male", "female", "unknown"})
+    table = pd.crosstab(df["dx"], df["sex"]).reindex(index=list(CLASSES), columns=columns, fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table = _with_total_row(table).astype("int64")
+    table.index.name = "dx"
+    table.columns.name = None
+    return table
+
+
+def localization_counts(df: pd.DataFrame, top: int = TOP_LOCALIZATIONS) -> pd.DataFrame:
+    """Samples per body site (the ``top`` most common, the rest as one row) and split, with total."""
+    splits = _split_order(df["split"].unique())
+    table = pd.crosstab(df["localization"], df["split"]).reindex(columns=splits, fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table = table.sort_values("total", ascending=False, kind="stable")
+    if len(table) > top:
+        rest = table.iloc[top:]
+        table = pd.concat([table.iloc[:top], rest.sum().to_frame(f"other ({len(rest)} sites)").T])
+    table = table.astype("int64")
+    table.index.name = "localization"
+    table.columns.name = None
+    return table
+
+
+def source_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Original and augmented samples per class and split (columns like ``train original``)."""
+    splits = _split_order(df["split"].unique())
+    columns = [f"{s} {src}" for s in splits for src in ("original", "augmented")]
+    table = pd.crosstab(df["dx"], df["split"] + " " + df["source"]).reindex(index=list(CLASSES), columns=columns, fill_value=0)
+    table = _with_total_row(table).astype("int64")
+    table.index.name = "dx"
+    table.columns.name = None
+    return table
+
+
+TITLES = {
+    "class_counts": "Samples per class and split",
+    "lesions_per_class": "Lesions per class (original samples)",
+    "images_per_lesion": "Lesions by number of images (original samples)",
+    "age_by_class": "Age per class (count = ages given)",
+    "sex_by_class": "Sex per class",
+    "localization": f"Localization (top {TOP_LOCALIZATIONS})",
+    "source": "Original and augmented samples",
+}
+
+
+def render_tables(tables: dict[str, pd.DataFrame]) -> str:
+    """All tables as text, each under its title."""
+    parts = []
+    for name, table in tables.items():
+        title = TITLES.get(name, name)
+        parts.append(f"{title}\n{'-' * len(title)}\n{table.to_string(float_format=lambda v: f'{v:.1f}')}")
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _figure(width: float = 8.0, height: float = 5.0) -> Figure:
+    # A bare Figure on the Agg canvas: no pyplot global state, nothing to close.
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def write_plots(records: pd.DataFrame, tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    """The five PNGs in ``out``; returns their paths in PLOT_NAMES order."""
+    df = _clean(records)
+    drawers = {
+        "class_distribution": lambda: plot_class_distribution(tables["class_counts"]),
+        "images_per_lesion": lambda: plot_images_per_lesion(tables["images_per_lesion"]),
+        "age_by_class": lambda: plot_age_by_class(df),
+        "sex_by_class": lambda: plot_sex_by_class(tables["sex_by_class"]),
+        "localization": lambda: plot_localization(tables["localization"]),
+    }
+    return [_save(drawers[name](), Path(out) / f"{name}.png") for name in PLOT_NAMES]
+
+
+def plot_class_distribution(counts: pd.DataFrame) -> Figure:
+    splits = [c for c in counts.columns if c not in ("total", "percent")]
+    body = counts.loc[list(CLASSES), splits]
+    figure = _figure()
+    ax = figure.add_subplot()
+    x = np.arange(len(CLASSES))
+    width = 0.8 / len(splits)
+    for i, split in enumerate(splits):
+        bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, body[split], width, label=split)
+        ax.bar_label(bars, fontsize=7, padding=1)
+    ax.set_xticks(x, CLASSES)
+    ax.set(title="Samples per class and split", xlabel="class (dx)", ylabel="samples")
+    ax.legend(title="split")
+    return figure
+
+
+def plot_images_per_lesion(table: pd.DataFrame) -> Figure:
+    figure = _figure()
+    ax = figure.add_subplot()
+    x = np.arange(len(table))
+    bottom = np.zeros(len(table))
+    for dx in CLASSES:
+        ax.bar(x, table[dx], bottom=bottom, label=dx)
+        bottom += table[dx].to_numpy()
+    for xi, total in zip(x, table["total"]):
+        ax.annotate(str(int(total)), (xi, total), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(x, [str(i) for i in table.index])
+    ax.set(title="Lesions by number of images", xlabel="images per lesion", ylabel="lesions")
+    ax.legend(title="class", ncols=2)
+    return figure
+
+
+def plot_age_by_class(df: pd.DataFrame) -> Figure:
+    figure = _figure()
+    ax = figure.add_subplot()
+    ages = [df.loc[(df["dx"] == dx) & df["age"].notna(), "age"].to_numpy() for dx in CLASSES]
+    ax.boxplot(ages, tick_labels=[f"{dx}\n(n={len(a)})" for dx, a in zip(CLASSES, ages)])
+    ax.set(title="Age per class", xlabel="class (dx)", ylabel="age (years)")
+    ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def plot_sex_by_class(table: pd.DataFrame) -> Figure:
+    body = table.loc[list(CLASSES), [c for c in table.columns if c != "total"]]
+    figure = _figure()
+    ax = figure.add_subplot()
+    bottom = np.zeros(len(body))
+    for sex in body.columns:
+        ax.bar(list(CLASSES), body[sex], bottom=bottom, label=sex)
+        bottom += body[sex].to_numpy()
+    ax.set(title="Sex per class", xlabel="class (dx)", ylabel="samples")
+    ax.legend(title="sex")
+    return figure
+
+
+def plot_localization(table: pd.DataFrame) -> Figure:
+    body = table.drop(columns="total").iloc[::-1]  # largest at the top
+    figure = _figure(8.0, max(4.0, 0.35 * len(body) + 1.5))
+    ax = figure.add_subplot()
+    left = np.zeros(len(body))
+    for split in body.columns:
+        ax.barh(list(body.index), body[split], left=left, label=split)
+        left += body[split].to_numpy()
+    ax.set(title="Samples per localization", xlabel="samples", ylabel="localization")
+    ax.legend(title="split")
+    return figure

@@ -1,0 +1,566 @@
+"""Synthetic HAM10000 in the Kaggle layout, for the demo and for tests.
+
+The real images cannot ship with the code, yet every later step (reading,
+hair removal, splitting, balancing, shard writing, training) needs a dataset
+of the real shape to run on. This module writes one::
+
+    OUT/HAM10000_metadata.csv          lesion_id,image_id,dx,dx_type,age,sex,localization
+    OUT/HAM10000_images_part_1/        first half of the images (by image_id), <image_id>.jpg
+    OUT/HAM10000_images_part_2/        the rest
+
+The table follows the real class proportions and the real number of images
+per lesion; each class is drawn with its own learnable look (colour, shape,
+border, texture), and dark hairs are drawn over the lesion so that hair
+removal has work to do. Ids use the prefixes ``SYN_`` / ``SYNL_`` so that a
+synthetic image can never be mistaken for a real ``ISIC_`` one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from hamdata.classes import CLASSES
+from hamdata.errors import HamdataError
+
+# The Kaggle column order (the same tuple as sources.METADATA_COLUMNS).
+METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
+METADATA_NAME = "HAM10000_metadata.csv"
+PART_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
+IMAGE_SIZE = (600, 450)  # (width, height) of every HAM10000 image
+JPEG_QUALITY = 92
+
+# Counts in the real HAM10000 metadata (10,015 images, 7,470 lesions): the
+# synthetic table samples from them so that it has the real shape.
+REAL_CLASS_COUNTS = {"akiec": 327, "bcc": 514, "bkl": 1099, "df": 115, "mel": 1113, "nv": 6705, "vasc": 142}
+REAL_IMAGES_PER_LESION = {1: 5514, 2: 1423, 3: 490, 4: 34, 5: 5, 6: 4}
+REAL_DX_TYPES = {
+    "akiec": {"histo": 327},
+    "bcc": {"histo": 514},
+    "bkl": {"histo": 766, "consensus": 264, "confocal": 69},
+    "df": {"consensus": 60, "histo": 55},
+    "mel": {"histo": 1113},
+    "nv": {"follow_up": 3704, "histo": 2498, "consensus": 503},
+    "vasc": {"consensus": 75, "histo": 67},
+}
+REAL_AGES = {0: 39, 5: 86, 10: 41, 15: 77, 20: 169, 25: 247, 30: 464, 35: 753, 40: 985,
+             45: 1299, 50: 1187, 55: 1009, 60: 803, 65: 731, 70: 756, 75: 618, 80: 404, 85: 290}
+REAL_AGE_MISSING = 57 / 10015
+REAL_SEXES = {"male": 5406, "female": 4552, "unknown": 57}
+REAL_LOCALIZATIONS = {
+    "back": 2192, "lower extremity": 2077, "trunk": 1404, "upper extremity": 1118, "abdomen": 1022,
+    "face": 745, "chest": 407, "foot": 319, "unknown": 234, "neck": 168, "scalp": 128, "hand": 90,
+    "ear": 56, "genital": 48, "acral": 7,
+}
+
+# ---------------------------------------------------------------- metadata
+
+
+def _class_counts(n_images: int) -> dict[str, int]:
+    """Images per class: HAM10000 proportions, largest-remainder rounding, at least 1 each."""
+    total = sum(REAL_CLASS_COUNTS.values())
+    quota = {dx: n_images * REAL_CLASS_COUNTS[dx] / total for dx in CLASSES}
+    counts = {dx: int(q) for dx, q in quota.items()}
+    # Stable sort: ties go to the earlier class in CLASSES, so the result never depends on dict order.
+    by_remainder = sorted(CLASSES, key=lambda dx: quota[dx] - counts[dx], reverse=True)
+    for dx in by_remainder[: n_images - sum(counts.values())]:
+        counts[dx] += 1
+    # A rare class rounded to 0 takes its image from the largest class, so every class exists.
+    for dx in CLASSES:
+        if counts[dx] == 0:
+            counts[max(CLASSES, key=counts.__getitem__)] -= 1
+            counts[dx] = 1
+    return counts
+
+
+def _choice(rng: np.random.Generator, weights: dict, size: int) -> np.ndarray:
+    """`size` draws from the keys of `weights`, with probability proportional to the values."""
+    keys = list(weights)
+    p = np.array([weights[k] for k in keys], dtype=float)
+    return np.array(keys, dtype=object)[rng.choice(len(keys), size=size, p=p / p.sum())]
+
+
+def _lesion_sizes(n_images: int, rng: np.random.Generator) -> list[int]:
+    """Split `n_images` of one class into lesions, with the real images-per-lesion distribution."""
+    sizes = _choice(rng, REAL_IMAGES_PER_LESION, n_images).astype(int)
+    cut = int(np.searchsorted(np.cumsum(sizes), n_images))  # first lesion that reaches n_images
+    sizes = sizes[: cut + 1]
+    sizes[-1] -= sizes.sum() - n_images
+    return sizes.tolist()
+
+
+def synthetic_metadata(n_images: int, rng: np.random.Generator) -> pd.DataFrame:
+    """A HAM10000-like metadata table of `n_images` rows, in shuffled order.
+
+    n_images: number of images, at least 7 so that every class has one.
+    rng: the only source of randomness; the same seed gives the same table.
+    Columns are METADATA_COLUMNS; age is float (NaN when empty), the rest str.
+    """
+    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 7:
+        raise HamdataError(f"n_images must be an integer >= 7 (one image per class at least), got {n_images!r}")
+    dxs, sizes, dx_types = [], [], []  # one entry per lesion
+    for dx, count in _class_counts(int(n_images)).items():
+        class_sizes = _lesion_sizes(count, rng)
+        dxs += [dx] * len(class_sizes)
+        sizes += class_sizes
+        dx_types += list(_choice(rng, REAL_DX_TYPES[dx], len(class_sizes)))
+    k = len(sizes)
+    # Patient and lesion attributes belong to the lesion, so all its images share them.
+    per_lesion = pd.DataFrame({
+        "lesion": np.arange(k),
+        "dx": dxs,
+        "dx_type": dx_types,
+        "age": np.where(rng.random(k) < REAL_AGE_MISSING, np.nan, _choice(rng, REAL_AGES, k).astype(float)),
+        "sex": _choice(rng, REAL_SEXES, k),
+        "localization": _choice(rng, REAL_LOCALIZATIONS, k),
+    })
+    rows = per_lesion.loc[np.repeat(np.arange(k), sizes)]
+    rows = rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
+    # Ids follow the shuffled order, so the table reads SYN_0000000, SYN_0000001, ... top to bottom.
+    lesion_number = {lesion: i for i, lesion in enumerate(pd.unique(rows["lesion"]))}
+    rows["lesion_id"] = [f"SYNL_{lesion_number[lesion]:07d}" for lesion in rows["lesion"]]
+    rows["image_id"] = [f"SYN_{i:07d}" for i in range(len(rows))]
+    table = rows[list(METADATA_COLUMNS)].copy()
+    for column in ("lesion_id", "image_id", "dx", "dx_type", "sex", "localization"):
+        table[column] = table[column].astype(str)
+    table["age"] = table["age"].astype(float)
+    return table
+
+
+def read_metadata_table(path) -> pd.DataFrame:
+    """Read and check a HAM10000-style metadata table; every value kept as the text it was.
+
+    Raises HamdataError naming the file, and the rows or columns at fault.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HamdataError(f"{path}: metadata file not found")
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            header = f.readline()
+        sep = "\t" if "\t" in header and "," not in header else ","  # Dataverse ships a .tab file
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise HamdataError(f"{path}: not a readable CSV table ({type(err).__name__})") from err
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in METADATA_COLUMNS if c not in df.columns]
+    if missing:
+        raise HamdataError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(METADATA_COLUMNS)}")
+    df = df[list(METADATA_COLUMNS)].apply(lambda column: column.str.strip())
+    df["dx"] = df["dx"].str.lower()
+    if df.empty:
+        raise HamdataError(f"{path}: no rows; expected one row per image")
+    _check_rows(df, path)
+    return df.reset_index(drop=True)
+
+
+def _lines(mask: pd.Series) -> str:
+    """File line numbers (header = line 1) of the rows where `mask` holds, the first few."""
+    lines = [str(i + 2) for i in np.flatnonzero(mask.to_numpy())]
+    return ", ".join(lines[:5]) + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+
+
+def _check_rows(df: pd.DataFrame, path: Path) -> None:
+    """Raise HamdataError for values that would give a wrong or unwritable dataset."""
+    bad_dx = ~df["dx"].isin(CLASSES)
+    if bad_dx.any():
+        values = ", ".join(sorted(set(df.loc[bad_dx, "dx"])))
+        raise HamdataError(f"{path}: unknown dx {values!r} on line(s) {_lines(bad_dx)}; "
+                           f"expected one of {', '.join(CLASSES)}")
+    for column in ("image_id", "lesion_id"):
+        empty = df[column] == ""
+        if empty.any():
+            raise HamdataError(f"{path}: empty {column} on line(s) {_lines(empty)}")
+    # The image_id becomes a file name, so it must not be able to name another folder.
+    unsafe = ~df["image_id"].str.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+    if unsafe.any():
+        raise HamdataError(f"{path}: image_id on line(s) {_lines(unsafe)} is not a plain file name "
+                           "(letters, digits, '_', '.', '-')")
+    duplicated = df["image_id"].duplicated()
+    if duplicated.any():
+        raise HamdataError(f"{path}: duplicate image_id on line(s) {_lines(duplicated)}; expected each once")
+
+
+# ---------------------------------------------------------------- drawing
+# Painters draw into a float32 canvas that draw_lesion owns, so in-place
+# updates there keep draw_lesion itself pure. Colours are RGB.
+
+
+def _outline(cx, cy, radius, rng, wobble=0.04, aspect=1.0, n=96) -> np.ndarray:
+    """Closed outline: a rotated ellipse whose radius a few random harmonics modulate (lobes)."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    k = np.arange(2, 7)[:, None]
+    r = 1 + (rng.normal(0, wobble, (5, 1)) * np.cos(k * t + rng.uniform(0, 2 * np.pi, (5, 1)))).sum(0)
+    return _place(r * np.cos(t) * radius, r * np.sin(t) * radius * aspect, cx, cy, rng.uniform(0, np.pi))
+
+
+def _star(cx, cy, radius, rng, spikes, inner=0.35) -> np.ndarray:
+    """Outline of a star: `spikes` points of jittered length around an inner ring."""
+    t = np.linspace(0, 2 * np.pi, 2 * spikes, endpoint=False) + rng.uniform(0, np.pi)
+    r = np.where(np.arange(2 * spikes) % 2 == 0, rng.uniform(0.7, 1.0, 2 * spikes), inner)
+    return _place(r * np.cos(t) * radius, r * np.sin(t) * radius, cx, cy, 0.0)
+
+
+def _place(x, y, cx, cy, angle) -> np.ndarray:
+    """Rotate by `angle`, move to (cx, cy), and round to the int32 points cv2 expects."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.stack([cx + c * x - s * y, cy + s * x + c * y], axis=1).round().astype(np.int32)
+
+
+def _mask(shape, polygons=(), circles=()) -> np.ndarray:
+    """uint8 mask (255 inside) of filled polygons and (x, y, r) discs."""
+    mask = np.zeros(shape, np.uint8)
+    if len(polygons):
+        cv2.fillPoly(mask, list(polygons), 255)
+    for x, y, r in circles:
+        cv2.circle(mask, (int(x), int(y)), max(int(r), 1), 255, -1)
+    return mask
+
+
+def _paint(canvas, mask, colour, blur=0.0, opacity=1.0) -> None:
+    """Blend `colour` into `canvas` through `mask`; `blur` (px) softens the edge.
+
+    Works only on the mask's bounding box (plus the blur's reach) because most
+    shapes are small: blending the whole 600x450 canvas each time is the slow part.
+    """
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0:
+        return
+    pad = int(3 * blur) + 1
+    y0, y1 = max(y - pad, 0), min(y + h + pad, mask.shape[0])
+    x0, x1 = max(x - pad, 0), min(x + w + pad, mask.shape[1])
+    alpha = mask[y0:y1, x0:x1].astype(np.float32) * np.float32(opacity / 255)
+    if blur > 0:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), blur)
+    roi = canvas[y0:y1, x0:x1]
+    roi += alpha[..., None] * (np.asarray(colour, np.float32) - roi)
+
+
+def _tint(rgb, rng, spread=0.08) -> np.ndarray:
+    """A colour varied in brightness and a little per channel: within-class variation."""
+    return np.clip(np.asarray(rgb, float) * rng.uniform(1 - spread, 1 + spread) * rng.uniform(0.96, 1.04, 3), 0, 255)
+
+
+def _points_inside(cx, cy, radius, rng, n) -> np.ndarray:
+    """`n` points spread uniformly over a disc (for dots and speckle)."""
+    t, r = rng.uniform(0, 2 * np.pi, n), radius * np.sqrt(rng.random(n))
+    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+
+
+def _discs(cx, cy, radius, rng, n, sizes) -> np.ndarray:
+    """`n` (x, y, r) discs centred over a disc of `radius`, r uniform in `sizes`."""
+    return np.column_stack([_points_inside(cx, cy, radius, rng, n), rng.uniform(*sizes, n)])
+
+
+def _skin(rng, w, h) -> np.ndarray:
+    """Skin background (float32): a random tone, a lighting gradient, a dermoscope vignette, mottling."""
+    light, medium = np.array([238, 206, 190]), np.array([210, 164, 138])
+    tone = _tint(light + rng.random() * (medium - light), rng, 0.04)
+    # Built on a coarse grid and resized: smooth fields cost almost nothing that way.
+    yy, xx = np.mgrid[-1:1:18j, -1:1:24j]
+    angle = rng.uniform(0, 2 * np.pi)
+    shade = 1 + rng.uniform(0, 0.12) * (np.cos(angle) * xx + np.sin(angle) * yy)
+    shade *= 1 - rng.uniform(0.05, 0.25) * (xx ** 2 + yy ** 2) / 2
+    shade *= 1 + cv2.resize(rng.normal(0, 0.025, (4, 5)), (24, 18), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize((shade[..., None] * tone).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _add_noise(canvas, rng, strength) -> np.ndarray:
+    """Add grey sensor noise of standard deviation `strength`; returns the uint8 image.
+
+    Uniform noise from raw bytes, because a normal draw per pixel alone costs
+    about a quarter of an image's drawing time. Kept weak (std <= 2.2) so that
+    noise alone never trips the blackhat hair detector (threshold 10): what it
+    flags should be hair and lesion texture.
+    """
+    h, w = canvas.shape[:2]
+    noise = np.frombuffer(rng.bytes(h * w), np.uint8).reshape(h, w).astype(np.float32)
+    noise = (noise - np.float32(127.5)) * np.float32(strength / 73.6)  # 73.6 = std of uniform bytes
+    # convertScaleAbs rounds and saturates at 255; its abs() only touches noise below black, still near black.
+    return cv2.convertScaleAbs(cv2.add(canvas, cv2.merge([noise, noise, noise])))
+
+
+def _paint_nv(canvas, rng, cx, cy, s):
+    """Nevus: round to slightly oval, uniform medium brown, defined border, darker centre."""
+    radius = rng.uniform(80, 130) * s
+    body = _outline(cx, cy, radius, rng, wobble=0.03, aspect=rng.uniform(0.8, 1.0))
+    brown = _tint((140, 88, 56), rng)
+    _paint(canvas, _mask(canvas.shape[:2], [body]), brown, blur=rng.uniform(2, 4) * s)
+    centre = _outline(cx, cy, 0.55 * radius, rng, wobble=0.03)
+    _paint(canvas, _mask(canvas.shape[:2], [centre]), brown * 0.8, blur=0.25 * radius, opacity=0.7)
+
+
+def _paint_mel(canvas, rng, cx, cy, s):
+    """Melanoma: large, lobed, dark brown with blue-grey veil and black blotches, radial streaks."""
+    shape = canvas.shape[:2]
+    radius = rng.uniform(110, 160) * s
+    body = _outline(cx, cy, radius, rng, wobble=rng.uniform(0.12, 0.2), aspect=rng.uniform(0.7, 1.0))
+    lesion = _mask(shape, [body])
+    _paint(canvas, lesion, _tint((88, 52, 40), rng), blur=3 * s)
+    for colour, size, blur in (((98, 108, 136), 0.4, 8), ((28, 20, 24), 0.2, 4)):
+        for _ in range(rng.integers(1, 3)):
+            x, y = _points_inside(cx, cy, 0.45 * radius, rng, 1)[0]
+            patch = _mask(shape, [_outline(x, y, size * radius, rng, wobble=0.15)]) & lesion
+            _paint(canvas, patch, _tint(colour, rng), blur=blur * s, opacity=0.85)
+    streaks = np.zeros(shape, np.uint8)
+    for t in rng.uniform(0, 2 * np.pi, rng.integers(12, 26)):
+        r0, r1 = radius * rng.uniform(0.6, 0.8), radius * rng.uniform(1.0, 1.2)
+        p0 = (int(cx + r0 * np.cos(t)), int(cy + r0 * np.sin(t)))
+        p1 = (int(cx + r1 * np.cos(t)), int(cy + r1 * np.sin(t)))
+        cv2.line(streaks, p0, p1, 255, int(rng.integers(2, 4)))
+    _paint(canvas, streaks, _tint((50, 30, 28), rng), blur=1)
+
+
+def _paint_bkl(canvas, rng, cx, cy, s):
+    """Benign keratosis: waxy yellow-brown oval, sharp 'stuck-on' border, milia (white) and comedo (dark) dots."""
+    shape = canvas.shape[:2]
+    radius = rng.uniform(85, 135) * s
+    lesion = _mask(shape, [_outline(cx, cy, radius, rng, wobble=0.06, aspect=rng.uniform(0.6, 0.85))])
+    _paint(canvas, lesion, _tint((160, 132, 56), rng), blur=1)
+    for colour, count, size in (((236, 226, 170), (20, 45), (2, 5)), ((72, 50, 34), (15, 30), (2, 4))):
+        dots = _discs(cx, cy, radius, rng, rng.integers(*count), np.multiply(size, s))
+        _paint(canvas, _mask(shape, circles=dots) & lesion, colour, blur=0.8)
+
+
+def _paint_bcc(canvas, rng, cx, cy, s):
+    """Basal cell carcinoma: translucent pink, blurred border, red branching vessels, blue-grey nests."""
+    shape = canvas.shape[:2]
+    radius = rng.uniform(85, 135) * s
+    lesion = _mask(shape, [_outline(cx, cy, radius, rng, wobble=0.05, aspect=rng.uniform(0.7, 1.0))])
+    _paint(canvas, lesion, _tint((224, 148, 160), rng, 0.05), blur=rng.uniform(8, 12) * s, opacity=0.9)
+    vessels = np.zeros(shape, np.uint8)
+    for _ in range(rng.integers(3, 7)):
+        _branch(vessels, _points_inside(cx, cy, 0.5 * radius, rng, 1)[0], rng.uniform(0, 2 * np.pi),
+                0.5 * radius, rng, depth=2)
+    _paint(canvas, vessels & lesion, _tint((186, 24, 40), rng), blur=0.7)
+    nests = _discs(cx, cy, 0.6 * radius, rng, rng.integers(2, 6), (6 * s, 14 * s))
+    _paint(canvas, _mask(shape, circles=nests), _tint((82, 96, 132), rng), blur=2 * s, opacity=0.9)
+
+
+def _branch(mask, start, angle, length, rng, depth):
+    """A wavy vessel from `start`, splitting into two thinner ones `depth` times (arborizing)."""
+    t = np.linspace(0, 1, 8)[:, None]
+    bend = rng.normal(0, 0.25) * np.sin(np.pi * t)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    normal = np.array([-direction[1], direction[0]])
+    points = start + length * (t * direction + bend * normal)
+    cv2.polylines(mask, [points.round().astype(np.int32)], False, 255, 1 + int(depth > 1))
+    if depth > 0:
+        for turn in (-1, 1):
+            _branch(mask, points[-1], angle + turn * rng.uniform(0.3, 0.8), 0.6 * length, rng, depth - 1)
+
+
+def _paint_akiec(canvas, rng, cx, cy, s):
+    """Actinic keratosis: irregular orange-red patch, blurred border, white scale speckle."""
+    shape = canvas.shape[:2]
+    radius = rng.uniform(85, 135) * s
+    lesion = _mask(shape, [_outline(cx, cy, radius, rng, wobble=0.1, aspect=rng.uniform(0.7, 1.0))])
+    _paint(canvas, lesion, _tint((204, 92, 70), rng), blur=rng.uniform(6, 9) * s)
+    speckle = _discs(cx, cy, radius, rng, rng.integers(150, 300), (1 * s, 2.5 * s))
+    flakes = [_outline(x, y, rng.uniform(5, 12) * s, rng, wobble=0.2)
+              for x, y in _points_inside(cx, cy, 0.8 * radius, rng, rng.integers(3, 7))]
+    _paint(canvas, _mask(shape, flakes, speckle) & lesion, _tint((246, 238, 228), rng, 0.03), blur=0.8, opacity=0.9)
+
+
+def _paint_df(canvas, rng, cx, cy, s):
+    """Dermatofibroma: smaller, round, light-brown ring with a central white star-like scar."""
+    shape = canvas.shape[:2]
+    radius = rng.uniform(60, 95) * s
+    _paint(canvas, _mask(shape, [_outline(cx, cy, radius, rng, aspect=rng.uniform(0.85, 1.0))]),
+           _tint((172, 118, 86), rng), blur=5 * s)
+    ring = np.zeros(shape, np.uint8)
+    cv2.circle(ring, (int(cx), int(cy)), int(0.75 * radius), 255, max(int(0.25 * radius), 1))
+    _paint(canvas, ring, _tint((140, 90, 62), rng), blur=4 * s, opacity=0.7)
+    scar = _star(cx, cy, 0.75 * radius, rng, spikes=int(rng.integers(5, 9)), inner=0.45)
+    _paint(canvas, _mask(shape, [scar]), _tint((242, 232, 226), rng, 0.03), blur=1.5 * s)
+
+
+def _paint_vasc(canvas, rng, cx, cy, s):
+    """Vascular lesion: a cluster of sharp, round, red-purple lacunae on a reddish halo."""
+    shape = canvas.shape[:2]
+    cluster = rng.uniform(55, 85) * s
+    _paint(canvas, _mask(shape, [_outline(cx, cy, 1.3 * cluster, rng, wobble=0.08)]),
+           _tint((196, 96, 104), rng), blur=10 * s, opacity=0.5)
+    hue = rng.random()  # from red to purple
+    colour = _tint(np.array([140, 18, 52]) * (1 - hue) + np.array([96, 24, 92]) * hue, rng)
+    lacunae = _discs(cx, cy, cluster, rng, rng.integers(6, 13), (18 * s, 34 * s))
+    _paint(canvas, _mask(shape, circles=lacunae), colour, blur=1.5 * s)
+    cores = lacunae * (1, 1, 0.5)  # a darker core in every lacuna
+    _paint(canvas, _mask(shape, circles=cores), colour * 0.65, blur=3 * s, opacity=0.6)
+
+
+_PAINTERS = {"akiec": _paint_akiec, "bcc": _paint_bcc, "bkl": _paint_bkl, "df": _paint_df,
+             "mel": _paint_mel, "nv": _paint_nv, "vasc": _paint_vasc}
+
+
+def _add_hair(image, rng, s) -> None:
+    """Draw dark, thin, curved hairs over `image` (uint8, in place); a fifth of images get none."""
+    h, w = image.shape[:2]
+    count = 0 if rng.random() < 0.2 else int(rng.integers(2, 16))
+    t = np.linspace(0, 1, 24)[:, None]
+    for _ in range(count):
+        start = rng.uniform((-0.1 * w, -0.1 * h), (1.1 * w, 1.1 * h))
+        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(100, 450) * s
+        end = start + length * np.array([np.cos(angle), np.sin(angle)])
+        # A quadratic Bezier curve: the control point pushed sideways gives the hair its bend.
+        control = (start + end) / 2 + rng.uniform(-0.3, 0.3) * length * np.array([-np.sin(angle), np.cos(angle)])
+        points = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t ** 2 * end
+        colour = tuple(float(c) for c in rng.uniform(15, 55) * np.array([1.0, 0.8, 0.65]))
+        thickness = int(rng.choice([1, 1, 2, 2, 3]))
+        cv2.polylines(image, [points.round().astype(np.int32)], False, colour, thickness, cv2.LINE_AA)
+
+
+def draw_lesion(dx: str, rng: np.random.Generator, size=IMAGE_SIZE) -> np.ndarray:
+    """A synthetic dermoscopic image of class `dx`: RGB uint8, shape (height, width, 3).
+
+    dx: one of CLASSES; each class has its own colour, shape, border and texture.
+    rng: the only source of randomness (position, size, rotation, colours, hair).
+    size: (width, height); lesion geometry scales with the smaller side.
+    """
+    if dx not in _PAINTERS:
+        raise HamdataError(f"unknown dx {dx!r}; expected one of {', '.join(CLASSES)}")
+    w, h = int(size[0]), int(size[1])
+    s = min(w, h) / 450
+    canvas = _skin(rng, w, h)
+    # Dermoscopy images are roughly centred on the lesion; keep it near the middle.
+    cx, cy = w * rng.uniform(0.42, 0.58), h * rng.uniform(0.42, 0.58)
+    _PAINTERS[dx](canvas, rng, cx, cy, s)
+    image = _add_noise(canvas, rng, rng.uniform(1.0, 2.2))
+    _add_hair(image, rng, s)
+    return image
+
+
+# ---------------------------------------------------------------- writing
+
+
+def image_rng(seed: int, image_id: str) -> np.random.Generator:
+    """The generator for one image: a function of (seed, image_id) only, so of no worker or order.
+
+    Uses sha256, not hash(), because Python salts str hashes per process.
+    """
+    digest = hashlib.sha256(image_id.encode("utf-8")).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
+def _encode_jpeg(rgb: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("cv2.imencode failed to encode a JPEG")
+    return buffer.tobytes()
+
+
+def _init_worker() -> None:
+    # One OpenCV thread per process: the processes already use every core.
+    cv2.setNumThreads(1)
+
+
+def _render(task: tuple[int, str, str, str]) -> str:
+    """Draw, encode and write one image; top-level so that any start method can pickle it."""
+    seed, image_id, dx, path = task
+    Path(path).write_bytes(_encode_jpeg(draw_lesion(dx, image_rng(seed, image_id))))
+    return image_id
+
+
+def _tasks(table: pd.DataFrame, root: Path, seed: int) -> list[tuple[int, str, str, str]]:
+    """One task per image; the first half by image_id goes to part 1, as in the Kaggle copy."""
+    ordered = table.sort_values("image_id", kind="stable")
+    half = len(ordered) // 2
+    return [(seed, image_id, dx, str(root / PART_DIRS[int(i >= half)] / f"{image_id}.jpg"))
+            for i, (image_id, dx) in enumerate(zip(ordered["image_id"], ordered["dx"]))]
+
+
+def _run(tasks, workers: int, progress: bool) -> None:
+    with tqdm(total=len(tasks), desc="synth", unit="img", disable=not progress) as bar:
+        if workers == 1:
+            for task in tasks:
+                _render(task)
+                bar.update()
+            return
+        # "spawn", not fork: a child forked after the parent has used OpenCV's thread
+        # pool deadlocks inside OpenCV (seen under pytest), and spawn costs well under a second.
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            for _ in pool.imap_unordered(_render, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
+                bar.update()
+
+
+def _write_table(table: pd.DataFrame, path: Path) -> None:
+    table = table.copy()
+    if pd.api.types.is_float_dtype(table["age"]):
+        table["age"] = table["age"].astype("Int64")  # "45", not "45.0"; empty when unknown
+    table.to_csv(path, index=False, lineterminator="\n")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise HamdataError(f"{out} exists; pass --overwrite to replace it, or choose another output folder")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Replace `out` by the complete `tmp`; the old `out` is removed only once the new one is there."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)  # os.replace cannot put a folder over a non-empty one
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists():
+            os.replace(old, out)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old)
+    elif old.exists():
+        old.unlink()
+
+
+def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, overwrite=False, progress=True) -> dict:
+    """Write a synthetic HAM10000 in the Kaggle layout to `out`; return a summary.
+
+    out: the folder to create; it appears complete or not at all.
+    n_images: rows of the synthetic table (>= 7); ignored when `metadata` is given.
+    seed: decides the table and, with each image_id, that image's pixels.
+    metadata: path of a HAM10000-style CSV whose rows (ids, lesions, labels, ...) are used as they are.
+    workers: processes drawing images (default: os.cpu_count()); the output does not depend on it.
+    overwrite: replace an existing non-empty `out`.
+    progress: show a tqdm progress bar.
+    Returns {"images": n, "lesions": k, "counts": {dx: n for dx in CLASSES}, "out": str(out)}.
+    """
+    out = Path(out)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise HamdataError(f"seed must be a non-negative integer, got {seed!r}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise HamdataError(f"workers must be a positive integer, got {workers!r}")
+    _check_out(out, overwrite)
+    if metadata is None:
+        table = synthetic_metadata(n_images, np.random.default_rng(int(seed)))
+    else:
+        table = read_metadata_table(metadata)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by an interrupted run of a process that had our pid
+    try:
+        for part in PART_DIRS:
+            (tmp / part).mkdir(parents=True)
+        tasks = _tasks(table, tmp, int(seed))
+        _run(tasks, min(int(workers), len(tasks)), progress)
+        _write_table(table, tmp / METADATA_NAME)
+        _check_out(out, overwrite)  # another process may have written `out` meanwhile
+        _move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    counts = table["dx"].value_counts()
+    return {"images": len(table), "lesions": int(table["lesion_id"].nunique()),
+            "counts": {dx: int(counts.get(dx, 0)) for dx in CLASSES}, "out": str(out)}

@@ -1,0 +1,178 @@
+"""`verify`: re-read every shard of a build (and of its balanced sets) and check it
+against dataset.json and manifest.csv, then audit for leakage.
+
+Each problem is one line naming the file, sample or row; an empty list means
+everything holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from .classes import CLASSES
+from .errors import HamdataError
+from .manifest import CARD_NAME, MANIFEST_NAME, read_card, read_manifest
+from .shards import IMAGE_EXTS, JSON_FIELDS, Sample, iter_samples, sha256_file
+from .split import audit_leakage
+
+AUG_KEY = re.compile(r"^(?P<parent>[^.]+)_aug\d{4,}$")
+ALLOWED_EXTRA = ("stats", "report.html")
+
+
+def verify_tree(folder: Path, progress: bool = True) -> list[str]:
+    """Problems of the build at ``folder`` and of every ``balanced-*`` set inside it."""
+    folder = Path(folder)
+    problems = verify_folder(folder, progress=progress)
+    for sub in sorted(folder.glob("balanced-*")):
+        if sub.is_dir():
+            problems += verify_folder(sub, parent=folder, progress=progress)
+    return problems
+
+
+def verify_folder(folder: Path, parent: Path | None = None, progress: bool = True) -> list[str]:
+    """Problems of one build or balanced set (``parent`` is the build a balanced set came from)."""
+    try:
+        card = read_card(folder)
+        manifest = read_manifest(folder)
+    except HamdataError as exc:
+        return [str(exc)]
+    problems = []
+    if manifest["key"].duplicated().any():
+        dup = manifest.loc[manifest["key"].duplicated(), "key"]
+        problems.append(f"{folder / MANIFEST_NAME}: duplicate keys ({', '.join(dup[:3])})")
+    rows = manifest.drop_duplicates("key").set_index("key")
+    seen: list[dict] = []
+    shards = card.get("shards", [])
+    bar = tqdm(total=sum(s.get("samples", 0) for s in shards), unit="sample", desc=f"verify {folder.name}",
+               disable=not progress, dynamic_ncols=True)
+    for entry in shards:
+        problems += _check_shard(folder, entry, rows, seen, bar)
+    bar.close()
+    missing = set(rows.index) - {s["key"] for s in seen}
+    if missing:
+        problems.append(f"{folder / MANIFEST_NAME}: {len(missing)} rows have no sample in any shard (first: {', '.join(sorted(missing)[:3])})")
+    problems += _check_counts(folder, card, manifest)
+    problems += _check_extra_files(folder, card)
+    records = pd.DataFrame(seen, columns=["key", "image_id", "lesion_id", "split", "parent"])
+    problems += [f"{folder}: {p}" for p in audit_leakage(records)] if len(records) else []
+    if parent is not None:
+        problems += _check_parents(folder, parent, records)
+    return problems
+
+
+def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar) -> list[str]:
+    path = folder / entry["path"]
+    if not path.is_file():
+        return [f"{path}: shard listed in {CARD_NAME} is missing"]
+    problems = []
+    size = path.stat().st_size
+    if size != entry.get("bytes"):
+        problems.append(f"{path}: {size} bytes, {CARD_NAME} says {entry.get('bytes')}")
+    if sha256_file(path) != entry.get("sha256"):
+        problems.append(f"{path}: sha256 differs from {CARD_NAME} (the file was changed or damaged)")
+    count = 0
+    try:
+        for sample in iter_samples(path):
+            count += 1
+            bar.update(1)
+            problems += _check_sample(path, entry, sample, rows, seen)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        problems.append(f"{path}: unreadable tar after {count} samples ({exc.__class__.__name__}: {exc})")
+    if count != entry.get("samples"):
+        problems.append(f"{path}: {count} samples, {CARD_NAME} says {entry.get('samples')}")
+    return problems
+
+
+def _check_sample(path: Path, entry: dict, sample: Sample, rows: pd.DataFrame, seen: list) -> list[str]:
+    where = f"{path}: sample {sample.key}"
+    exts = [ext for ext, _ in sample.members]
+    if len(exts) != 3 or exts[0] not in IMAGE_EXTS or exts[1:] != ["cls", "json"]:
+        return [f"{where}: members {exts}, expected [jpg|png, cls, json] in that order"]
+    image, cls, meta = (data for _, data in sample.members)
+    try:
+        label = int(cls.decode("ascii"))
+        record = json.loads(meta.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return [f"{where}: unreadable cls or json ({exc})"]
+    if not isinstance(record, dict) or list(record) != list(JSON_FIELDS):
+        return [f"{where}: json fields {list(record) if isinstance(record, dict) else record!r}, expected {list(JSON_FIELDS)}"]
+    problems = []
+    if not 0 <= label < len(CLASSES) or CLASSES[label] != record["dx"]:
+        problems.append(f"{where}: label {label} disagrees with json dx {record['dx']!r}")
+    if record["split"] != entry["split"]:
+        problems.append(f"{where}: json split {record['split']!r} in a {entry['split']} shard")
+    problems += _check_provenance(where, sample.key, record)
+    seen.append({"key": sample.key, "image_id": record["image_id"], "lesion_id": record["lesion_id"],
+                 "split": record["split"], "parent": record["parent"]})
+    if sample.key not in rows.index:
+        return problems + [f"{where}: not in {MANIFEST_NAME}"]
+    row = rows.loc[sample.key]
+    expected = {"split": record["split"], "label": str(label), "dx": record["dx"], "image_id": record["image_id"],
+                "lesion_id": record["lesion_id"], "source": record["source"], "parent": record["parent"] or "",
+                "shard": entry["path"], "sha256": hashlib.sha256(image).hexdigest()}
+    for column, value in expected.items():
+        if row[column] != value:
+            problems.append(f"{where}: {MANIFEST_NAME} {column} is {row[column]!r}, the shard says {value!r}")
+    return problems
+
+
+def _check_provenance(where: str, key: str, record: dict) -> list[str]:
+    if record["source"] == "original":
+        if key != record["image_id"] or record["parent"] is not None or record["recipe"] is not None:
+            return [f"{where}: an original must have key == image_id and no parent or recipe"]
+        return []
+    if record["source"] == "augmented":
+        match = AUG_KEY.match(key)
+        if not match or record["parent"] != match["parent"] or not isinstance(record["recipe"], dict):
+            return [f"{where}: an augmented copy needs key <parent>_augNNNN, its parent and a recipe"]
+        return []
+    return [f"{where}: source {record['source']!r}, expected original or augmented"]
+
+
+def _check_counts(folder: Path, card: dict, manifest: pd.DataFrame) -> list[str]:
+    problems = []
+    for split, per_class in card.get("counts", {}).items():
+        part = manifest[manifest["split"] == split]["dx"].value_counts()
+        for dx in CLASSES:
+            if int(part.get(dx, 0)) != per_class.get(dx, 0):
+                problems.append(f"{folder / MANIFEST_NAME}: {split}/{dx} has {int(part.get(dx, 0))} rows, {CARD_NAME} says {per_class.get(dx, 0)}")
+    return problems
+
+
+def _check_extra_files(folder: Path, card: dict) -> list[str]:
+    listed = {s["path"] for s in card.get("shards", [])} | {CARD_NAME, MANIFEST_NAME}
+    problems = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        top = rel.split("/", 1)[0]
+        if path.is_dir() or rel in listed or top.startswith("balanced-") or top in ALLOWED_EXTRA:
+            continue
+        if top.startswith(".") and ".tmp-" in top:
+            problems.append(f"{path}: left over from an interrupted run; delete it")
+            continue
+        problems.append(f"{path}: not listed in {CARD_NAME}")
+    return problems
+
+
+def _check_parents(folder: Path, build: Path, records: pd.DataFrame) -> list[str]:
+    """A balanced set may only hold train samples of its build, and copies of train parents."""
+    try:
+        base = read_manifest(build).set_index("key")
+    except HamdataError as exc:
+        return [str(exc)]
+    problems = []
+    train_lesions = set(base.loc[base["split"] == "train", "lesion_id"])
+    for rec in records.itertuples(index=False):
+        origin = rec.parent if rec.parent else rec.key
+        if origin not in base.index or base.at[origin, "split"] != "train":
+            problems.append(f"{folder}: sample {rec.key} comes from {origin}, which is not a train sample of {build}")
+        elif rec.lesion_id not in train_lesions:
+            problems.append(f"{folder}: sample {rec.key} has lesion {rec.lesion_id}, not a train lesion of {build}")
+    return problems[:50]

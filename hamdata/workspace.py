@@ -1,0 +1,89 @@
+"""Atomic output folders: build in a hidden sibling, move into place only when complete.
+
+An interrupted or failed command leaves at most a hidden ``.NAME.tmp-PID``
+folder (removed by the next run), never a folder that holds a dataset.json.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from .errors import HamdataError
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def os_error_message(exc: OSError, path) -> str:
+    """One line for an OSError that is the user's environment, not a bug."""
+    reasons = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
+               errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}
+    reason = reasons.get(exc.errno, exc.strerror or str(exc))
+    return f"cannot write {exc.filename or path}: {reason}"
+
+
+class Workspace:
+    """Context manager yielding a temporary folder that becomes ``target`` on success."""
+
+    def __init__(self, target: Path, overwrite: bool = False):
+        self.target = Path(target)
+        self.overwrite = overwrite
+        self.tmp = self.target.parent / f".{self.target.name}.tmp-{os.getpid()}"
+
+    def check(self) -> None:
+        """Refuse early, before any work, to replace an existing output without --overwrite."""
+        if self.target.exists() and not self.target.is_dir():
+            raise HamdataError(f"{self.target} exists and is not a folder")
+        if self.target.is_dir() and any(self.target.iterdir()) and not self.overwrite:
+            raise HamdataError(f"{self.target} already exists and is not empty; pass --overwrite to replace it")
+
+    def _remove_stale(self) -> None:
+        for old in self.target.parent.glob(f".{self.target.name}.tmp-*"):
+            pid = old.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        self.check()
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_stale()
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise HamdataError(os_error_message(exc, self.target.parent)) from None
+        return self.tmp
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if kind is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+                raise HamdataError(os_error_message(exc, self.tmp)) from None
+            return False
+        try:
+            self._commit()
+        except OSError as exc:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise HamdataError(os_error_message(exc, self.target)) from None
+        return False
+
+    def _commit(self) -> None:
+        old = None
+        if self.target.exists():
+            if any(self.target.iterdir()):
+                old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
+                os.replace(self.target, old)
+            else:
+                self.target.rmdir()
+        os.replace(self.tmp, self.target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,27 @@
+"""Shared fixtures: the real HAM10000 sample in ../shared, when it is there."""
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
+REAL_METADATA = SHARED / "HAM10000_metadata.csv"
+REAL_IMAGES = SHARED / "images"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real HAM10000 sample not found at {path} (only in the project's shared folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_metadata_csv() -> Path:
+    """The complete real HAM10000 metadata table (10,015 rows)."""
+    return _need(REAL_METADATA)
+
+
+@pytest.fixture(scope="session")
+def real_images_dir() -> Path:
+    """The folder holding 23 real 600x450 HAM10000 JPEGs."""
+    return _need(REAL_IMAGES)
