@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -31,9 +30,8 @@ from tqdm import tqdm
 
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
+from hamdata.sources import METADATA_COLUMNS, validate_metadata
 
-# The Kaggle column order (the same tuple as sources.METADATA_COLUMNS).
-METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
 METADATA_NAME = "HAM10000_metadata.csv"
 PART_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 IMAGE_SIZE = (600, 450)  # (width, height) of every HAM10000 image
@@ -137,57 +135,32 @@ def synthetic_metadata(n_images: int, rng: np.random.Generator) -> pd.DataFrame:
 
 
 def read_metadata_table(path) -> pd.DataFrame:
-    """Read and check a HAM10000-style metadata table; every value kept as the text it was.
+    """Read a HAM10000-style metadata table (comma or tab separated) to copy its rows.
 
-    Raises HamdataError naming the file, and the rows or columns at fault.
+    The rows must pass sources.validate_metadata, the checks the reader of the
+    result applies, and have all METADATA_COLUMNS. Returns those columns only
+    (an extra Dataverse `dataset` column is dropped), every value the text it
+    was, stripped, with dx lower-cased. Raises HamdataError naming the file.
     """
     path = Path(path)
     if not path.is_file():
-        raise HamdataError(f"{path}: metadata file not found")
+        raise HamdataError(f"metadata file {path} not found")
     try:
         with path.open(encoding="utf-8-sig") as f:
             header = f.readline()
-        sep = "\t" if "\t" in header and "," not in header else ","  # Dataverse ships a .tab file
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        sep = "\t" if "\t" in header else ","  # Dataverse ships a .tab file
+        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise HamdataError(f"{path}: not a readable CSV table ({type(err).__name__})") from err
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in METADATA_COLUMNS if c not in df.columns]
+        raise HamdataError(f"{path}: not a readable CSV table ({type(err).__name__}): "
+                           f"expected UTF-8 text with the columns {','.join(METADATA_COLUMNS)}") from err
+    validate_metadata(raw, str(path))
+    raw.columns = [str(c).strip().lower() for c in raw.columns]
+    missing = [c for c in METADATA_COLUMNS if c not in raw.columns]
     if missing:
         raise HamdataError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(METADATA_COLUMNS)}")
-    df = df[list(METADATA_COLUMNS)].apply(lambda column: column.str.strip())
-    df["dx"] = df["dx"].str.lower()
-    if df.empty:
-        raise HamdataError(f"{path}: no rows; expected one row per image")
-    _check_rows(df, path)
-    return df.reset_index(drop=True)
-
-
-def _lines(mask: pd.Series) -> str:
-    """File line numbers (header = line 1) of the rows where `mask` holds, the first few."""
-    lines = [str(i + 2) for i in np.flatnonzero(mask.to_numpy())]
-    return ", ".join(lines[:5]) + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
-
-
-def _check_rows(df: pd.DataFrame, path: Path) -> None:
-    """Raise HamdataError for values that would give a wrong or unwritable dataset."""
-    bad_dx = ~df["dx"].isin(CLASSES)
-    if bad_dx.any():
-        values = ", ".join(sorted(set(df.loc[bad_dx, "dx"])))
-        raise HamdataError(f"{path}: unknown dx {values!r} on line(s) {_lines(bad_dx)}; "
-                           f"expected one of {', '.join(CLASSES)}")
-    for column in ("image_id", "lesion_id"):
-        empty = df[column] == ""
-        if empty.any():
-            raise HamdataError(f"{path}: empty {column} on line(s) {_lines(empty)}")
-    # The image_id becomes a file name, so it must not be able to name another folder.
-    unsafe = ~df["image_id"].str.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-    if unsafe.any():
-        raise HamdataError(f"{path}: image_id on line(s) {_lines(unsafe)} is not a plain file name "
-                           "(letters, digits, '_', '.', '-')")
-    duplicated = df["image_id"].duplicated()
-    if duplicated.any():
-        raise HamdataError(f"{path}: duplicate image_id on line(s) {_lines(duplicated)}; expected each once")
+    table = raw[list(METADATA_COLUMNS)].apply(lambda column: column.str.strip())
+    table["dx"] = table["dx"].str.lower()
+    return table.reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- drawing
@@ -242,7 +215,9 @@ def _paint(canvas, mask, colour, blur=0.0, opacity=1.0) -> None:
     if blur > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), blur)
     roi = canvas[y0:y1, x0:x1]
-    roi += alpha[..., None] * (np.asarray(colour, np.float32) - roi)
+    change = np.asarray(colour, np.float32) - roi
+    change *= alpha[..., None]
+    roi += change
 
 
 def _tint(rgb, rng, spread=0.08) -> np.ndarray:
@@ -275,7 +250,7 @@ def _skin(rng, w, h) -> np.ndarray:
 
 
 def _add_noise(canvas, rng, strength) -> np.ndarray:
-    """Add grey sensor noise of standard deviation `strength`; returns the uint8 image.
+    """Add grey sensor noise of standard deviation `strength` to `canvas` (in place); return it as uint8.
 
     Uniform noise from raw bytes, because a normal draw per pixel alone costs
     about a quarter of an image's drawing time. Kept weak (std <= 2.2) so that
@@ -284,9 +259,11 @@ def _add_noise(canvas, rng, strength) -> np.ndarray:
     """
     h, w = canvas.shape[:2]
     noise = np.frombuffer(rng.bytes(h * w), np.uint8).reshape(h, w).astype(np.float32)
-    noise = (noise - np.float32(127.5)) * np.float32(strength / 73.6)  # 73.6 = std of uniform bytes
+    noise -= np.float32(127.5)
+    noise *= np.float32(strength / 73.6)  # 73.6 = std of uniform bytes
+    canvas += noise[..., None]  # in place: a new 600x450x3 float array per step costs more than the sum
     # convertScaleAbs rounds and saturates at 255; its abs() only touches noise below black, still near black.
-    return cv2.convertScaleAbs(cv2.add(canvas, cv2.merge([noise, noise, noise])))
+    return cv2.convertScaleAbs(canvas)
 
 
 def _paint_nv(canvas, rng, cx, cy, s):
@@ -531,22 +508,25 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
     workers: processes drawing images (default: os.cpu_count()); the output does not depend on it.
     overwrite: replace an existing non-empty `out`.
     progress: show a tqdm progress bar.
+    With workers > 1 the processes are started with "spawn", so a script that
+    calls this needs the usual `if __name__ == "__main__":` guard.
     Returns {"images": n, "lesions": k, "counts": {dx: n for dx in CLASSES}, "out": str(out)}.
     """
     out = Path(out)
+    place = Path(os.path.abspath(out))  # "." or "data/.." have no usable name or parent of their own
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise HamdataError(f"seed must be a non-negative integer, got {seed!r}")
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise HamdataError(f"workers must be a positive integer, got {workers!r}")
-    _check_out(out, overwrite)
+    _check_out(place, overwrite)
     if metadata is None:
         table = synthetic_metadata(n_images, np.random.default_rng(int(seed)))
     else:
         table = read_metadata_table(metadata)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    place.parent.mkdir(parents=True, exist_ok=True)
+    tmp = place.parent / f".{place.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)  # left by an interrupted run of a process that had our pid
     try:
@@ -555,8 +535,8 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
         tasks = _tasks(table, tmp, int(seed))
         _run(tasks, min(int(workers), len(tasks)), progress)
         _write_table(table, tmp / METADATA_NAME)
-        _check_out(out, overwrite)  # another process may have written `out` meanwhile
-        _move_into_place(tmp, out)
+        _check_out(place, overwrite)  # another process may have written `out` meanwhile
+        _move_into_place(tmp, place)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

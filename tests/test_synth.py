@@ -14,6 +14,7 @@ from PIL import Image
 from hamdata import synth
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
+from hamdata.sources import missing_images, open_source
 from hamdata.synth import draw_lesion, make_synthetic, synthetic_metadata
 
 # Written out again from the HAM10000 paper rather than imported, so that a
@@ -100,6 +101,14 @@ def test_summary_matches_what_was_written(built):
     assert summary["counts"] == {dx: int((table["dx"] == dx).sum()) for dx in CLASSES}
     assert list(summary["counts"]) == list(CLASSES)
     assert summary["out"] == str(out)
+
+
+def test_sources_reads_it_back_as_a_kaggle_copy(built):
+    out, _ = built
+    source = open_source(out)
+    assert (source.layout, source.warnings) == ("kaggle", ())
+    assert sorted(source.images) == sorted(read_table(out)["image_id"])
+    assert missing_images(source) == []
 
 
 # ---------------------------------------------------------------- metadata
@@ -326,9 +335,13 @@ def test_overwrite_replaces_the_old_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no temporary or old folder left behind"
 
 
-def test_an_empty_existing_folder_is_fine(tmp_path):
+def test_an_empty_existing_folder_and_a_relative_path_are_fine(tmp_path, monkeypatch):
     (tmp_path / "out").mkdir()
-    assert make_synthetic(tmp_path / "out", n_images=7, workers=1, progress=False)["images"] == 7
+    monkeypatch.chdir(tmp_path)
+    summary = make_synthetic("out", n_images=7, workers=1, progress=False)
+    assert summary["images"] == 7 and summary["out"] == "out"
+    assert len(image_files(tmp_path / "out")) == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def _bad_csv(tmp_path, text):
@@ -339,14 +352,18 @@ def _bad_csv(tmp_path, text):
 
 @pytest.mark.parametrize("text, message", [
     (HEADER + "\nL1,I1,nv,histo,40,male,back\nL2,I2,melanoma,histo,40,male,back\n",
-     r"unknown dx 'melanoma' on line\(s\) 3; expected one of akiec"),
-    ("lesion_id,image_id,dx_type,age,sex,localization\nL1,I1,histo,40,male,back\n",
-     r"missing column\(s\) dx; expected lesion_id,image_id,dx"),
+     r"unknown dx in row 2 \('melanoma'\): expected one of akiec"),
+    ("lesion_id,image_id,dx,age,sex,localization\nL1,I1,nv,40,male,back\n",
+     r"missing column\(s\) dx_type; expected lesion_id,image_id,dx"),
+    ("lesion_id,image_id,dx_type,age,sex,localization\nL1,I1,histo,40,male,back\n", "missing column dx"),
     (HEADER + "\nL1,I1,nv,histo,40,male,back\nL2,I1,nv,histo,40,male,back\n",
-     r"duplicate image_id on line\(s\) 3"),
-    (HEADER + "\nL1,../I1,nv,histo,40,male,back\n", r"line\(s\) 2 is not a plain file name"),
-    (HEADER + "\n,I1,nv,histo,40,male,back\n", r"empty lesion_id on line\(s\) 2"),
-    (HEADER + "\n", "no rows"),
+     r"duplicate image_id I1 \(rows 1, 2\)"),
+    (HEADER + "\nL1,../I1,nv,histo,40,male,back\n", "bad image_id in row 1"),
+    (HEADER + "\n,I1,nv,histo,40,male,back\n", "empty lesion_id in row 1"),
+    (HEADER + "\nL1,I1,nv,histo,40,male,back\nL1,I2,mel,histo,40,male,back\n",
+     "lesion L1 has images of several diagnoses"),
+    (HEADER + "\n", "no data rows"),
+    ("", "not a readable CSV table"),
 ])
 def test_bad_metadata_is_named(tmp_path, text, message):
     path = _bad_csv(tmp_path, text)
@@ -357,7 +374,7 @@ def test_bad_metadata_is_named(tmp_path, text, message):
 
 
 def test_missing_metadata_file(tmp_path):
-    with pytest.raises(HamdataError, match="metadata file not found"):
+    with pytest.raises(HamdataError, match=r"metadata file .*nope\.csv not found"):
         make_synthetic(tmp_path / "out", metadata=tmp_path / "nope.csv", progress=False)
 
 
