@@ -21,8 +21,9 @@ def _claim(work: Path) -> None:
     (work / MARKER).write_text("written by `hamdata demo`; its contents are replaced by the next demo run\n")
 
 
-def run_demo(work: Path, n_images: int = 1000, workers: int = 2, seed: int = 42, echo=print) -> dict:
-    """synth -> build-shards -> stats -> verify; returns the paths it made."""
+def run_demo(work: Path, n_images: int = 1000, workers: int = 2, seed: int = 42, target: int = 200, echo=print) -> dict:
+    """synth -> build-shards -> balance -> stats -> verify; returns the paths it made."""
+    from .balance import BalanceConfig, balance_build
     from .build import BuildConfig, build_shards
     from .split import SplitConfig
     from .stats import run_stats
@@ -33,23 +34,29 @@ def run_demo(work: Path, n_images: int = 1000, workers: int = 2, seed: int = 42,
     data, shards = work / "data", work / "shards"
     started = time.perf_counter()
 
-    echo(f"[1/4] synth: {n_images} synthetic 600x450 images -> {data}")
+    echo(f"[1/5] synth: {n_images} synthetic 600x450 images -> {data}")
     make_synthetic(data, n_images=n_images, seed=seed, workers=workers, overwrite=True)
 
-    echo(f"[2/4] build-shards: hair removal, CLAHE, 256x256, lesion-aware split -> {shards}")
+    echo(f"[2/5] build-shards: hair removal, CLAHE, 256x256, lesion-aware split -> {shards}")
     cfg = BuildConfig(data=str(data), out=str(shards), split=SplitConfig(seed=seed))
     summary = build_shards(cfg, workers=workers, overwrite=True)
     echo(f"      {summary['samples']} samples, {summary['shards']} shards, {summary['images_per_second']:.1f} images/s")
 
-    echo(f"[3/4] stats -> {shards / 'stats'}")
+    echo(f"[3/5] balance --target {target}: train split only, rare classes augmented offline")
+    balanced = balance_build(shards, BalanceConfig(target=target, seed=seed), workers=workers, overwrite=True)
+    for line in balanced["warnings"]:
+        echo(f"      warning: {line}")
+    echo(f"      {balanced['samples']} samples in {balanced['out']}")
+
+    echo(f"[4/5] stats -> {shards / 'stats'}")
     result = run_stats(shards)
     echo(result["text"])
 
-    echo(f"[4/4] verify {shards}")
+    echo(f"[5/5] verify {shards} (and {Path(balanced['out']).name})")
     problems = verify_tree(shards)
     for line in problems:
         echo(line)
     if problems:
         raise HamdataError(f"demo: verify found {len(problems)} problems in {shards}")
     echo(f"demo done in {time.perf_counter() - started:.0f} s: shards in {shards}, plots in {shards / 'stats'}")
-    return {"data": data, "shards": shards, "plots": result["plots"]}
+    return {"data": data, "shards": shards, "balanced": Path(balanced["out"]), "plots": result["plots"]}

@@ -1,0 +1,300 @@
+"""`balance --target N`: a build's train split -> exactly N samples per class.
+
+The plan (which originals are kept, which copies are made from which parent,
+with which recipe, in which order) is a pure function of the train manifest
+and the config. Execution reads the parents from the build's train tars,
+makes the copies in worker processes and writes ``balanced-N/`` atomically.
+Copies come back in plan order, so the tars are the same bytes whatever the
+number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tarfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .augment import POLICIES, augment_seed, describe_policy, make_recipe, replay
+from .classes import CLASSES, label_of
+from .errors import HamdataError
+from .manifest import CARD_NAME, MANIFEST_NAME, ManifestWriter, card_skeleton, read_card, read_manifest, shards_of, write_card
+from .parallel import ordered_map
+from .preprocess import ImageError, decode_image, encode_image
+from .shards import IMAGE_EXTS, ShardWriter, sample_json, sha256_file, split_member_name
+from .workspace import Workspace
+
+WARN_COPIES_PER_ORIGINAL = 20
+_KEEP, _COPY, _ORDER = 0, 1, 2  # independent random streams per purpose
+
+
+@dataclass(frozen=True)
+class BalanceConfig:
+    """Everything that decides the content of a balanced set (workers and overwrite do not)."""
+
+    target: int
+    seed: int = 42
+    strong_below: float = 0.5
+
+    def __post_init__(self):
+        if isinstance(self.target, bool) or not isinstance(self.target, (int, np.integer)) or self.target < 1:
+            raise HamdataError(f"--target: expected a positive number of samples per class, got {self.target}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise HamdataError(f"--seed: expected a non-negative integer, got {self.seed}")
+        if not isinstance(self.strong_below, (int, float)) or not math.isfinite(self.strong_below) or self.strong_below < 0:
+            raise HamdataError(f"--strong-below: expected a fraction of the target >= 0, got {self.strong_below}")
+
+
+@dataclass(frozen=True)
+class PlannedSample:
+    key: str
+    dx: str
+    origin: str  # the train sample whose pixels it starts from: itself for an original, else the parent
+    recipe: dict | None = None  # None for an original
+
+
+@dataclass(frozen=True)
+class ClassPlan:
+    dx: str
+    originals: int
+    kept: tuple[str, ...]
+    copies: tuple[PlannedSample, ...]
+    policy: str
+
+    def summary(self) -> dict:
+        return {"originals": self.originals, "kept": len(self.kept), "copies": len(self.copies), "policy": self.policy}
+
+
+@dataclass(frozen=True)
+class BalancePlan:
+    classes: dict  # dx -> ClassPlan, in CLASSES order
+    samples: tuple[PlannedSample, ...]  # in write order
+    warnings: tuple[str, ...]
+
+
+# ------------------------------------------------------------------ planning (pure)
+
+
+def spread_across_lesions(keys: list[str], lesions: list[str], n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` of ``keys``: one image of every lesion (lesions in seeded order) before a second of any."""
+    groups: dict[str, list[str]] = {}
+    for key, lesion in sorted(zip(keys, lesions)):
+        groups.setdefault(lesion or key, []).append(key)  # no lesion id: the image is its own lesion
+    order = sorted(groups)
+    ranked = []
+    for position, k in enumerate(rng.permutation(len(order))):
+        members = groups[order[k]]
+        for depth, m in enumerate(rng.permutation(len(members))):
+            ranked.append((depth, position, members[m]))
+    ranked.sort()
+    return sorted(key for _, _, key in ranked[:n])
+
+
+def round_robin_copies(parents: list[str], n: int, rng: np.random.Generator, policy: str, seed: int, dx: str) -> list[PlannedSample]:
+    """``n`` copies, parents taken in a seeded order one after another, so counts per parent differ by <= 1."""
+    order = [parents[i] for i in rng.permutation(len(parents))]
+    copies = []
+    for j in range(n):
+        parent = order[j % len(order)]
+        key = f"{parent}_aug{j // len(order) + 1:04d}"
+        copies.append(PlannedSample(key, dx, parent, make_recipe(policy, augment_seed(seed, key))))
+    return copies
+
+
+def choose_policy(originals: int, cfg: BalanceConfig) -> str:
+    return "strong" if originals < cfg.strong_below * cfg.target else "light"
+
+
+def _train_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    missing = {"key", "dx", "lesion_id"} - set(manifest.columns)
+    if missing:
+        raise HamdataError(f"train manifest: missing columns {', '.join(sorted(missing))}")
+    rows = manifest[manifest["split"] == "train"] if "split" in manifest.columns else manifest
+    unknown = sorted(set(rows["dx"]) - set(CLASSES))
+    if unknown:
+        raise HamdataError(f"train manifest: dx {unknown[0]!r} is not one of {', '.join(CLASSES)}")
+    if rows["key"].duplicated().any():
+        raise HamdataError(f"train manifest: key {rows.loc[rows['key'].duplicated(), 'key'].iat[0]!r} appears twice")
+    return rows
+
+
+def plan_balance(train_manifest: pd.DataFrame, cfg: BalanceConfig) -> BalancePlan:
+    """Which originals are kept and which copies are made, per class, and the order they are written in.
+
+    Only rows with split "train" are ever chosen (rows of other splits are ignored).
+    """
+    rows = _train_rows(train_manifest)
+    classes, warnings, samples = {}, [], []
+    for index, dx in enumerate(CLASSES):
+        part = rows[rows["dx"] == dx].sort_values("key")
+        keys, n = part["key"].tolist(), len(part)
+        if n == 0:
+            raise HamdataError(f"the train split has no {dx} samples: balancing needs at least one original of every class")
+        policy = choose_policy(n, cfg)
+        if n >= cfg.target:
+            rng = np.random.default_rng([cfg.seed, index, _KEEP])
+            kept, copies = spread_across_lesions(keys, part["lesion_id"].tolist(), cfg.target, rng), []
+        else:
+            rng = np.random.default_rng([cfg.seed, index, _COPY])
+            kept, copies = keys, round_robin_copies(keys, cfg.target - n, rng, policy, cfg.seed, dx)
+            if len(copies) / n > WARN_COPIES_PER_ORIGINAL:
+                warnings.append(f"{dx}: {n} originals, {len(copies)} copies = {len(copies) / n:.1f} copies per original")
+        classes[dx] = ClassPlan(dx, n, tuple(kept), tuple(copies), policy)
+        samples += [PlannedSample(key, dx, key) for key in kept] + copies
+    samples.sort(key=lambda s: s.key)
+    order = np.random.default_rng([cfg.seed, len(CLASSES), _ORDER]).permutation(len(samples))
+    return BalancePlan(classes, tuple(samples[i] for i in order), tuple(warnings))
+
+
+# ------------------------------------------------------------------ reading the build
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where a sample's image bytes lie inside a tar (read without unpacking the tar)."""
+
+    path: str
+    offset: int
+    size: int
+    ext: str
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            return handle.read(self.size)
+
+
+def index_train_shards(build: Path, card: dict) -> tuple[dict[str, ImageRef], dict[str, bytes]]:
+    """Image locations and json members of every train sample of the build."""
+    images, metas = {}, {}
+    for entry in shards_of(card, "train"):
+        path = build / entry["path"]
+        try:
+            with tarfile.open(path, mode="r:") as tar:
+                for member in tar:
+                    key, ext = split_member_name(member.name)
+                    if ext in IMAGE_EXTS:
+                        images[key] = ImageRef(str(path), member.offset_data, member.size, ext)
+                    elif ext == "json":
+                        metas[key] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError) as exc:
+            raise HamdataError(f"{path}: cannot read train shard ({exc.__class__.__name__}: {exc}); run `verify {build}`") from None
+    return images, metas
+
+
+# ------------------------------------------------------------------ execution
+
+
+@dataclass(frozen=True)
+class CopyTask:
+    key: str
+    parent: ImageRef
+    recipe: dict
+    fmt: str
+    quality: int
+
+
+def make_copy(task: CopyTask) -> bytes:
+    """Parent bytes -> augmented, encoded copy (runs in a worker)."""
+    try:
+        rgb, _ = decode_image(task.parent.read())
+    except ImageError as exc:
+        raise HamdataError(f"{task.parent.path}: parent of {task.key} cannot be decoded ({exc.cause}); run verify on the build") from None
+    return encode_image(replay(rgb, task.recipe), task.fmt, task.quality)
+
+
+def compact_json(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, overwrite: bool = False,
+                  progress: bool = True) -> dict:
+    """Write ``balanced-<target>/`` for the build at ``shards_dir``; returns a summary for the CLI."""
+    started = time.perf_counter()
+    build = Path(shards_dir)
+    card = read_card(build)
+    if card.get("kind") != "build":
+        raise HamdataError(f"{build}: is a {card.get('kind')!r} set; --shards expects a build made by build-shards")
+    manifest = read_manifest(build)
+    train = manifest[manifest["split"] == "train"]
+    if train.empty:
+        raise HamdataError(f"{build}: the build has no train split (no train rows in {MANIFEST_NAME}); balance uses train only")
+    target_dir = (Path(out) if out is not None else build) / f"balanced-{cfg.target}"
+    workspace = Workspace(target_dir, overwrite=overwrite)
+    workspace.check()
+    plan = plan_balance(train, cfg)
+    images, metas = index_train_shards(build, card)
+    absent = sorted({s.origin for s in plan.samples} - (images.keys() & metas.keys()))
+    if absent:
+        raise HamdataError(f"{build}: {len(absent)} train samples of {MANIFEST_NAME} are in no train shard "
+                           f"(first: {', '.join(absent[:3])}); run `verify {build}`")
+    workers = max(1, int(workers or 1))
+    with workspace as tmp:
+        shards = _write_samples(tmp, plan, images, metas, card["config"], workers, progress)
+        write_card(tmp, _balanced_card(card, cfg, plan, shards, build, target_dir))
+    seconds = time.perf_counter() - started
+    return {"out": str(target_dir), "samples": len(plan.samples),
+            "classes": {dx: cp.summary() for dx, cp in plan.classes.items()}, "warnings": list(plan.warnings),
+            "samples_per_second": len(plan.samples) / seconds if seconds else 0.0, "workers": workers, "seconds": seconds}
+
+
+def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, build_cfg: dict, workers: int,
+                   progress: bool) -> list[dict]:
+    fmt, quality = build_cfg["format"], build_cfg["quality"]
+    tasks = (CopyTask(s.key, images[s.origin], s.recipe, fmt, quality) for s in plan.samples if s.recipe is not None)
+    copies = ordered_map(make_copy, tasks, workers)
+    writer = ShardWriter(tmp, "", "train", "train", build_cfg["shard_size"])
+    manifest = ManifestWriter(tmp / MANIFEST_NAME)
+    try:
+        bar = tqdm(total=len(plan.samples), unit="sample", desc="balance", disable=not progress, dynamic_ncols=True)
+        for sample in plan.samples:
+            record = json.loads(metas[sample.origin])
+            if sample.recipe is None:
+                ext, image, meta = images[sample.key].ext, images[sample.key].read(), metas[sample.key]
+            else:
+                record.update(source="augmented", parent=sample.origin, recipe=sample.recipe)
+                ext, image, meta = fmt, next(copies), sample_json(record)
+            shard = writer.write(sample.key, ext, image, label_of(sample.dx), meta)
+            manifest.write({"key": sample.key, "split": "train", "label": label_of(sample.dx), "dx": sample.dx,
+                            "image_id": record["image_id"], "lesion_id": record["lesion_id"], "source": record["source"],
+                            "parent": record["parent"], "recipe": compact_json(sample.recipe) if sample.recipe else None,
+                            "shard": shard, "sha256": hashlib.sha256(image).hexdigest()})
+            bar.update(1)
+        bar.close()
+        return [info.to_dict() for info in writer.close()]
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        copies.close()
+        manifest.close()
+
+
+def _balanced_card(build_card: dict, cfg: BalanceConfig, plan: BalancePlan, shards: list[dict], build: Path,
+                   target_dir: Path) -> dict:
+    build_cfg = build_card["config"]
+    config = asdict(cfg)
+    # inherited from the build, so that readers of a balanced set find the image settings where a build has them
+    config.update({name: build_cfg.get(name) for name in ("format", "quality", "shard_size", "preprocess")})
+    card = card_skeleton("balanced", config)
+    size = tuple((build_cfg.get("preprocess") or {}).get("size", (256, 256)))
+    card.update(
+        build={"path": Path(os.path.relpath(build.resolve(), target_dir.resolve())).as_posix(),
+               "sha256": sha256_file(build / CARD_NAME)},
+        policies={dx: cp.policy for dx, cp in plan.classes.items()},
+        policy_definitions={name: describe_policy(name, size) for name in POLICIES},
+        plan={dx: cp.summary() for dx, cp in plan.classes.items()},
+        counts={"train": {dx: cfg.target for dx in CLASSES}},
+        shards=shards,
+        train_stats=build_card.get("train_stats"),
+        warnings=list(plan.warnings),
+    )
+    return card

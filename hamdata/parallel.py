@@ -1,0 +1,81 @@
+"""Ordered parallel map with a bounded window, for CPU-bound image work.
+
+Results come back in input order whatever the number of workers, so what is
+written from them is the same bytes with 1 or N processes. At most
+``window * workers`` chunks are in flight, so memory does not grow with the
+input. OpenCV runs single-threaded inside (one image per process; its own
+threads would fight the pool).
+
+Workers are spawned, not forked: a child forked from a process whose OpenCV
+thread pool has run inherits that pool's locks mid-use, and its first
+``cv2.setNumThreads`` (or any parallel cv2 call) waits forever. Spawning costs
+each worker its imports (a few seconds) once per map.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from itertools import islice
+
+CHUNK = 8  # items per task sent to a worker: amortises inter-process overhead
+WINDOW = 4  # chunks in flight per worker
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+@contextmanager
+def single_threaded_cv2():
+    """OpenCV on one thread for the duration (the serial path's equivalent of _init_worker)."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _run_chunk(fn: Callable, items: list) -> list:
+    return [fn(item) for item in items]
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def ordered_map(fn: Callable, items: Iterable, workers: int, chunk: int = CHUNK, window: int = WINDOW) -> Iterator:
+    """``fn(item)`` for every item, yielded in input order, computed by ``workers`` processes.
+
+    ``fn`` and the items must be picklable and importable by a fresh interpreter
+    (a module-level function of a package, or functools.partial of one).
+    ``workers <= 1`` runs in this process, without a pool.
+    """
+    if workers <= 1:
+        with single_threaded_cv2():
+            for item in items:
+                yield fn(item)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=context) as pool:
+        pending = deque()
+        try:
+            for part in _chunks(items, chunk):
+                pending.append(pool.submit(_run_chunk, fn, part))
+                if len(pending) >= window * workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
