@@ -29,6 +29,12 @@ ALLOWED_EXTRA = ("stats", "report.html")
 def verify_tree(folder: Path, progress: bool = True) -> list[str]:
     """Problems of the build at ``folder`` and of every ``balanced-*`` set inside it."""
     folder = Path(folder)
+    try:
+        build = read_card(folder).get("build", {}).get("path")
+    except HamdataError:
+        build = None
+    if build:  # a balanced set given on its own: check it against the build it came from
+        return verify_folder(folder, parent=(folder / build).resolve(), progress=progress)
     problems = verify_folder(folder, progress=progress)
     for sub in sorted(folder.glob("balanced-*")):
         if sub.is_dir():
@@ -170,7 +176,7 @@ def _check_parents(folder: Path, build: Path, records: pd.DataFrame) -> list[str
     problems = []
     train_lesions = set(base.loc[base["split"] == "train", "lesion_id"])
     for rec in records.itertuples(index=False):
-        origin = rec.parent if rec.parent else rec.key
+        origin = rec.parent if isinstance(rec.parent, str) and rec.parent else rec.key  # None became NaN in the frame
         if origin not in base.index or base.at[origin, "split"] != "train":
             problems.append(f"{folder}: sample {rec.key} comes from {origin}, which is not a train sample of {build}")
         elif rec.lesion_id not in train_lesions:
