@@ -169,13 +169,25 @@ def balance(target, shards, out, seed, workers, strong_below, overwrite):
 
 
 @main.command()
+@click.argument("folder", default="shards", type=click.Path())
+@click.option("--out", default=None, help="HTML file to write (default: FOLDER/report.html).")
+@user_errors
+def report(folder, out):
+    """One self-contained HTML report of a build, a balanced set or a training run."""
+    from hamdata.report import write_report
+
+    path = write_report(Path(folder), Path(out) if out else None)
+    click.echo(f"report: {path}")
+
+
+@main.command()
 @click.option("--out", default="demo", show_default=True, help="Work folder for the demo.")
 @click.option("--images", "n_images", default=1000, show_default=True, type=int, help="Synthetic images.")
 @click.option("--workers", type=int, default=None, help="Processes (default: CPU count).")
 @click.option("--seed", default=42, show_default=True, type=int)
 @user_errors
 def demo(out, n_images, workers, seed):
-    """synth -> build-shards -> stats -> verify on a synthetic dataset, in one folder."""
+    """synth -> build-shards -> balance -> stats -> verify on a synthetic dataset, in one folder."""
     from hamdata.demo import run_demo
 
     run_demo(Path(out), n_images=n_images, workers=_workers(workers), seed=seed, echo=click.echo)

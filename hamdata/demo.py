@@ -24,6 +24,7 @@ def _claim(work: Path) -> None:
 def run_demo(work: Path, n_images: int = 1000, workers: int = 2, seed: int = 42, target: int = 200, echo=print) -> dict:
     """synth -> build-shards -> balance -> stats -> verify; returns the paths it made."""
     from .balance import BalanceConfig, balance_build
+    from .report import write_report
     from .build import BuildConfig, build_shards
     from .split import SplitConfig
     from .stats import run_stats
@@ -58,5 +59,7 @@ def run_demo(work: Path, n_images: int = 1000, workers: int = 2, seed: int = 42,
         echo(line)
     if problems:
         raise HamdataError(f"demo: verify found {len(problems)} problems in {shards}")
+    report = write_report(shards)
     echo(f"demo done in {time.perf_counter() - started:.0f} s: shards in {shards}, plots in {shards / 'stats'}")
-    return {"data": data, "shards": shards, "balanced": Path(balanced["out"]), "plots": result["plots"]}
+    echo(f"report: {report}")
+    return {"data": data, "shards": shards, "balanced": Path(balanced["out"]), "plots": result["plots"], "report": report}

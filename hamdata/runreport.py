@@ -1,0 +1,183 @@
+"""The report sections of a training run folder (see hamdata.report).
+
+A run folder is whatever the trainers wrote: config.json, metrics.jsonl (one
+line per epoch), metrics.json, confusion_matrix.png, classification_report.txt,
+predictions_isic2018.csv, gradcam/*.png and checkpoints. Each part is optional:
+an evaluation folder has no history, a run still training has no metrics.json,
+and the page says what is missing instead of failing. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from . import htmlpage as h
+from .classes import CLASSES
+
+RUN_MARKERS = ("metrics.jsonl", "metrics.json")  # either makes a folder a run
+PER_CLASS_COLUMNS = ("precision", "recall", "f1", "support", "auc")
+
+
+def is_run(folder: Path) -> bool:
+    return any((Path(folder) / name).is_file() for name in RUN_MARKERS)
+
+
+def run_sections(folder: Path, report_name: str = "report.html") -> list[h.Section]:
+    """Metrics, curves, confusion matrix, Grad-CAM gallery, configuration and file list of a run."""
+    folder = Path(folder)
+    config, config_problem = read_json(folder / "config.json")
+    metrics, metrics_problem = read_json(folder / "metrics.json")
+    history, bad = read_history(folder / "metrics.jsonl")
+    problems = [p for p in (config_problem, metrics_problem) if p]
+    return [_metrics_section(folder, metrics, problems), _curves_section(folder, history, bad),
+            _confusion_section(folder), _gradcam_section(folder), _config_section(config),
+            _files_section(folder, report_name)]
+
+
+def read_json(path: Path) -> tuple[dict | None, str]:
+    """A JSON object file, or None and why not ("" when the file is simply absent)."""
+    if not path.is_file():
+        return None, ""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"{path}: unreadable ({exc.__class__.__name__})"
+    return (value, "") if isinstance(value, dict) else (None, f"{path}: not a JSON object")
+
+
+def read_history(path: Path) -> tuple[list[dict], int]:
+    """metrics.jsonl lines that parse as objects, and how many did not (a line being written)."""
+    history, bad = [], 0
+    if path.is_file():
+        for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                value = json.loads(text)
+            except ValueError:
+                bad += bool(text.strip())
+                continue
+            if isinstance(value, dict):
+                history.append(value)
+            else:
+                bad += 1
+    return history, bad
+
+
+def plot_history(history: list[dict]) -> Figure | None:
+    """Losses, validation/test metrics and learning rate per epoch; None when there is nothing to plot."""
+    keys = sorted({k for line in history for k, v in line.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    groups = [("loss", [k for k in keys if "loss" in k]),
+              ("metrics", [k for k in keys if k.startswith(("val", "test")) and "loss" not in k]),
+              ("learning rate", [k for k in keys if k == "lr" or k.startswith("lr_")])]
+    groups = [(name, ks) for name, ks in groups if ks]
+    if not history or not groups:
+        return None
+    epochs = [line.get("epoch", i + 1) for i, line in enumerate(history)]
+    fig = h.new_figure(4.6 * len(groups), 3.8)
+    for i, (name, ks) in enumerate(groups):
+        ax = fig.add_subplot(1, len(groups), i + 1)
+        for k in ks:
+            ax.plot(epochs, [line.get(k, np.nan) for line in history], marker="o", markersize=3, label=k)
+        ax.set(title=name, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(ks) > 1 or name == "metrics":
+            ax.legend(fontsize=7)
+    return fig
+
+
+def _metrics_section(folder: Path, metrics: dict | None, problems: list[str]) -> h.Section:
+    section = h.Section("metrics", "Metrics").add(*[h.note(p) for p in problems])
+    if metrics:
+        headline = [(k, metrics.get(k)) for k in ("split", "samples", "accuracy", "balanced_accuracy", "macro_f1",
+                                                   "macro_auc", "checkpoint", "epoch", "tta")]
+        section.add(h.facts(headline))
+        per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
+        columns = sorted({c for v in per_class.values() if isinstance(v, dict) for c in v},
+                         key=lambda c: (PER_CLASS_COLUMNS.index(c) if c in PER_CLASS_COLUMNS else len(PER_CLASS_COLUMNS), c))
+        if columns:
+            rows = [[dx, *[(per_class.get(dx) or {}).get(c) for c in columns]] for dx in per_class]
+            section.add(h.table(["class", *columns], rows))
+        if metrics.get("notes"):
+            section.add(h.muted(metrics["notes"]))
+    else:
+        section.add(h.muted("no metrics.json in this folder: the run has not been evaluated yet"))
+    report = folder / "classification_report.txt"
+    if report.is_file():
+        text = report.read_text(encoding="utf-8", errors="replace")
+        section.add("<h3>Classification report</h3>", f"<pre>{h.esc(text)}</pre>")
+    return section
+
+
+def _curves_section(folder: Path, history: list[dict], bad: int) -> h.Section:
+    section = h.Section("curves", "Training curves")
+    if bad:
+        section.add(h.note(f"metrics.jsonl: {bad} lines are not JSON objects (a run still being written?); they are left out"))
+    fig = plot_history(history)
+    if fig is not None:
+        section.add(f'<div class="plots wide">{h.img(h.figure_uri(fig), "training curves")}</div>')
+        keys = ["epoch"] + sorted({k for line in history for k in line} - {"epoch"})
+        section.add(h.table(keys, [[line.get(k) for k in keys] for line in history], h.MAX_ROWS))
+    elif (folder / "curves.png").is_file():
+        section.add(f'<div class="plots wide">{h.embed_file(folder / "curves.png", "curves.png")}</div>')
+    else:
+        section.add(h.muted("no training history (metrics.jsonl) in this folder: an evaluation folder?"))
+    return section
+
+
+def _confusion_section(folder: Path) -> h.Section:
+    section = h.Section("confusion", "Confusion matrix")
+    path = folder / "confusion_matrix.png"
+    if path.is_file():
+        return section.add(f'<div class="plots wide">{h.embed_file(path, "confusion matrix")}</div>')
+    return section.add(h.muted("no confusion_matrix.png in this folder"))
+
+
+def _gradcam_section(folder: Path) -> h.Section:
+    section = h.Section("gradcam", "Grad-CAM gallery")
+    paths = sorted((folder / "gradcam").glob("**/*.png")) + sorted(folder.glob("*gradcam*.png"))
+    if not paths:
+        return section.add(h.muted("no Grad-CAM images (gradcam/*.png) in this folder"))
+    return section.add(f'<div class="plots">{"".join(h.embed_file(p, gradcam_caption(p.stem)) for p in paths)}</div>')
+
+
+def gradcam_caption(stem: str) -> str:
+    """``akiec_correct_ISIC_1`` -> ``true akiec, correct: ISIC_1`` (the trainers' file names)."""
+    parts = stem.split("_", 2)
+    if len(parts) == 3 and parts[0] in CLASSES:
+        return f"true {parts[0]}, {parts[1]}: {parts[2]}"
+    return stem
+
+
+def _config_section(config: dict | None) -> h.Section:
+    section = h.Section("run", "Run")
+    if not config:
+        return section.add(h.muted("no config.json in this folder"))
+    train = config.get("config") if isinstance(config.get("config"), dict) else {}
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    versions = config.get("versions") if isinstance(config.get("versions"), dict) else {}
+    facts = [("recipe", train.get("recipe")), ("architecture", config.get("arch") or train.get("arch")),
+             ("train set", data.get("train_set")), ("build", data.get("build")), ("device", config.get("device")),
+             ("world size", config.get("world_size")), ("epochs", train.get("epochs")), ("batch size", train.get("batch_size")),
+             ("learning rate", train.get("lr")), ("image size", data.get("image_size") or train.get("image_size")),
+             ("seed", train.get("seed")), ("note", config.get("train_set_note")),
+             ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()))]
+    return section.add(h.facts(facts), h.details("config.json as written", json.dumps(config, indent=2, sort_keys=True)))
+
+
+def _files_section(folder: Path, report_name: str) -> h.Section:
+    section = h.Section("files", "Files")
+    predictions = folder / "predictions_isic2018.csv"
+    if predictions.is_file():
+        with open(predictions, newline="", encoding="utf-8", errors="replace") as handle:
+            rows = list(csv.reader(handle))
+        if rows:
+            section.add(f"<h3>predictions_isic2018.csv ({len(rows) - 1} images)</h3>", h.table(rows[0], rows[1:], 10))
+    listed = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != report_name)
+    rows = [[p.relative_to(folder).as_posix(), p.stat().st_size] for p in listed]
+    return section.add("<h3>Everything in the folder</h3>", h.table(["file", "bytes"], rows, 200))
