@@ -9,13 +9,11 @@ window of work is in flight, so memory does not grow with the dataset.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
-import shutil
 import time
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,13 +24,12 @@ from tqdm import tqdm
 from .classes import CLASSES, label_of
 from .errors import HamdataError
 from .manifest import MANIFEST_NAME, ManifestWriter, card_skeleton, count_table, write_card
+from .parallel import ordered_map
 from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
 from .shards import ShardWriter, sample_json
 from .sources import missing_images, open_source, read_image_bytes
 from .split import SPLITS, SplitConfig, decide_split
 from .workspace import Workspace
-
-CHUNK = 8  # images per task sent to a worker: amortises inter-process overhead
 
 
 @dataclass(frozen=True)
@@ -114,44 +111,10 @@ def process_image(task: Task, cfg: PreprocessConfig, fmt: str, quality: int) -> 
     return result
 
 
-def _process_chunk(tasks: list[Task], cfg: PreprocessConfig, fmt: str, quality: int) -> list[Result]:
-    return [process_image(t, cfg, fmt, quality) for t in tasks]
-
-
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one image per process; OpenCV's own threads would fight the pool
-
-
 def ordered_results(tasks: list[Task], cfg: BuildConfig, workers: int):
-    """Results in task order, computed by ``workers`` processes with a bounded window."""
-    chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-    args = (cfg.preprocess, cfg.format, cfg.quality)
-    if workers <= 1:
-        import cv2
-
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
-            for chunk in chunks:
-                yield from _process_chunk(chunk, *args)
-        finally:
-            cv2.setNumThreads(threads)
-        return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-        pending = deque()
-        todo = iter(chunks)
-        try:
-            for chunk in todo:
-                pending.append(pool.submit(_process_chunk, chunk, *args))
-                if len(pending) >= 4 * workers:
-                    yield from pending.popleft().result()
-            while pending:
-                yield from pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+    """Results in task order, computed by ``workers`` processes (see hamdata.parallel)."""
+    work = functools.partial(process_image, cfg=cfg.preprocess, fmt=cfg.format, quality=cfg.quality)
+    return ordered_map(work, tasks, workers)
 
 
 def sample_order(metadata: pd.DataFrame, split: pd.Series, seed: int) -> list[tuple[str, pd.DataFrame]]:
@@ -194,6 +157,8 @@ def _check_paths(data: Path, out: Path) -> None:
         raise HamdataError(f"--data: no such folder: {data} (expected a HAM10000 copy; `hamdata synth --out {data}` makes a synthetic one)")
     if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
         raise HamdataError(f"--out {out} is inside the input folder {data}; choose a folder outside it")
+    if out.resolve() in data.resolve().parents:  # --overwrite would delete the input with the old build
+        raise HamdataError(f"--data {data} is inside the output folder {out}; choose an --out outside the input")
 
 
 def build_shards(cfg: BuildConfig, workers: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
@@ -243,8 +208,9 @@ def _write_build(tmp: Path, source, split: pd.Series, cfg: BuildConfig, workers:
     stage_seconds: dict[str, float] = {}
     skipped, converted, written = [], [], []
     bar = tqdm(total=len(tasks), unit="img", desc="build-shards", disable=not progress, dynamic_ncols=True)
+    results = ordered_results(tasks, cfg, workers)
     try:
-        for result in ordered_results(tasks, cfg, workers):
+        for result in results:
             bar.update(1)
             name, row = rows[result.index]
             for stage, sec in result.seconds.items():
@@ -269,6 +235,7 @@ def _write_build(tmp: Path, source, split: pd.Series, cfg: BuildConfig, workers:
             written.append((name, row.dx))
         shards = [info.to_dict() for name in SPLITS for info in writers[name].close()]
     except BaseException:
+        results.close()  # stop the workers now, not whenever the generator is collected
         for writer in writers.values():
             writer.abort()
         raise

@@ -7,6 +7,7 @@ when complete, so its presence means the build finished.
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 import platform
 from pathlib import Path
@@ -33,11 +34,9 @@ def library_versions() -> dict:
     import PIL
 
     versions = {"python": platform.python_version(), "numpy": numpy.__version__, "opencv": cv2.__version__, "pillow": PIL.__version__}
-    try:
-        import albumentations
-
-        versions["albumentations"] = albumentations.__version__
-    except ImportError:  # only balancing needs it
+    try:  # from the package metadata: importing albumentations would import torch (seconds)
+        versions["albumentations"] = importlib.metadata.version("albumentations")
+    except importlib.metadata.PackageNotFoundError:  # only balancing needs it
         pass
     return versions
 
@@ -87,7 +86,7 @@ def read_card(folder: Path) -> dict:
     """The dataset card of a build; a clear error when there is none or it is damaged."""
     path = Path(folder) / CARD_NAME
     if not path.is_file():
-        if Path(folder).is_dir() and any(Path(folder).parent.glob(f".{Path(folder).name}.tmp-*")):
+        if any(Path(folder).parent.glob(f".{Path(folder).name}.tmp-*")):
             raise HamdataError(f"{folder}: no {CARD_NAME}: the build there did not finish; run it again")
         raise HamdataError(f"{folder}: no {CARD_NAME}: not a hamdata build (run `hamdata build-shards` first)")
     try:

@@ -14,7 +14,13 @@ each worker its imports (a few seconds) once per map.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,10 +31,36 @@ CHUNK = 8  # items per task sent to a worker: amortises inter-process overhead
 WINDOW = 4  # chunks in flight per worker
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the main process dies, even by SIGKILL.
+
+    A pool worker holds its own end of the task pipe, so it never sees EOF: without
+    this, a killed build leaves its workers asleep forever.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None).prctl(1, signal.SIGKILL) == 0  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if armed:
+        if os.getppid() != parent:  # it died before prctl took effect
+            os._exit(1)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 @contextmanager
@@ -67,7 +99,8 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, chunk: int = CHUNK,
                 yield fn(item)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),),
+                             mp_context=context) as pool:
         pending = deque()
         try:
             for part in _chunks(items, chunk):

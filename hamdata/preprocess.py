@@ -130,6 +130,9 @@ def decode_image(data: bytes) -> tuple[np.ndarray, tuple[str, ...]]:
         # MPO is the multi-picture JPEG some cameras write: its first frame is a JPEG.
         if img.format not in ("JPEG", "MPO"):
             notes.append(f"{img.format or 'unknown-format'} data")
+        if img.format == "PNG" and data[24:25] == b"\x10" and img.mode in ("RGB", "RGBA"):
+            # byte 24 is IHDR's bit depth; Pillow keeps the high byte of 16-bit colour without a word
+            notes.append("converted from 16-bit colour")
         try:
             img.load()
         except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -8,9 +8,11 @@ bytes. Reading needs only :mod:`tarfile`; any WebDataset reader works too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -122,11 +124,11 @@ class ShardWriter:
     def abort(self) -> None:
         """Close without caring about the result (the build folder is thrown away)."""
         if self._tar is not None:
-            try:
+            with contextlib.suppress(OSError):  # a full disk fails here too; the first error is the one to report
                 self._tar.close()
-            finally:
+            with contextlib.suppress(OSError):
                 self._file.close()
-                self._tar = self._file = None
+            self._tar = self._file = None
 
 
 @dataclass
@@ -160,16 +162,38 @@ def iter_samples(path: Path) -> Iterator[Sample]:
     Raises ``tarfile.TarError`` or ``OSError`` on a damaged tar; callers decide how to report it.
     """
     current: Sample | None = None
+    last = "the start"
     with tarfile.open(path, mode="r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue
             key, ext = split_member_name(member.name)
             data = tar.extractfile(member).read()
+            last = member.name
             if current is None or current.key != key:
                 if current is not None:
                     yield current
                 current = Sample(key=key, members=[])
             current.members.append((ext, data))
+        end = tar.offset
     if current is not None:
         yield current
+    _check_end(path, end, last)
+
+
+def _check_end(path: Path, end: int, last: str) -> None:
+    """Only zero blocks may follow the last member.
+
+    tarfile takes a damaged header after the first one for the end of the archive,
+    which would silently drop every sample behind it.
+    """
+    size = os.path.getsize(path)
+    if end > size:  # tarfile also reads a member cut short without complaint
+        raise tarfile.ReadError(f"truncated at byte {size}, inside {last}")
+    with open(path, "rb") as handle:
+        handle.seek(end)
+        while block := handle.read(1 << 16):
+            if block.count(0) != len(block):
+                if size - end < tarfile.BLOCKSIZE:
+                    raise tarfile.ReadError(f"truncated at byte {size}, inside the member header after {last}")
+                raise tarfile.ReadError(f"damaged member header at byte {end}, after {last}")

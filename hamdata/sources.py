@@ -90,9 +90,15 @@ class Source:
 # ---------------------------------------------------------------- messages
 
 
+def _shown(value) -> str:
+    """A value as it can appear in a one-line message: quoted when it holds a newline or other control."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
 def _listing(items, limit: int = MAX_LISTED) -> str:
     """'a, b, c' with at most `limit` items, then 'and N more'."""
-    items = [str(i) for i in items]
+    items = [_shown(i) for i in items]
     text = ", ".join(items[:limit])
     return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
@@ -251,7 +257,7 @@ def _check_lesions(lesions: list[str], dx: list[str], rows: list[int], origin) -
         detail = ", ".join(f"{d} ({_rows(rs)})" for d, rs in by_dx.items())
         more = f" (and {len(mixed) - 1} more such lesions)" if len(mixed) > 1 else ""
         raise HamdataError(
-            f"{origin}: lesion {lesion} has images of several diagnoses: {detail}{more}: "
+            f"{origin}: lesion {_shown(lesion)} has images of several diagnoses: {detail}{more}: "
             f"expected one diagnosis per lesion"
         )
 
@@ -321,7 +327,7 @@ def _isic_truth(path: Path) -> tuple[pd.DataFrame, list[int], list[str]]:
     for r, image, row in zip(rows, images, values):
         hot = [c for c, v in zip(classes, row) if v == 1]
         if None in row or len(hot) != 1:
-            bad.append(f"row {r} ({image})")
+            bad.append(f"row {r} ({_shown(image)})")
         dx.append(hot[0] if hot else "")
     if bad:
         raise HamdataError(
@@ -524,7 +530,8 @@ def _has_required_columns(path: Path) -> bool:
             head = f.read(65536)
     except OSError:
         return False
-    text = head.decode("utf-8-sig", errors="replace")
+    utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))  # as _decode reads it
+    text = head.decode("utf-16" if utf16 else "utf-8-sig", errors="replace")
     line = next((line for line in text.splitlines() if line.strip()), "")
     names = next(csv.reader([line], delimiter=_sniff(line)), [])
     return set(REQUIRED_COLUMNS) <= {n.strip().lower() for n in names}

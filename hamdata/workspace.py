@@ -24,12 +24,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+REASONS = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
+           errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded",
+           errno.EFBIG: "file too large for this file system or the file size limit (ulimit -f)",
+           errno.EPERM: "operation not permitted"}
+
+
+def os_error_reason(exc: OSError) -> str:
+    return REASONS.get(exc.errno, exc.strerror or str(exc))
+
+
 def os_error_message(exc: OSError, path) -> str:
     """One line for an OSError that is the user's environment, not a bug."""
-    reasons = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
-               errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}
-    reason = reasons.get(exc.errno, exc.strerror or str(exc))
-    return f"cannot write {exc.filename or path}: {reason}"
+    return f"cannot write {exc.filename or path}: {os_error_reason(exc)}"
 
 
 class Workspace:
@@ -44,11 +51,16 @@ class Workspace:
         """Refuse early, before any work, to replace an existing output without --overwrite."""
         if self.target.exists() and not self.target.is_dir():
             raise HamdataError(f"{self.target} exists and is not a folder")
+        above = next((p for p in self.target.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise HamdataError(f"cannot write {self.target}: {above} is a file, not a folder")
         if self.target.is_dir() and any(self.target.iterdir()) and not self.overwrite:
             raise HamdataError(f"{self.target} already exists and is not empty; pass --overwrite to replace it")
 
     def _remove_stale(self) -> None:
-        for old in self.target.parent.glob(f".{self.target.name}.tmp-*"):
+        # .old-PID: a previous build that a killed --overwrite had moved aside but not yet deleted
+        stale = [*self.target.parent.glob(f".{self.target.name}.tmp-*"), *self.target.parent.glob(f".{self.target.name}.old-*")]
+        for old in stale:
             pid = old.name.rsplit("-", 1)[-1]
             if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
                 shutil.rmtree(old, ignore_errors=True)
@@ -60,20 +72,24 @@ class Workspace:
             self._remove_stale()
             self.tmp.mkdir()
         except OSError as exc:
-            raise HamdataError(os_error_message(exc, self.target.parent)) from None
+            raise HamdataError(self._message(exc)) from None
         return self.tmp
+
+    def _message(self, exc: OSError) -> str:
+        # name the output the user asked for, not the hidden temp folder inside which it failed
+        return f"cannot write {self.target}: {os_error_reason(exc)}; nothing was written"
 
     def __exit__(self, kind, exc, tb) -> bool:
         if kind is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
-                raise HamdataError(os_error_message(exc, self.tmp)) from None
+            if isinstance(exc, OSError) and exc.errno in REASONS:
+                raise HamdataError(self._message(exc)) from None
             return False
         try:
             self._commit()
         except OSError as exc:
             shutil.rmtree(self.tmp, ignore_errors=True)
-            raise HamdataError(os_error_message(exc, self.target)) from None
+            raise HamdataError(self._message(exc)) from None
         return False
 
     def _commit(self) -> None:

@@ -1,0 +1,237 @@
+"""Reliability 1: `build-shards` killed with SIGKILL at several points, in real subprocesses.
+
+After every kill: no folder that looks complete (no dataset.json at the target),
+`verify` fails with one clear line, no worker process survives its build, and the
+rerun with the same options succeeds, removes the stale temp folder and gives
+the same bytes as a build that was never interrupted.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from hamdata.synth import make_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+OPTIONS = ["--size", "32", "--shard-size", "10", "--seed", "7"]
+OUT = "shards"  # always relative to the test's own working folder, so dataset.json's config is identical
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def leftovers(work: Path) -> list[str]:
+    return sorted(p.name for p in work.iterdir() if p.name.startswith(f".{OUT}."))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("interrupt") / "data"
+    make_synthetic(root, n_images=96, seed=11, workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """Every file of an uninterrupted build."""
+    work = tmp_path_factory.mktemp("reference")
+    files = rebuild(data, work, workers=1)
+    assert any(name.startswith("val/") for name in files) and len([n for n in files if n.endswith(".tar")]) >= 8
+    return files
+
+
+def rebuild(data: Path, work: Path, workers: int, *extra: str) -> dict[str, bytes]:
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        result = CliRunner().invoke(main, ["build-shards", "--data", str(data), "--out", OUT, *OPTIONS,
+                                           "--workers", str(workers), *extra])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    assert leftovers(work) == [], "the rerun must remove the stale temp folder"
+    return files_of(work / OUT)
+
+
+def start(data: Path, work: Path, workers: int, *extra: str, hook: str = "") -> subprocess.Popen:
+    """`python cli.py build-shards ...` in ``work``; ``hook`` is Python run before the CLI starts."""
+    args = ["build-shards", "--data", str(data), "--out", OUT, *OPTIONS, "--workers", str(workers), *extra]
+    if hook:
+        program = f"import sys; sys.path.insert(0, {str(REPO)!r})\n{hook}\nimport cli\nsys.argv = ['cli.py'] + {args!r}\ncli.main()\n"
+        command = [sys.executable, "-c", program]
+    else:
+        command = [sys.executable, str(REPO / "cli.py"), *args]
+    return subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_until(proc: subprocess.Popen, ready, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"build-shards ended (exit {proc.returncode}) before {what}: {proc.stderr.read().decode()[-500:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that still exist and are not zombies waiting to be reaped."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            alive.append(pid)
+    return alive
+
+
+def kill(proc: subprocess.Popen) -> list[int]:
+    """SIGKILL the build process alone (not its group), as `kill -9 PID` does; returns its workers."""
+    workers = children(proc.pid) if sys.platform.startswith("linux") else []
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return workers
+
+
+def assert_nothing_looks_complete(work: Path) -> None:
+    out = work / OUT
+    assert not (out / "dataset.json").exists()
+    assert not out.exists(), f"{out} must not exist after an interrupted first build"
+    for temp in work.glob(f".{OUT}.tmp-*"):
+        assert temp.is_dir()  # hidden, and never read by verify, stats or balance
+    result = CliRunner().invoke(main, ["verify", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.stdout.splitlines()
+    assert result.stderr.splitlines()[-1] == f"verify: 1 problems in {out}"
+    if leftovers(work):
+        assert lines == [f"{out}: no dataset.json: the build there did not finish; run it again"]
+    else:  # killed before it created anything
+        assert lines == [f"{out}: no dataset.json: not a hamdata build (run `hamdata build-shards` first)"]
+
+
+def assert_workers_gone(workers: list[int]) -> None:
+    """Pool workers end with the build (they hold their own end of the task pipe, so must be told)."""
+    deadline = time.monotonic() + 10
+    while running(workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = running(workers)
+    for pid in left:  # do not leave them behind for the rest of the session
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"worker processes {left} outlived the killed build"
+
+
+def temp_of(work: Path, proc: subprocess.Popen) -> Path:
+    return work / f".{OUT}.tmp-{proc.pid}"
+
+
+def tars_in(folder: Path, split: str = "*"):
+    return lambda: folder.is_dir() and any(folder.glob(f"{split}/*.tar"))
+
+
+POINTS = {
+    "temp folder created": lambda temp: temp.is_dir,
+    "first tar being written": lambda temp: tars_in(temp),
+    "train done, val being written": lambda temp: tars_in(temp, "val"),
+}
+
+
+@pytest.mark.parametrize("point,workers", [("temp folder created", 1), ("first tar being written", 2),
+                                           ("train done, val being written", 1)])
+def test_kill_while_writing_then_rerun(data, reference, tmp_path, point, workers):
+    proc = start(data, tmp_path, workers)
+    wait_until(proc, POINTS[point](temp_of(tmp_path, proc)), point)
+    pool = kill(proc)
+    if workers > 1 and sys.platform.startswith("linux"):  # the workers (and multiprocessing's resource tracker)
+        assert len(pool) >= workers, f"expected {workers} worker processes, saw {pool}"
+    assert_workers_gone(pool)
+    assert_nothing_looks_complete(tmp_path)
+    assert leftovers(tmp_path) == [f".{OUT}.tmp-{proc.pid}"]
+    assert rebuild(data, tmp_path, workers=2) == reference
+
+
+@pytest.mark.parametrize("seconds,workers", [(0.3, 2), (1.2, 1)])
+def test_kill_at_a_time_offset_then_rerun(data, reference, tmp_path, seconds, workers):
+    proc = start(data, tmp_path, workers)
+    time.sleep(seconds)
+    if proc.poll() is not None:
+        pytest.fail(f"build-shards ended before {seconds} s; make the data set larger")
+    assert_workers_gone(kill(proc))
+    assert_nothing_looks_complete(tmp_path)
+    assert rebuild(data, tmp_path, workers=1) == reference
+
+
+# Deterministic kill points: the subprocess SIGKILLs itself right after a chosen step.
+KILL_AFTER_CARD = """
+import os, signal
+import hamdata.build as build
+def write_card_then_die(*args, **kwargs):
+    build_write_card(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+build_write_card, build.write_card = build.write_card, write_card_then_die
+"""
+
+KILL_BETWEEN_RENAMES = """
+import os, signal
+real_replace = os.replace
+def replace_then_die(src, dst):
+    real_replace(src, dst)
+    if ".old-" in os.fspath(dst):  # the old build moved aside, the new one not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace_then_die
+"""
+
+
+def test_kill_after_the_card_is_written_but_before_the_move(data, reference, tmp_path):
+    proc = start(data, tmp_path, 1, hook=KILL_AFTER_CARD)
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-500:]
+    proc.stderr.close()
+    assert (temp_of(tmp_path, proc) / "dataset.json").is_file()  # complete, but hidden
+    assert_nothing_looks_complete(tmp_path)
+    assert rebuild(data, tmp_path, workers=2) == reference
+
+
+def test_overwrite_killed_keeps_the_old_build_or_is_recovered(data, reference, tmp_path):
+    old = rebuild(data, tmp_path, 2, "--no-clahe")  # a different, complete build to be replaced
+    assert old != reference
+    # killed while writing: the old build is untouched and still verifies
+    proc = start(data, tmp_path, 2, "--overwrite")
+    wait_until(proc, tars_in(temp_of(tmp_path, proc)), "first tar being written")
+    assert_workers_gone(kill(proc))
+    assert files_of(tmp_path / OUT) == old
+    assert CliRunner().invoke(main, ["verify", str(tmp_path / OUT)]).exit_code == 0
+    # killed between moving the old build aside and moving the new one in
+    proc = start(data, tmp_path, 1, "--overwrite", hook=KILL_BETWEEN_RENAMES)
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-500:]
+    proc.stderr.close()
+    # the temp folder of the first kill was removed by this run; its own two are left
+    assert leftovers(tmp_path) == [f".{OUT}.old-{proc.pid}", f".{OUT}.tmp-{proc.pid}"]
+    assert_nothing_looks_complete(tmp_path)
+    assert rebuild(data, tmp_path, 1, "--overwrite") == reference  # removes both hidden folders
