@@ -185,12 +185,14 @@ def report(folder, out):
 @click.option("--images", "n_images", default=1000, show_default=True, type=int, help="Synthetic images.")
 @click.option("--workers", type=int, default=None, help="Processes (default: CPU count).")
 @click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--target", default=200, show_default=True, type=int, help="Samples per class of the balanced set.")
+@click.option("--epochs", default=5, show_default=True, type=int, help="Phase 5 epochs on the CPU (0: no training).")
 @user_errors
-def demo(out, n_images, workers, seed):
-    """synth -> build-shards -> balance -> stats -> verify on a synthetic dataset, in one folder."""
+def demo(out, n_images, workers, seed, target, epochs):
+    """synth -> build-shards -> balance -> stats -> verify -> train phase5 -> report, in one folder."""
     from hamdata.demo import run_demo
 
-    run_demo(Path(out), n_images=n_images, workers=_workers(workers), seed=seed, echo=click.echo)
+    run_demo(Path(out), n_images=n_images, workers=_workers(workers), seed=seed, target=target, epochs=epochs, echo=click.echo)
 
 
 def _register_trainers() -> None:

@@ -228,9 +228,9 @@ def apply_clahe(rgb: np.ndarray, clip: float = 2.0, tiles: int = 8) -> np.ndarra
     clip: clip limit (higher = stronger contrast). tiles: the grid is tiles x tiles.
     """
     rgb = _check_rgb(rgb)
-    lightness, a, b = cv2.split(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB))
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)  # a new array: writing into it leaves rgb alone
     clahe = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(int(tiles), int(tiles)))
-    lab = cv2.merge((clahe.apply(lightness), a, b))
+    lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))  # cheaper than split + merge of all three
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 

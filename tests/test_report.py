@@ -37,7 +37,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 def demo(tmp_path_factory) -> dict:
     from hamdata.demo import run_demo
 
-    result = run_demo(tmp_path_factory.mktemp("report") / "demo", n_images=100, workers=1, seed=7, echo=lambda *a: None)
+    result = run_demo(tmp_path_factory.mktemp("report") / "demo", n_images=100, workers=1, seed=7, epochs=0, echo=lambda *a: None)
     return {**result, "report": write_report(result["shards"])}
 
 

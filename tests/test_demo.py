@@ -1,0 +1,35 @@
+"""The demo end to end, small: every step runs and leaves what it promises."""
+
+import json
+
+from click.testing import CliRunner
+
+from cli import main
+
+
+def test_demo_runs_every_step_and_evaluates_the_run(tmp_path):
+    work = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "300", "--workers", "2",
+                                       "--target", "60", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    for step in ("synth", "build-shards", "balance --target 60", "stats", "verify", "train phase5", "report"):
+        assert step in result.output, step
+    shards, run = work / "shards", work / "runs" / "phase5"
+    assert (shards / "dataset.json").is_file() and (shards / "balanced-60" / "dataset.json").is_file()
+    assert (shards / "report.html").is_file() and (run / "report.html").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    manifest = (shards / "manifest.csv").read_text().splitlines()
+    assert metrics["split"] == "test" and metrics["samples"] == sum(",test," in row for row in manifest)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((run / "predictions_isic2018.csv").read_text().splitlines()) == metrics["samples"] + 1
+    again = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "300", "--workers", "1",
+                                      "--target", "60", "--epochs", "0"])
+    assert again.exit_code == 0, again.output  # a demo folder may be reused
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "is not a hamdata demo folder" in result.output
+    assert (tmp_path / "mine.txt").read_text() == "precious"

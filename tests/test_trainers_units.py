@@ -1,0 +1,233 @@
+"""The pure pieces of the trainers: sampling arithmetic, schedules, focal loss, metrics, config."""
+
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from hamdata.classes import CLASSES, ISIC2018_COLUMNS
+from hamdata.errors import HamdataError
+from trainers import TrainConfig, recipe_config
+from trainers.data import quota, repeat_factors, resample, seed_of, slot_of
+from trainers.losses import FocalLoss, inverse_frequency_alpha
+from trainers.loop import batches_per_rank, make_scheduler, tta_views
+from trainers.phase4 import cosine_factor, ema_decay_at
+from trainers.metrics import classification_metrics, isic_rows, read_isic_csv, write_isic_csv
+from trainers.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+HAM_COUNTS = {"akiec": 327, "bcc": 514, "bkl": 1099, "df": 115, "mel": 1113, "nv": 6705, "vasc": 142}
+
+
+# ------------------------------------------------------------------ sampling
+
+
+def test_repeat_factors_are_inverse_frequency_and_keep_the_pass_length():
+    r = repeat_factors(HAM_COUNTS)
+    total = sum(HAM_COUNTS.values())
+    assert sum(HAM_COUNTS[dx] * r[dx] for dx in CLASSES) == pytest.approx(total)
+    for dx in CLASSES:  # every class gets the same expected share of a pass
+        assert HAM_COUNTS[dx] * r[dx] == pytest.approx(total / 7)
+    assert r["df"] / r["nv"] == pytest.approx(6705 / 115)
+
+
+def test_repeat_factors_on_balanced_and_missing_classes():
+    assert set(repeat_factors({dx: 50 for dx in CLASSES}).values()) == {1.0}
+    r = repeat_factors({"akiec": 10, "bcc": 30, "bkl": 0, "df": 0, "mel": 0, "nv": 0, "vasc": 0})
+    assert r["bkl"] == 0 and r["akiec"] == pytest.approx(2.0) and r["bcc"] == pytest.approx(40 / 60)
+
+
+def test_resample_emits_expected_copies():
+    samples = [{"cls": str(i % 2).encode()} for i in range(20000)]
+    out = list(resample(iter(samples), [2.5, 0.25], np.random.default_rng(0)))
+    labels = np.array([int(s["cls"]) for s in out])
+    assert np.sum(labels == 0) / 10000 == pytest.approx(2.5, abs=0.03)
+    assert np.sum(labels == 1) / 10000 == pytest.approx(0.25, abs=0.02)
+    exact = list(resample(iter(samples[:10]), [3.0, 1.0], np.random.default_rng(0)))
+    assert len(exact) == 5 * 3 + 5
+
+
+def test_quota_splits_batches_across_workers():
+    for batches in range(0, 30):
+        for workers in range(1, 6):
+            parts = [quota(batches, w, workers) for w in range(workers)]
+            assert sum(parts) == batches and max(parts) - min(parts) <= 1
+
+
+def test_seeds_and_slots_are_stable():
+    assert seed_of(1, 2, 3) == seed_of(1, 2, 3) != seed_of(1, 2, 4)
+    slots = [slot_of(f"ISIC_{i:07d}", 42, 0, 4) for i in range(4000)]
+    assert slots == [slot_of(f"ISIC_{i:07d}", 42, 0, 4) for i in range(4000)]
+    assert min(np.bincount(slots)) > 900  # roughly even
+    assert slots != [slot_of(f"ISIC_{i:07d}", 42, 1, 4) for i in range(4000)]  # reshuffled per epoch
+
+
+def test_batches_per_rank():
+    assert batches_per_rank(100, 1, 32, 0) == 3
+    assert batches_per_rank(100, 2, 16, 0) == 3
+    assert batches_per_rank(100, 1, 10, 4) == 4
+    with pytest.raises(HamdataError, match="--batch-size"):
+        batches_per_rank(20, 2, 16, 0)
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def test_cosine_factor_warms_up_then_decays_to_floor():
+    f = [cosine_factor(s, 100, 10, 0.01) for s in range(101)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert f[100] == pytest.approx(0.01)
+
+
+def test_ema_decay_warms_up():
+    assert ema_decay_at(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay_at(0.999, 10 ** 6) == 0.999
+
+
+def test_warm_restarts_cycle_length_is_in_epochs():
+    cfg = recipe_config("phase5", restart_epochs=2, lr=1.0, min_lr=0.0)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = make_scheduler(cfg, opt, steps_per_epoch=5)
+    lrs = []
+    for _ in range(20):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[9] == pytest.approx(1.0) and lrs[19] == pytest.approx(1.0)  # restart after 2 epochs of 5 steps
+    assert lrs[8] < 0.05
+
+
+# ------------------------------------------------------------------ focal loss
+
+
+def test_focal_loss_reduces_to_cross_entropy():
+    logits, target = torch.randn(16, 7), torch.randint(0, 7, (16,))
+    ce = torch.nn.functional.cross_entropy(logits, target)
+    assert FocalLoss(None, gamma=0.0)(logits, target) == pytest.approx(ce.item(), rel=1e-5)
+    soft = torch.nn.functional.one_hot(target, 7).float()
+    assert FocalLoss([1.0] * 7, 2.0)(logits, soft) == pytest.approx(FocalLoss(None, 2.0)(logits, target).item(), rel=1e-5)
+
+
+def test_focal_loss_down_weights_easy_examples_and_applies_alpha():
+    easy = torch.tensor([[8.0, 0, 0, 0, 0, 0, 0]])
+    hard = torch.tensor([[0.5, 0, 0, 0, 0, 0, 0]])
+    zero = torch.tensor([0])
+    ce = torch.nn.functional.cross_entropy
+    assert FocalLoss(None, 2.0)(easy, zero) / ce(easy, zero) < FocalLoss(None, 2.0)(hard, zero) / ce(hard, zero)
+    alpha = [3.0] + [1.0] * 6
+    assert FocalLoss(alpha, 2.0)(hard, zero) == pytest.approx(3 * FocalLoss(None, 2.0)(hard, zero).item(), rel=1e-5)
+
+
+def test_inverse_frequency_alpha():
+    assert inverse_frequency_alpha([10] * 7) == pytest.approx([1.0] * 7)
+    alpha = inverse_frequency_alpha([HAM_COUNTS[dx] for dx in CLASSES])
+    assert np.mean(alpha) == pytest.approx(1.0)
+    assert alpha[CLASSES.index("df")] / alpha[CLASSES.index("nv")] == pytest.approx(6705 / 115)
+    assert inverse_frequency_alpha([5, 0, 5, 5, 5, 5, 5])[1] == 1.0
+
+
+# ------------------------------------------------------------------ metrics and the ISIC CSV
+
+
+def test_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 300)
+    probs = rng.dirichlet(np.ones(7), 300)
+    probs[np.arange(150), labels[:150]] += 1  # half of them right
+    probs /= probs.sum(1, keepdims=True)
+    m = classification_metrics(labels, probs)
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, probs.argmax(1)))
+    assert m["macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro"))
+    assert m["accuracy"] == pytest.approx(np.mean(labels == probs.argmax(1)))
+    assert all(m["per_class"][dx]["auc"] is not None for dx in CLASSES)
+
+
+def test_metrics_with_a_class_absent_from_the_split():
+    labels = np.array([0, 0, 1, 1])
+    probs = np.eye(7)[[0, 0, 1, 0]]
+    m = classification_metrics(labels, probs)
+    assert m["per_class"]["vasc"]["auc"] is None and m["per_class"]["vasc"]["support"] == 0
+    assert m["balanced_accuracy"] == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_isic_columns_are_mapped_by_name(tmp_path):
+    probs = np.zeros((len(CLASSES), 7))
+    probs[np.arange(7), np.arange(7)] = 1.0  # row i: certainty for CLASSES[i]
+    ids = [f"ISIC_{i}.jpg" for i in range(7)]
+    rows = isic_rows(ids, probs)
+    for i, row in enumerate(rows):
+        assert row[0] == f"ISIC_{i}"
+        assert row[1 + ISIC2018_COLUMNS.index(CLASSES[i].upper())] == "1.000000"
+    write_isic_csv(tmp_path / "p.csv", ids, probs)
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"
+    read_ids, read_probs = read_isic_csv(tmp_path / "p.csv")
+    assert read_ids == [f"ISIC_{i}" for i in range(7)] and np.array_equal(read_probs, probs)
+
+
+# ------------------------------------------------------------------ config, models, CLI wiring
+
+
+def test_config_validation_is_one_line_errors():
+    cfg = recipe_config("phase5")
+    assert cfg.arch == "mobilenet_v3_large" and cfg.batch_size == 48 and cfg.epochs == 40 and cfg.focal_gamma == 2.0
+    assert recipe_config("phase4").arch == "efficientnet_b0"
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in ({"epochs": 0}, {"lr": -1.0}, {"device": "tpu"}, {"arch": "vit"}, {"workers": -1}):
+        with pytest.raises(HamdataError, match="expected"):
+            recipe_config("phase5", **bad)
+    with pytest.raises(HamdataError, match="unknown recipe"):
+        recipe_config("phase9")
+    with pytest.raises(HamdataError, match="unknown field"):
+        TrainConfig.from_dict({**cfg.to_dict(), "colour": 1})
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_large", "efficientnet_b0", "resnet18"])
+def test_models_have_a_seven_class_head(arch):
+    model = build_model(arch, "none").eval()
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_weights_from_a_file(tmp_path):
+    torch.manual_seed(0)
+    source = build_model("resnet18", "none").eval()
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    loaded = build_model("resnet18", str(tmp_path / "w.pt")).eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.allclose(source(x), loaded(x))
+    with pytest.raises(HamdataError, match="does not fit efficientnet_b0"):
+        build_model("efficientnet_b0", str(tmp_path / "w.pt"))
+    with pytest.raises(HamdataError, match="no such file"):
+        build_model("resnet18", str(tmp_path / "missing.pt"))
+
+
+def test_imagenet_weights_offline_is_one_clear_line(monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    with pytest.raises(HamdataError, match="--weights none") as info:
+        build_model("mobilenet_v3_large", "imagenet")
+    assert "\n" not in str(info.value)
+
+
+def test_tta_views_are_the_eight_flips_and_rotations():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    views = tta_views(x)
+    assert len(views) == 8 and len({tuple(v.flatten().tolist()) for v in views}) == 8
+
+
+def test_cli_import_stays_torch_free_and_lists_the_commands():
+    code = "import sys, cli; assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    out = subprocess.run([sys.executable, "cli.py", "train", "--help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "phase4" in out and "phase5" in out
+    bad = subprocess.run([sys.executable, "cli.py", "train", "phase9"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "phase9" in bad.stderr

@@ -1,0 +1,334 @@
+"""WebDataset pipelines over a build's shards: train and eval presets, resampling, DDP split.
+
+The shard list comes from dataset.json. What one epoch yields depends only
+on (seed, epoch, rank, world size, loader workers), never on what came
+before, so a resumed run reads exactly what an uninterrupted one would.
+
+Every loader process is a *slot* (rank x worker). Slots read disjoint
+samples: whole shards when there are at least as many shards as slots,
+otherwise every slot reads every shard and keeps the samples whose key hashes
+to it. A training slot cycles over its samples until it has its exact quota,
+so every rank runs the same number of full batches. An eval slot reads its
+samples once, so that all slots together see every sample exactly once.
+
+Training on an unbalanced set replaces the notebook's WeightedRandomSampler
+by repeat-factor sampling on the stream: each sample of class c is emitted
+floor(r_c) or ceil(r_c) times (expectation r_c), with r_c proportional to
+1 / count_c and scaled so that one pass yields as many samples as it reads.
+
+Decoded images leave the loader as uint8 (B, 3, H, W); normalisation with the
+build's train mean/std happens on the device (``normalize``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torchvision.transforms import v2
+
+from hamdata.classes import CLASSES
+from hamdata.errors import HamdataError
+from hamdata.manifest import read_card, shards_of
+from hamdata.shards import sha256_file
+
+SHUFFLE_BUFFER = 1000  # samples held for shuffling (undecoded: ~5-50 KB each)
+CROP_PCT = 0.875  # eval: resize to size / CROP_PCT, then centre-crop size
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def seed_of(*parts: int) -> int:
+    """A 63-bit seed from integers (seed, epoch, slot, ...), the same in every process."""
+    state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def repeat_factors(counts: dict[str, int]) -> dict[str, float]:
+    """Expected copies per sample so that each present class gets an equal share of a pass.
+
+    r_c = total / (K * n_c) for the K classes with n_c > 0 (0 for absent classes):
+    proportional to inverse frequency, and sum_c n_c r_c = total.
+    """
+    present = {dx: n for dx, n in counts.items() if n > 0}
+    total = sum(present.values())
+    return {dx: (total / (len(present) * n) if n > 0 else 0.0) for dx, n in counts.items()}
+
+
+def resample(samples: Iterable[dict], factors: list[float], rng: np.random.Generator) -> Iterator[dict]:
+    """Emit each sample floor(r) or ceil(r) times (expectation r = factors[label])."""
+    for sample in samples:
+        r = factors[int(sample["cls"])]
+        copies = int(r) + int(rng.random() < r - int(r))
+        for _ in range(copies):
+            yield sample
+
+
+def slot_of(key: str, seed: int, epoch: int, n_slots: int) -> int:
+    """The slot that reads sample ``key`` in this epoch (sample-level split)."""
+    return zlib.crc32(f"{seed}:{epoch}:{key}".encode()) % n_slots
+
+
+def quota(batches: int, worker: int, workers: int) -> int:
+    """Batches that loader worker ``worker`` yields when a rank runs ``batches`` in all."""
+    return batches // workers + int(worker < batches % workers)
+
+
+def read_tars(paths: list[str]) -> Iterator[dict]:
+    """Raw samples (``__key__``, ``jpg``/``png``, ``cls``, ``json`` bytes) of tars in order."""
+    return wds.tarfile_samples([{"url": p} for p in paths])
+
+
+def slot_samples(shards: list[str], *, seed: int, epoch: int, slot: int, n_slots: int, cycle: bool) -> Iterator[dict]:
+    """The samples one slot reads in one epoch, disjoint from every other slot's.
+
+    With ``cycle`` the slot goes round its samples forever, each pass in a new shard order.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(len(shards))
+    by_shard = len(shards) >= n_slots
+    mine = [shards[i] for i in (order[slot::n_slots] if by_shard else order)]
+    rng = np.random.default_rng([seed, epoch, slot, 7])
+    while True:
+        seen = 0
+        for sample in read_tars(mine):
+            if by_shard or slot_of(sample["__key__"], seed, epoch, n_slots) == slot:
+                seen += 1
+                yield sample
+        if not cycle:
+            return
+        if seen == 0:
+            raise HamdataError(f"loader slot {slot} of {n_slots} got no training samples: "
+                               "use fewer --workers or processes for this small set")
+        mine = [mine[i] for i in rng.permutation(len(mine))]
+
+
+# ------------------------------------------------------------------ presets and decoding
+
+
+def train_preset(size: int) -> v2.Transform:
+    """Light online augmentation: the heavy work was done offline by the build."""
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),  # no hue: its HSV round trip costs ~30x the rest
+    ])
+
+
+def eval_preset(size: int) -> v2.Transform:
+    return v2.Compose([v2.Resize(round(size / CROP_PCT), antialias=True), v2.CenterCrop(size)])
+
+
+def decode(data: bytes) -> torch.Tensor:
+    """JPEG/PNG bytes -> uint8 (3, H, W). Pillow: torchvision.io's decoders are deprecated since 0.29."""
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+
+
+def image_bytes(sample: dict) -> bytes:
+    for ext in ("jpg", "png"):
+        if ext in sample:
+            return sample[ext]
+    raise HamdataError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no jpg or png member")
+
+
+def sample_image_id(sample: dict) -> str:
+    return json.loads(sample["json"])["image_id"] if "json" in sample else sample["__key__"]
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float, standardised with per-channel mean/std given in [0, 1] units."""
+    return (images.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
+def collate_raw(samples: list[dict]) -> dict:
+    """GPU mode: a batch of undecoded samples, their image bytes packed into one tensor."""
+    from .decode import pack
+
+    data, lengths = pack([image_bytes(s) for s in samples])
+    return {"data": data, "lengths": lengths, "labels": torch.tensor([int(s["cls"]) for s in samples], dtype=torch.int64),
+            "keys": [s["__key__"] for s in samples], "image_ids": [sample_image_id(s) for s in samples]}
+
+
+def collate(samples: list[tuple]) -> dict:
+    images, labels, keys, ids = zip(*samples)
+    return {"images": torch.stack(images), "labels": torch.tensor(labels, dtype=torch.int64),
+            "keys": list(keys), "image_ids": list(ids)}
+
+
+# ------------------------------------------------------------------ the dataset
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What one epoch of one rank reads; picklable, so loader workers get a copy."""
+
+    shards: tuple[str, ...]  # absolute tar paths
+    preset: str  # train | eval
+    image_size: int
+    batch_size: int
+    seed: int
+    epoch: int
+    rank: int = 0
+    world: int = 1
+    batches: int = 0  # train: exact number of batches of this rank
+    factors: tuple[float, ...] = ()  # train: repeat factor by class index (empty: none)
+    decode: str = "cpu"  # train: cpu (workers decode and augment) | gpu (workers yield raw bytes; see trainers.decode)
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """One epoch of batches for one rank; each DataLoader worker yields its own share."""
+
+    def __init__(self, spec: StreamSpec):
+        super().__init__()
+        self.spec = spec
+
+    def __len__(self) -> int:
+        if self.spec.preset != "train":
+            raise TypeError("an eval stream's length per rank is known only after reading it")
+        return self.spec.batches
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        spec = self.spec
+        slot, n_slots = spec.rank * workers + worker, spec.world * workers
+        train = spec.preset == "train"
+        transform = (train_preset if train else eval_preset)(spec.image_size)
+        stages = [lambda: slot_samples(list(spec.shards), seed=spec.seed, epoch=spec.epoch, slot=slot,
+                                       n_slots=n_slots, cycle=train)]
+        if train:
+            n = quota(spec.batches, worker, workers) * spec.batch_size
+            if spec.factors:
+                stages.append(lambda src: resample(src, list(spec.factors), np.random.default_rng([spec.seed, spec.epoch, slot, 1])))
+            stages.append(wds.shuffle(SHUFFLE_BUFFER, initial=SHUFFLE_BUFFER, rng=random.Random(seed_of(spec.seed, spec.epoch, slot, 2))))
+            stages.append(lambda src: islice(src, n))
+        if train and spec.decode == "gpu":
+            stages.append(wds.batched(spec.batch_size, collation_fn=collate_raw, partial=False))
+            stages.append(lambda src: self._raw(src, spec.image_size, seed_of(spec.seed, spec.epoch, slot, 5)))
+            return iter(wds.DataPipeline(*stages))
+        stages.append(lambda src: self._decoded(src, transform, seed_of(spec.seed, spec.epoch, slot, 3) if train else None))
+        stages.append(wds.batched(spec.batch_size, collation_fn=collate, partial=not train))
+        return iter(wds.DataPipeline(*stages))
+
+    @staticmethod
+    def _raw(batches: Iterable[dict], size: int, seed: int) -> Iterator[dict]:
+        """GPU mode: each raw batch gets the seed of its augmentation and the crop size."""
+        for j, batch in enumerate(batches):
+            yield {**batch, "seed": seed_of(seed, j), "size": size}
+
+    @staticmethod
+    def _decoded(samples: Iterable[dict], transform, seed: int | None) -> Iterator[tuple]:
+        """Decode and transform; augmentation draws from a per-sample seed, not the global RNG."""
+        for i, sample in enumerate(samples):
+            image = decode(image_bytes(sample))
+            if seed is None:
+                image = transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.default_generator.manual_seed(seed_of(seed, i))  # CPU only: transforms run on CPU
+                    image = transform(image)
+            yield image, int(sample["cls"]), sample["__key__"], sample_image_id(sample)
+
+
+def make_loader(spec: StreamSpec, workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader over one epoch; len() is the exact number of batches for training."""
+    workers = min(workers, max(1, spec.batches)) if spec.preset == "train" else workers
+    loader = torch.utils.data.DataLoader(
+        ShardStream(spec), batch_size=None, num_workers=workers, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed_of(spec.seed, spec.epoch, spec.rank, 4) & 0x7FFFFFFF),
+    )
+    return loader
+
+
+# ------------------------------------------------------------------ what to read
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    """The training stream's source: the train split of a build, or one of its balanced sets."""
+
+    name: str  # "train" or "balanced-N"
+    folder: Path
+    shards: tuple[str, ...]
+    counts: dict  # {dx: n} in CLASSES order
+    balanced: bool
+
+    @property
+    def samples(self) -> int:
+        return sum(self.counts.values())
+
+
+def open_build(folder) -> dict:
+    """The build's dataset card; a balanced set is refused with a pointer to its build."""
+    folder = Path(folder)
+    card = read_card(folder)
+    if card.get("kind") == "balanced":
+        raise HamdataError(f"--shards {folder} is a balanced set; pass its build ({folder.parent}) "
+                           f"and --train-set {folder.name}")
+    if not card.get("train_stats", {}).get("mean"):
+        raise HamdataError(f"{folder / 'dataset.json'}: no train_stats (mean/std): the build has no train samples")
+    return card
+
+
+def balanced_sets(build: Path) -> list[str]:
+    return sorted(p.name for p in Path(build).glob("balanced-*") if (p / "dataset.json").is_file())
+
+
+def split_shards(build: Path, card: dict, split: str) -> tuple[tuple[str, ...], int]:
+    """Absolute shard paths of a split and its sample count from dataset.json."""
+    entries = shards_of(card, split)
+    expected = sum(card.get("counts", {}).get(split, {}).values())
+    if not entries or expected == 0:
+        raise HamdataError(f"{Path(build) / 'dataset.json'}: the {split} split has no shards")
+    paths = tuple(str(Path(build) / e["path"]) for e in entries)
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise HamdataError(f"{missing[0]}: shard listed in dataset.json is missing ({len(missing)} missing)")
+    return paths, expected
+
+
+def find_train_set(build, choice: str, card: dict) -> tuple[TrainSet, str]:
+    """Resolve --train-set (auto | train | balanced-N); returns the set and a note on the choice."""
+    build = Path(build)
+    found = balanced_sets(build)
+    note = ""
+    if choice == "auto":
+        if len(found) == 1:
+            choice, note = found[0], f"the one balanced set in {build}"
+        else:
+            note = (f"{len(found)} balanced sets ({', '.join(found)}); choose one with --train-set" if found
+                    else "no balanced set in the build")
+            choice = "train"
+    if choice == "train":
+        shards, _ = split_shards(build, card, "train")
+        counts = {dx: int(card["counts"]["train"].get(dx, 0)) for dx in CLASSES}
+        return TrainSet("train", build, shards, counts, balanced=False), note
+    folder = Path(choice) if ("/" in choice or choice not in found) and Path(choice).is_dir() else build / choice
+    if not (folder / "dataset.json").is_file():
+        raise HamdataError(f"--train-set {choice}: no {folder / 'dataset.json'}; expected auto, train"
+                           + (f" or one of {', '.join(found)}" if found else " or a balanced-N folder (the build has none)"))
+    sub = read_card(folder)
+    if sub.get("kind") != "balanced":
+        raise HamdataError(f"{folder / 'dataset.json'}: expected kind 'balanced', got {sub.get('kind')!r}")
+    made_from = (sub.get("build") or {}).get("sha256")
+    if made_from and made_from != sha256_file(build / "dataset.json"):
+        raise HamdataError(f"--train-set {choice}: made from another build than {build} (its dataset.json differs); "
+                           f"balance this build with `hamdata balance --shards {build}`")
+    shards, _ = split_shards(folder, sub, "train")
+    counts = {dx: int(sub["counts"]["train"].get(dx, 0)) for dx in CLASSES}
+    balanced = len({n for n in counts.values() if n > 0}) == 1
+    name = folder.name if folder.resolve().parent == build.resolve() else str(folder)
+    return TrainSet(name, folder, shards, counts, balanced=balanced), note or "chosen with --train-set"

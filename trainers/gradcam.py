@@ -1,0 +1,91 @@
+"""Grad-CAM overlays (Selvaraju et al., 2017): where the network looked for its prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hamdata.classes import CLASSES
+
+
+def pick_examples(labels: np.ndarray, predicted: np.ndarray) -> list[tuple[int, str]]:
+    """Index of the first correct and the first wrong sample of each true class, where they exist."""
+    chosen = []
+    for c, dx in enumerate(CLASSES):
+        for kind, hit in (("correct", True), ("wrong", False)):
+            idx = np.flatnonzero((labels == c) & ((predicted == c) == hit))
+            if len(idx):
+                chosen.append((int(idx[0]), kind))
+    return chosen
+
+
+def grad_cam(model: nn.Module, layer: nn.Module, image: torch.Tensor, target: int) -> np.ndarray:
+    """Heat map in [0, 1] of shape (H, W) for class ``target`` of one normalised image (3, H, W)."""
+    saved = {}
+
+    def keep(_module, _inputs, output):
+        saved["act"] = output
+        output.register_hook(lambda grad: saved.__setitem__("grad", grad))
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        model.eval()
+        with torch.enable_grad():
+            model.zero_grad(set_to_none=True)
+            model(image.unsqueeze(0))[0, target].backward()
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+    act, grad = saved["act"].detach()[0], saved["grad"].detach()[0]
+    cam = F.relu((grad.mean((1, 2), keepdim=True) * act).sum(0))
+    cam = F.interpolate(cam[None, None], size=image.shape[1:], mode="bilinear", align_corners=False)[0, 0]
+    cam = cam - cam.min()
+    return (cam / cam.max() if cam.max() > 0 else cam).cpu().numpy()
+
+
+def save_overlay(path: Path, image_uint8: np.ndarray, cam: np.ndarray, title: str) -> None:
+    """Image, heat map and their blend side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heat = plt.get_cmap("jet")(cam)[..., :3]
+    blend = (0.55 * image_uint8 / 255.0 + 0.45 * heat).clip(0, 1)
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    for ax, data, name in zip(axes, (image_uint8, heat, blend), ("image", "Grad-CAM", "overlay")):
+        ax.imshow(data)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_gradcams(env, model, config, shards, ids, labels, probs, out: Path) -> list[Path]:
+    """Overlays for one correct and one wrong test sample per class (by true class), where they exist."""
+    from .data import StreamSpec, make_loader
+    from .models import cam_layer
+
+    predicted = np.asarray(probs).argmax(1)
+    wanted = {ids[i]: (i, kind) for i, kind in pick_examples(np.asarray(labels), predicted)}
+    out.mkdir(parents=True, exist_ok=True)
+    spec = StreamSpec(tuple(shards), "eval", config.image_size, 1, seed=0, epoch=0)
+    layer, written = cam_layer(model, config.arch), []
+    for batch in make_loader(spec, 0):
+        image_id = batch["image_ids"][0]
+        if image_id not in wanted:
+            continue
+        i, kind = wanted[image_id]
+        truth, guess = CLASSES[labels[i]], CLASSES[predicted[i]]
+        cam = grad_cam(model, layer, env.batch(batch["images"])[0].float(), int(predicted[i]))
+        path = out / f"{truth}_{kind}_{image_id}.png"
+        title = f"{image_id}: true {truth}, predicted {guess} ({probs[i][predicted[i]]:.2f}); Grad-CAM of {guess}"
+        save_overlay(path, batch["images"][0].permute(1, 2, 0).numpy(), cam, title)
+        written.append(path)
+    return sorted(written)

@@ -1,0 +1,105 @@
+"""Backbones from torchvision with a new 7-class head, and the three ways to get their weights.
+
+``--weights imagenet`` goes through torchvision's weights API (downloaded once
+into $TORCH_HOME, as users expect); ``none`` starts from random weights; a
+file is a state dict (a torchvision model's, or this project's checkpoint).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from hamdata.classes import CLASSES
+from hamdata.errors import HamdataError
+
+from . import ARCHS
+
+# The module holding the classifier's last Linear layer, and the Grad-CAM target layer.
+HEADS = {"mobilenet_v3_large": "classifier.3", "efficientnet_b0": "classifier.1", "resnet18": "fc"}
+BN_MOMENTUM = 0.1
+CAM_LAYERS = {"mobilenet_v3_large": "features", "efficientnet_b0": "features", "resnet18": "layer4"}
+
+
+def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def new_head(model: nn.Module, arch: str, num_classes: int) -> nn.Module:
+    """Replace the ImageNet classifier by a freshly initialised ``num_classes`` one."""
+    old = model.get_submodule(HEADS[arch])
+    head = nn.Linear(old.in_features, num_classes)
+    nn.init.normal_(head.weight, 0, 0.01)
+    nn.init.zeros_(head.bias)
+    _set_module(model, HEADS[arch], head)
+    return model
+
+
+def _imagenet(arch: str) -> nn.Module:
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    try:
+        return torchvision.models.get_model(arch, weights=weights)
+    except OSError as exc:  # URLError and socket errors are OSErrors
+        reason = getattr(exc, "reason", exc)
+        raise HamdataError(
+            f"--weights imagenet: could not download {weights} ({reason}); without network use "
+            f"--weights none, or --weights FILE with a saved state dict"
+        ) from None
+
+
+def _load_file(model: nn.Module, arch: str, path: Path) -> None:
+    """Load a state dict or a checkpoint's model into ``model``; the head only where shapes match."""
+    if not path.is_file():
+        raise HamdataError(f"--weights {path}: no such file (expected imagenet, none or a .pt file)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike: the file is not usable
+        raise HamdataError(f"--weights {path}: not a readable PyTorch state dict ({str(exc).splitlines()[0][:120]})") from None
+    if isinstance(blob, dict) and "model" in blob and "classes" in blob:
+        if blob.get("arch") != arch:
+            raise HamdataError(f"--weights {path}: a {blob.get('arch')} checkpoint, but this run uses --arch {arch}")
+        blob = blob["model"]
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise HamdataError(f"--weights {path}: expected a state dict (parameter name -> tensor)")
+    own = model.state_dict()
+    head = HEADS[arch] + "."
+    usable = {k: v for k, v in blob.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable and not k.startswith(head)]
+    if missing:
+        raise HamdataError(f"--weights {path}: does not fit {arch} ({len(missing)} of {len(own)} tensors "
+                           f"missing or of another shape, first {missing[0]})")
+    model.load_state_dict(usable, strict=False)
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> nn.Module:
+    """torchvision's MobileNetV3 uses 0.01, tuned for 600-epoch ImageNet runs; its running
+    statistics then trail the weights for hundreds of steps, so a short fine-tune evaluates
+    (in eval mode) far worse than it trains. 0.1 is PyTorch's and timm's default, and
+    what EfficientNet-B0 and ResNet-18 already use."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+    return model
+
+
+def build_model(arch: str, weights: str = "none", num_classes: int = len(CLASSES)) -> nn.Module:
+    """A torchvision ``arch`` with a ``num_classes`` head; ``weights``: imagenet | none | FILE."""
+    if arch not in ARCHS:
+        raise HamdataError(f"--arch: expected one of {', '.join(ARCHS)}, got {arch!r}")
+    if weights == "imagenet":
+        model = new_head(_imagenet(arch), arch, num_classes)
+    else:
+        model = new_head(torchvision.models.get_model(arch, weights=None), arch, num_classes)
+        if weights != "none":
+            _load_file(model, arch, Path(weights))
+    return set_bn_momentum(model, BN_MOMENTUM)
+
+
+def cam_layer(model: nn.Module, arch: str) -> nn.Module:
+    """The last convolutional stage, whose activations Grad-CAM weighs."""
+    return model.get_submodule(CAM_LAYERS[arch])
