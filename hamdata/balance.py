@@ -30,6 +30,7 @@ from .manifest import CARD_NAME, MANIFEST_NAME, ManifestWriter, card_skeleton, r
 from .parallel import ordered_map
 from .preprocess import ImageError, decode_image, encode_image
 from .shards import IMAGE_EXTS, ShardWriter, sample_json, sha256_file, split_member_name
+from .shards import _check_end as check_tar_end
 from .workspace import Workspace
 
 WARN_COPIES_PER_ORIGINAL = 20
@@ -173,11 +174,16 @@ class ImageRef:
 
 
 def index_train_shards(build: Path, card: dict) -> tuple[dict[str, ImageRef], dict[str, bytes]]:
-    """Image locations and json members of every train sample of the build."""
+    """Image locations and json members of every train sample of the build.
+
+    A damaged or truncated tar is an error, found as iter_samples finds it: tarfile
+    alone takes a damaged header for the end and would drop the samples behind it.
+    """
     images, metas = {}, {}
     for entry in shards_of(card, "train"):
         path = build / entry["path"]
         try:
+            last = "the start"
             with tarfile.open(path, mode="r:") as tar:
                 for member in tar:
                     key, ext = split_member_name(member.name)
@@ -185,6 +191,9 @@ def index_train_shards(build: Path, card: dict) -> tuple[dict[str, ImageRef], di
                         images[key] = ImageRef(str(path), member.offset_data, member.size, ext)
                     elif ext == "json":
                         metas[key] = tar.extractfile(member).read()
+                    last = member.name
+                end = tar.offset
+            check_tar_end(path, end, last)
         except (tarfile.TarError, OSError) as exc:
             raise HamdataError(f"{path}: cannot read train shard ({exc.__class__.__name__}: {exc}); run `verify {build}`") from None
     return images, metas

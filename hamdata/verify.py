@@ -24,6 +24,7 @@ from .split import audit_leakage
 
 AUG_KEY = re.compile(r"^(?P<parent>[^.]+)_aug\d{4,}$")
 ALLOWED_EXTRA = ("stats", "report.html")
+LEFTOVER = re.compile(r"^\..+\.(tmp|old)-\d+$")  # Workspace's .NAME.tmp-PID and .NAME.old-PID
 
 
 def verify_tree(folder: Path, progress: bool = True) -> list[str]:
@@ -158,10 +159,11 @@ def _check_extra_files(folder: Path, card: dict) -> list[str]:
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
         top = rel.split("/", 1)[0]
-        if path.is_dir() or rel in listed or top.startswith("balanced-") or top in ALLOWED_EXTRA:
+        if LEFTOVER.match(top):  # a killed balance's hidden folder: one line for it, not one per file
+            if rel == top:
+                problems.append(f"{path}: left over from an interrupted run; delete it")
             continue
-        if top.startswith(".") and ".tmp-" in top:
-            problems.append(f"{path}: left over from an interrupted run; delete it")
+        if path.is_dir() or rel in listed or top.startswith("balanced-") or top in ALLOWED_EXTRA:
             continue
         problems.append(f"{path}: not listed in {CARD_NAME}")
     return problems
