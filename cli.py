@@ -9,32 +9,16 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from hamdata.errors import HamdataError
+from hamdata.errors import HamdataError, exit_on_user_error
 
 
-def user_errors(func):
-    """Print a user mistake as one line and exit 2; never a traceback for those."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except HamdataError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: nothing was left that looks complete", err=True)
-            sys.exit(130)
-
-    return wrapper
+user_errors = exit_on_user_error("interrupted: nothing was left that looks complete")
 
 
 def _workers(value: int | None) -> int:
@@ -203,7 +187,7 @@ def _register_trainers() -> None:
         if getattr(exc, "name", "") not in ("trainers", "trainers.commands"):
             raise
         return
-    register(main)
+    register(main, user_errors)
 
 
 _register_trainers()

@@ -20,7 +20,6 @@ import os
 import platform
 import sys
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,5 +6,31 @@ is a bug and keeps its traceback.
 """
 
 
+import functools
+import sys
+
+
 class HamdataError(Exception):
     """A problem with the user's input, options or environment."""
+
+
+def exit_on_user_error(interrupted: str):
+    """Decorator for CLI commands: a HamdataError becomes ``error: ...`` on stderr and exit 2;
+    Ctrl-C prints ``interrupted`` and exits 130. Other exceptions keep their traceback (bugs)."""
+    import click
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except HamdataError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+            except KeyboardInterrupt:
+                click.echo(interrupted, err=True)
+                sys.exit(130)
+
+        return wrapper
+
+    return decorate

@@ -5,7 +5,6 @@ clear lines, no worker process survives, and the rerun removes the stale hidden
 folders and writes the same bytes as a balance that was never interrupted.
 """
 
-import os
 import shutil
 import signal
 import subprocess

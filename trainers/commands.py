@@ -6,14 +6,12 @@ module level, so the data commands stay fast; each command imports it when run.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
-import sys
 
 import click
 
-from hamdata.errors import HamdataError
+from hamdata.errors import exit_on_user_error
 
 from . import RECIPES, TrainConfig
 
@@ -21,21 +19,7 @@ COMMON = ("shards", "out", "train_set", "arch", "weights", "epochs", "batch_size
           "workers", "decode", "seed", "max_steps", "stop_after")
 
 
-def user_errors(func):
-    """A user mistake as one line and exit 2 (the same contract as cli.py's decorator)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except HamdataError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: the last checkpoint of the run is intact", err=True)
-            sys.exit(130)
-
-    return wrapper
+user_errors = exit_on_user_error("interrupted: the last checkpoint of the run is intact")
 
 
 def _defaults(name: str) -> TrainConfig:
