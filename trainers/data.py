@@ -16,13 +16,15 @@ by repeat-factor sampling on the stream: each sample of class c is emitted
 floor(r_c) or ceil(r_c) times (expectation r_c), with r_c proportional to
 1 / count_c and scaled so that one pass yields as many samples as it reads.
 
-Decoded images leave the loader as uint8 (B, 3, H, W); normalisation with the
-build's train mean/std happens on the device (``normalize``).
+Decoded images leave the loader as uint8 (B, 3, H, W) (training batches in
+channels_last memory order); normalisation with the build's train mean/std
+happens on the device (``normalize``). The train preset runs on whole batches
+(trainers.decode): in the workers, or with ``decode="gpu"`` on the GPU, the
+workers then only reading tars and yielding the image bytes.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import zlib
@@ -34,13 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 from torchvision.transforms import v2
 
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.manifest import read_card, shards_of
 from hamdata.shards import sha256_file
+
+from .decode import CROP_RATIO, CROP_SCALE, JITTER, augment_cpu, decode_rgb, pack
 
 SHUFFLE_BUFFER = 1000  # samples held for shuffling (undecoded: ~5-50 KB each)
 CROP_PCT = 0.875  # eval: resize to size / CROP_PCT, then centre-crop size
@@ -117,12 +120,16 @@ def slot_samples(shards: list[str], *, seed: int, epoch: int, slot: int, n_slots
 
 
 def train_preset(size: int) -> v2.Transform:
-    """Light online augmentation: the heavy work was done offline by the build."""
+    """Light online augmentation (the heavy work was done offline by the build), as a v2 transform of one image.
+
+    The loader runs this policy on whole batches (trainers.decode: OpenCV in the workers, or
+    on the GPU), ~10x faster than this per-image form; see bench/NOTES.md.
+    """
     return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True),
+        v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
-        v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),  # no hue: its HSV round trip costs ~30x the rest
+        v2.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),  # no hue: its HSV round trip costs ~30x the rest
     ])
 
 
@@ -131,10 +138,21 @@ def eval_preset(size: int) -> v2.Transform:
 
 
 def decode(data: bytes) -> torch.Tensor:
-    """JPEG/PNG bytes -> uint8 (3, H, W). Pillow: torchvision.io's decoders are deprecated since 0.29."""
-    with Image.open(io.BytesIO(data)) as image:
-        rgb = np.asarray(image.convert("RGB"))
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+    """JPEG/PNG bytes -> uint8 (3, H, W), a view of the decoded HWC array (no copy).
+
+    The loader's own decoder (trainers.decode.decode_rgb: OpenCV), so training and evaluation
+    see the same pixels; torchvision.io's decoders are deprecated since 0.29.
+    """
+    return torch.from_numpy(decode_rgb(data)).permute(2, 0, 1)
+
+
+def decode_sample(sample: dict) -> np.ndarray:
+    """A sample's image as RGB (H, W, 3); a damaged one is an error that names the shard and key."""
+    try:
+        return decode_rgb(image_bytes(sample))
+    except ValueError as exc:
+        raise HamdataError(f"{sample.get('__url__')}: sample {sample.get('__key__')}: {exc}; "
+                           "run `hamdata verify` on the build") from None
 
 
 def image_bytes(sample: dict) -> bytes:
@@ -153,13 +171,15 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     return (images.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
-def collate_raw(samples: list[dict]) -> dict:
-    """GPU mode: a batch of undecoded samples, their image bytes packed into one tensor."""
-    from .decode import pack
-
-    data, lengths = pack([image_bytes(s) for s in samples])
-    return {"data": data, "lengths": lengths, "labels": torch.tensor([int(s["cls"]) for s in samples], dtype=torch.int64),
-            "keys": [s["__key__"] for s in samples], "image_ids": [sample_image_id(s) for s in samples]}
+def train_batch(samples: list[dict], size: int, seed: int, decode: str) -> dict:
+    """A training batch: cpu: decoded and augmented here (uint8 images, NHWC in memory);
+    gpu: the image bytes packed into one tensor, with the seed and size of its augmentation."""
+    batch = {"labels": torch.tensor([int(s["cls"]) for s in samples], dtype=torch.int64),
+             "keys": [s["__key__"] for s in samples], "image_ids": [sample_image_id(s) for s in samples]}
+    if decode == "gpu":
+        data, lengths = pack([image_bytes(s) for s in samples])
+        return {**batch, "data": data, "lengths": lengths, "seed": seed, "size": size}
+    return {**batch, "images": augment_cpu([decode_sample(s) for s in samples], size, np.random.default_rng(seed))}
 
 
 def collate(samples: list[tuple]) -> dict:
@@ -206,7 +226,6 @@ class ShardStream(torch.utils.data.IterableDataset):
         spec = self.spec
         slot, n_slots = spec.rank * workers + worker, spec.world * workers
         train = spec.preset == "train"
-        transform = (train_preset if train else eval_preset)(spec.image_size)
         stages = [lambda: slot_samples(list(spec.shards), seed=spec.seed, epoch=spec.epoch, slot=slot,
                                        n_slots=n_slots, cycle=train)]
         if train:
@@ -215,32 +234,24 @@ class ShardStream(torch.utils.data.IterableDataset):
                 stages.append(lambda src: resample(src, list(spec.factors), np.random.default_rng([spec.seed, spec.epoch, slot, 1])))
             stages.append(wds.shuffle(SHUFFLE_BUFFER, initial=SHUFFLE_BUFFER, rng=random.Random(seed_of(spec.seed, spec.epoch, slot, 2))))
             stages.append(lambda src: islice(src, n))
-        if train and spec.decode == "gpu":
-            stages.append(wds.batched(spec.batch_size, collation_fn=collate_raw, partial=False))
-            stages.append(lambda src: self._raw(src, spec.image_size, seed_of(spec.seed, spec.epoch, slot, 5)))
-            return iter(wds.DataPipeline(*stages))
-        stages.append(lambda src: self._decoded(src, transform, seed_of(spec.seed, spec.epoch, slot, 3) if train else None))
-        stages.append(wds.batched(spec.batch_size, collation_fn=collate, partial=not train))
+            stages.append(wds.batched(spec.batch_size, collation_fn=list, partial=False))
+            stages.append(lambda src: self._train_batches(src, spec, seed_of(spec.seed, spec.epoch, slot, 5)))
+        else:
+            stages.append(lambda src: self._decoded(src, eval_preset(spec.image_size)))
+            stages.append(wds.batched(spec.batch_size, collation_fn=collate, partial=True))
         return iter(wds.DataPipeline(*stages))
 
     @staticmethod
-    def _raw(batches: Iterable[dict], size: int, seed: int) -> Iterator[dict]:
-        """GPU mode: each raw batch gets the seed of its augmentation and the crop size."""
-        for j, batch in enumerate(batches):
-            yield {**batch, "seed": seed_of(seed, j), "size": size}
+    def _train_batches(batches: Iterable[list], spec: StreamSpec, seed: int) -> Iterator[dict]:
+        """Augmentation draws from a per-batch seed (the same in cpu and gpu mode), not the global RNG."""
+        for j, samples in enumerate(batches):
+            yield train_batch(samples, spec.image_size, seed_of(seed, j), spec.decode)
 
     @staticmethod
-    def _decoded(samples: Iterable[dict], transform, seed: int | None) -> Iterator[tuple]:
-        """Decode and transform; augmentation draws from a per-sample seed, not the global RNG."""
-        for i, sample in enumerate(samples):
-            image = decode(image_bytes(sample))
-            if seed is None:
-                image = transform(image)
-            else:
-                with torch.random.fork_rng(devices=[]):
-                    torch.default_generator.manual_seed(seed_of(seed, i))  # CPU only: transforms run on CPU
-                    image = transform(image)
-            yield image, int(sample["cls"]), sample["__key__"], sample_image_id(sample)
+    def _decoded(samples: Iterable[dict], transform) -> Iterator[tuple]:
+        for sample in samples:
+            image = torch.from_numpy(decode_sample(sample)).permute(2, 0, 1)
+            yield transform(image), int(sample["cls"]), sample["__key__"], sample_image_id(sample)
 
 
 def make_loader(spec: StreamSpec, workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:

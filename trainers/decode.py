@@ -38,7 +38,8 @@ GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 CROP_SCALE = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 JITTER = 0.1  # brightness, contrast, saturation factors in [1 - JITTER, 1 + JITTER]
-JPEG_MAGIC = b"\xff\xd8"
+JPEG_MAGIC, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+AREA_BELOW = 1.5  # CPU mode: area resampling when a crop shrinks by this factor or more
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
@@ -180,7 +181,13 @@ def augment_batch(images: list[torch.Tensor], size: int, params: BatchParams) ->
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """JPEG/PNG bytes -> RGB uint8 (H, W, 3) with OpenCV (libjpeg-turbo, straight into numpy, no colour swap)."""
+    """JPEG/PNG bytes -> RGB uint8 (H, W, 3) with OpenCV: libjpeg-turbo straight into numpy, no colour swap.
+
+    As fast as Pillow's decoder alone and without its copies (bench/NOTES.md). OpenCV decodes
+    a truncated JPEG without complaint, so a JPEG must end with its end-of-image marker.
+    """
+    if data[:2] == JPEG_MAGIC and data[-2:] != JPEG_END:
+        raise ValueError("truncated JPEG (no end-of-image marker)")
     array = np.frombuffer(data, np.uint8)
     if _IMREAD_RGB is not None:
         rgb = cv2.imdecode(array, _IMREAD_RGB)
@@ -188,28 +195,29 @@ def decode_rgb(data: bytes) -> np.ndarray:
         rgb = cv2.imdecode(array, cv2.IMREAD_COLOR)
         rgb = None if rgb is None else cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
     if rgb is None:
-        raise ValueError("not a decodable image")
+        raise ValueError("not a decodable JPEG or PNG")
     return rgb
 
 
-def augment_cpu(blobs: list[bytes], size: int, rng: np.random.Generator) -> torch.Tensor:
-    """CPU mode, in a loader worker: decode and run the train preset -> uint8 (B, 3, size, size), channels_last.
+def augment_cpu(images: list[np.ndarray], size: int, rng: np.random.Generator) -> torch.Tensor:
+    """CPU mode, in a loader worker: the train preset on RGB (H, W, 3) arrays -> uint8 (B, 3, size, size).
 
-    The same parameters as ``augment_batch`` for the same ``rng``; OpenCV does the work on HWC
-    arrays written straight into the batch (area resampling when shrinking, bilinear when
-    enlarging), and the batch goes to the main process as it is, in NHWC memory order.
+    The same parameters as ``augment_batch`` for the same ``rng``. OpenCV writes each image
+    straight into the batch, which goes to the main process as it is: channels_last (NHWC
+    in memory), as the model on the GPU wants it. Bilinear resampling, or area resampling
+    when the crop is shrunk by AREA_BELOW or more (OpenCV's area filter costs 7x bilinear
+    at the small factors of a 256 -> 224 crop, where bilinear does not alias).
     """
-    images = [decode_rgb(b) for b in blobs]
     params = draw_params([image.shape[:2] for image in images], rng)
+    # Plain memory: the DataLoader moves it to shared memory in one copy. Writing into a
+    # buffer allocated in shared memory was 15% slower (page faults on shmem; bench/NOTES.md).
     out = torch.empty((len(images), size, size, 3), dtype=torch.uint8)
-    if torch.utils.data.get_worker_info() is not None:
-        out.share_memory_()  # what default_collate does: the batch crosses to the main process without a copy
     batch = out.numpy()
     means = np.empty((len(images), 3))
     for i, (image, (top, left, h, w)) in enumerate(zip(images, params.boxes.tolist())):
         crop = image[top:top + h, left:left + w]
-        shrink = h >= size and w >= size
-        cv2.resize(crop, (size, size), dst=batch[i], interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        area = min(h, w) >= AREA_BELOW * size
+        cv2.resize(crop, (size, size), dst=batch[i], interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
         if params.hflip[i] or params.vflip[i]:
             code = -1 if params.hflip[i] and params.vflip[i] else (1 if params.hflip[i] else 0)
             cv2.flip(batch[i], code, dst=batch[i])

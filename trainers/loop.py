@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import random
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -146,7 +147,8 @@ def _load_failure(path: Path, exc: Exception) -> str:
         return "empty file"
     if isinstance(exc, pickle.UnpicklingError):  # never suggest weights_only=False for a file we cannot trust
         return "UnpicklingError: not a file of tensors and plain values"
-    return f"{exc.__class__.__name__}: {_short(str(exc).split('. ')[0])}"
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\W*", "", " ".join(str(exc).split()))  # c10's location prefix
+    return f"{exc.__class__.__name__}: {_short(text.split('. ')[0])}"
 
 
 def load_checkpoint(path, default_name: str = "best.pt") -> tuple[Path, dict]:

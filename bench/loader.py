@@ -1,0 +1,156 @@
+"""Images per second that the trainers' own loader delivers as training-ready batches.
+
+    python bench/loader.py SHARDS_DIR [--workers 1] [--image-size 224] [--batches 60]
+                           [--batch-size 48] [--decode cpu|gpu] [--train-set train]
+
+The train stream of ``trainers.data.make_loader`` (shuffle, train preset,
+batching) over a build's train split or one of its balanced sets, with W
+DataLoader worker processes. Timed from the end of a warm-up (worker start,
+the shuffle buffer filling, two batches per worker) over N batches.
+
+What counts: reading tars, shuffling, decoding, the train preset (crop,
+flips, colour jitter), collation into uint8 (B, 3, S, S) batches and the
+hand-over to the main process. Not counted: normalisation and the copy to
+the device, which the training loop does on the device. With ``--decode gpu``
+the workers only read tars; the main process decodes (nvJPEG) and augments
+each batch on the GPU, and the clock stops after a CUDA synchronise. With
+``--decode gpu --raw-only`` only the workers' side is timed (no GPU needed).
+
+With ``--arch`` (e.g. mobilenet_v3_large, Phase 5's) it also times training
+steps on the device (AMP and channels_last on CUDA, AdamW, cross-entropy):
+the step alone on one fixed batch, and the step fed by the loader, and says
+whether the loader or the step is the bottleneck.
+
+Prints the per-worker figure too. Last line: ``images/s: X`` (the loader alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from hamdata.errors import HamdataError  # noqa: E402
+from trainers.data import StreamSpec, find_train_set, make_loader, open_build  # noqa: E402
+from trainers.decode import batch_images  # noqa: E402
+
+
+def images_per_s(batches, step, device: torch.device, warmup: int) -> float:
+    """Rate of ``step`` over an iterable of (images, labels), timed after ``warmup`` batches."""
+    started, images = None, 0
+    for i, (x, y) in enumerate(batches):
+        step(x, y)
+        if i + 1 == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        elif started is not None:
+            images += len(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return images / (time.perf_counter() - started)
+
+
+def compare_with_steps(args, spec: StreamSpec, loader_rate: float, stats: dict) -> None:
+    """Training-step time of ``args.arch`` alone and fed by the loader, against the loader's own rate."""
+    from trainers.data import normalize
+    from trainers.models import build_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    model = build_model(args.arch, "none").to(device).train()
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=cuda)
+    mean, std = (torch.tensor(stats[k], device=device) for k in ("mean", "std"))
+
+    def step(images, labels):
+        x = normalize(images.to(device, non_blocking=True), mean, std)
+        x = x.contiguous(memory_format=torch.channels_last) if cuda else x
+        with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
+            loss = torch.nn.functional.cross_entropy(model(x), labels.to(device, non_blocking=True))
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    warmup = 2 * max(1, args.workers)
+    fixed = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 7, (args.batch_size,), device=device)
+    alone = images_per_s(((fixed, labels) for _ in range(warmup + args.batches)), step, device, warmup)
+    loader = make_loader(dataclasses.replace(spec, epoch=1), args.workers, pin_memory=cuda)
+    fed = images_per_s(((batch_images(b, device), b["labels"]) for b in loader), step, device, warmup)
+    print(f"{args.arch} on {device}: step alone {alone:.1f} images/s ({1000 * args.batch_size / alone:.1f} ms a batch); "
+          f"loader alone {loader_rate:.1f} images/s ({1000 * args.batch_size / loader_rate:.1f} ms a batch); "
+          f"step fed by the loader {fed:.1f} images/s: "
+          + ("loader-bound" if loader_rate < alone else "not loader-bound"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shards", help="a build folder (holds dataset.json)")
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (0: in the main process)")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batches", type=int, default=60, help="batches timed after the warm-up")
+    parser.add_argument("--batch-size", type=int, default=48)
+    parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--train-set", default="train", help="train or balanced-N")
+    parser.add_argument("--raw-only", action="store_true",
+                        help="with --decode gpu: time only what the CPU workers deliver (tar bytes); needs no GPU")
+    parser.add_argument("--arch", help="also time training steps of this model on the device (CUDA when there is one)")
+    args = parser.parse_args()
+    if args.raw_only and args.decode != "gpu":
+        print("error: --raw-only: only with --decode gpu", file=sys.stderr)
+        return 2
+    if args.decode == "gpu" and not args.raw_only and not torch.cuda.is_available():
+        print("error: --decode gpu: no CUDA GPU is visible to PyTorch on this machine", file=sys.stderr)
+        return 2
+    try:
+        build = Path(args.shards)
+        card = open_build(build)
+        train_set, _ = find_train_set(build, args.train_set, card)
+    except HamdataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if args.decode == "gpu" and not args.raw_only else "cpu")
+    warmup = 2 * max(1, args.workers)
+    spec = StreamSpec(train_set.shards, "train", args.image_size, args.batch_size, seed=0, epoch=0,
+                      batches=warmup + args.batches, decode=args.decode)
+    images, started = 0, None
+    for i, batch in enumerate(make_loader(spec, args.workers, pin_memory=device.type == "cuda")):
+        x = batch["labels"] if args.raw_only else batch_images(batch, device)
+        if i + 1 == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        elif started is not None:
+            images += len(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    assert args.raw_only or (x.shape[1:] == (3, args.image_size, args.image_size) and x.dtype == torch.uint8)
+    rate = images / seconds
+    workers = max(1, args.workers)
+    if args.arch:
+        compare_with_steps(args, spec, rate, card["train_stats"])
+    print(f"{images} images ({args.batches} batches of {args.batch_size}) in {seconds:.2f} s; {args.workers} workers, "
+          f"decode {args.decode}{' (raw batches only)' if args.raw_only else ''}, {train_set.name} of {build}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"per worker: {rate / workers:.1f} images/s")
+    print(f"images/s: {rate:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
