@@ -127,20 +127,18 @@ def main() -> int:
     warmup = 2 * max(1, args.workers)
     spec = StreamSpec(train_set.shards, "train", args.image_size, args.batch_size, seed=0, epoch=0,
                       batches=warmup + args.batches, decode=args.decode)
-    images, started = 0, None
-    for i, batch in enumerate(make_loader(spec, args.workers, pin_memory=device.type == "cuda")):
-        x = batch["labels"] if args.raw_only else batch_images(batch, device)
-        if i + 1 == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-        elif started is not None:
-            images += len(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    last = {}
+
+    def delivered(batch):
+        last["x"] = batch["labels"] if args.raw_only else batch_images(batch, device)
+        return last["x"], None
+
+    loader = make_loader(spec, args.workers, pin_memory=device.type == "cuda")
+    rate = images_per_s((delivered(b) for b in loader), lambda x, y: None, device, warmup)
+    x = last["x"]
     assert args.raw_only or (x.shape[1:] == (3, args.image_size, args.image_size) and x.dtype == torch.uint8)
-    rate = images / seconds
+    images = args.batches * args.batch_size
+    seconds = images / rate
     workers = max(1, args.workers)
     if args.arch:
         compare_with_steps(args, spec, rate, card["train_stats"])

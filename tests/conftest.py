@@ -25,3 +25,11 @@ def real_metadata_csv() -> Path:
 def real_images_dir() -> Path:
     """The folder holding 23 real 600x450 HAM10000 JPEGs."""
     return _need(REAL_IMAGES)
+
+
+def pytest_configure(config):
+    """One torch thread, as the trainers' figures in the tests were measured: on the 2-vCPU CI
+    machine two threads contend with the loader and the other process, and train several times slower."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,8 @@ from click.testing import CliRunner
 from cli import main
 from hamdata.balance import BalanceConfig, balance_build
 from hamdata.errors import HamdataError
-from test_reliability_interrupt import assert_workers_gone, files_of, kill
+from helpers import assert_workers_gone, files_of, kill, start_cli, synthetic_build, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET, SEED = 100, 5
 SET = f"balanced-{TARGET}"
 LEFT_OVER = "left over from an interrupted run; delete it"
@@ -58,15 +56,7 @@ os.replace = replace_then_die
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """A small build (100 synthetic images at 32 px, 20 samples per tar) that every test copies."""
-    from hamdata.build import BuildConfig, build_shards
-    from hamdata.preprocess import PreprocessConfig
-    from hamdata.synth import make_synthetic
-
-    root = tmp_path_factory.mktemp("balance-kill")
-    make_synthetic(root / "data", n_images=100, seed=3, workers=1, progress=False)
-    build_shards(BuildConfig(data=str(root / "data"), out=str(root / "shards"), shard_size=20,
-                             preprocess=PreprocessConfig(size=(32, 32))), workers=1, progress=False)
-    return root / "shards"
+    return synthetic_build(tmp_path_factory.mktemp("balance-kill"), 100, 32, shard_size=20, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +80,7 @@ def hidden(build: Path) -> list[str]:
 def start(build: Path, workers: int, *extra: str, hook: str = SLOW) -> subprocess.Popen:
     """`python cli.py balance ...` in a subprocess; ``hook`` is Python run before the CLI starts."""
     args = ["balance", "--target", str(TARGET), "--seed", str(SEED), "--shards", str(build), "--workers", str(workers), *extra]
-    program = f"import sys; sys.path.insert(0, {str(REPO)!r})\n{hook}\nimport cli\nsys.argv = ['cli.py'] + {args!r}\ncli.main()\n"
-    return subprocess.Popen([sys.executable, "-c", program], cwd=build.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_until(proc: subprocess.Popen, ready, what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"balance ended (exit {proc.returncode}) before {what}: {proc.stderr.read().decode()[-500:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
+    return start_cli(args, build.parent, hook)
 
 
 def verify(folder: Path) -> tuple[int, list[str]]:
@@ -154,7 +132,7 @@ def test_kill_while_writing_then_rerun(base, reference, tmp_path, point, workers
     build = copy_build(base, tmp_path)
     proc = start(build, workers)
     temp = build / f".{SET}.tmp-{proc.pid}"
-    wait_until(proc, POINTS[point](temp), point)
+    wait_until(proc, POINTS[point](temp), point, "balance", timeout=90.0, poll=0.002)
     pool = kill(proc)
     if workers > 1 and point != "temp folder created" and sys.platform.startswith("linux"):
         assert len(pool) >= workers, f"expected {workers} worker processes, saw {pool}"
@@ -183,7 +161,8 @@ def test_overwrite_killed_keeps_the_old_set_or_is_recovered(base, reference, tmp
     assert old != reference
     # killed while writing: the old set is untouched and still verifies
     proc = start(build, 1, "--overwrite")
-    wait_until(proc, tars_in(build / f".{SET}.tmp-{proc.pid}", 5), "5th tar being written")
+    wait_until(proc, tars_in(build / f".{SET}.tmp-{proc.pid}", 5), "5th tar being written", "balance",
+               timeout=90.0, poll=0.002)
     assert_workers_gone(kill(proc))
     assert files_of(build / SET) == old
     assert verify(build)[0] == 1  # the temp folder of the kill is named

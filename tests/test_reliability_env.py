@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from cli import main
 from hamdata.shards import ShardWriter
 from hamdata.synth import make_synthetic
+from helpers import files_of
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--size", "32", "--no-hair-removal", "--no-clahe", "--shard-size", "8"]
@@ -60,10 +61,6 @@ def nothing_left(parent: Path, name: str = "out") -> None:
 def cli_subprocess(args, preexec_fn=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
                           preexec_fn=preexec_fn, timeout=120)
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ------------------------------------------------------------------ mounts (root only)

@@ -18,14 +18,10 @@ from click.testing import CliRunner
 
 from cli import main
 from hamdata.synth import make_synthetic
+from helpers import assert_workers_gone, files_of, kill, start_cli, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
 OPTIONS = ["--size", "32", "--shard-size", "10", "--seed", "7"]
 OUT = "shards"  # always relative to the test's own working folder, so dataset.json's config is identical
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def leftovers(work: Path) -> list[str]:
@@ -64,59 +60,7 @@ def rebuild(data: Path, work: Path, workers: int, *extra: str) -> dict[str, byte
 def start(data: Path, work: Path, workers: int, *extra: str, hook: str = "") -> subprocess.Popen:
     """`python cli.py build-shards ...` in ``work``; ``hook`` is Python run before the CLI starts."""
     args = ["build-shards", "--data", str(data), "--out", OUT, *OPTIONS, "--workers", str(workers), *extra]
-    if hook:
-        program = f"import sys; sys.path.insert(0, {str(REPO)!r})\n{hook}\nimport cli\nsys.argv = ['cli.py'] + {args!r}\ncli.main()\n"
-        command = [sys.executable, "-c", program]
-    else:
-        command = [sys.executable, str(REPO / "cli.py"), *args]
-    return subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_until(proc: subprocess.Popen, ready, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"build-shards ended (exit {proc.returncode}) before {what}: {proc.stderr.read().decode()[-500:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
-def children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def running(pids: list[int]) -> list[int]:
-    """Those of ``pids`` that still exist and are not zombies waiting to be reaped."""
-    alive = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):
-            alive.append(pid)
-    return alive
-
-
-def kill(proc: subprocess.Popen) -> list[int]:
-    """SIGKILL the build process alone (not its group), as `kill -9 PID` does; returns its workers."""
-    workers = children(proc.pid) if sys.platform.startswith("linux") else []
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    return workers
+    return start_cli(args, work, hook or None)
 
 
 def assert_nothing_looks_complete(work: Path) -> None:
@@ -133,17 +77,6 @@ def assert_nothing_looks_complete(work: Path) -> None:
         assert lines == [f"{out}: no dataset.json: the build there did not finish; run it again"]
     else:  # killed before it created anything
         assert lines == [f"{out}: no dataset.json: not a hamdata build (run `hamdata build-shards` first)"]
-
-
-def assert_workers_gone(workers: list[int]) -> None:
-    """Pool workers end with the build (they hold their own end of the task pipe, so must be told)."""
-    deadline = time.monotonic() + 10
-    while running(workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = running(workers)
-    for pid in left:  # do not leave them behind for the rest of the session
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], f"worker processes {left} outlived the killed build"
 
 
 def temp_of(work: Path, proc: subprocess.Popen) -> Path:
@@ -165,7 +98,7 @@ POINTS = {
                                            ("train done, val being written", 1)])
 def test_kill_while_writing_then_rerun(data, reference, tmp_path, point, workers):
     proc = start(data, tmp_path, workers)
-    wait_until(proc, POINTS[point](temp_of(tmp_path, proc)), point)
+    wait_until(proc, POINTS[point](temp_of(tmp_path, proc)), point, "build-shards")
     pool = kill(proc)
     if workers > 1 and sys.platform.startswith("linux"):  # the workers (and multiprocessing's resource tracker)
         assert len(pool) >= workers, f"expected {workers} worker processes, saw {pool}"
@@ -222,7 +155,7 @@ def test_overwrite_killed_keeps_the_old_build_or_is_recovered(data, reference, t
     assert old != reference
     # killed while writing: the old build is untouched and still verifies
     proc = start(data, tmp_path, 2, "--overwrite")
-    wait_until(proc, tars_in(temp_of(tmp_path, proc)), "first tar being written")
+    wait_until(proc, tars_in(temp_of(tmp_path, proc)), "first tar being written", "build-shards")
     assert_workers_gone(kill(proc))
     assert files_of(tmp_path / OUT) == old
     assert CliRunner().invoke(main, ["verify", str(tmp_path / OUT)]).exit_code == 0

@@ -11,7 +11,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -21,10 +20,9 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
-from test_trainers_data import build_once
-from trainers.loop import load_checkpoint
+from helpers import build_once, start_cli
+from trainers.checkpoints import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "16", "--workers", "0", "--max-steps", "2",
         "--device", "cpu", "--seed", "7"]
 # Python run before the CLI in the subprocess: epoch 2's last.pt gets half of its bytes onto the
@@ -91,10 +89,9 @@ def copy_run(run: Path, where: Path) -> Path:
 
 
 def start(build: Path, out: Path, epochs: int, hook: str = "") -> subprocess.Popen:
+    """`train phase5 ...` in a `python -c` subprocess; ``hook`` is Python run before the CLI starts."""
     args = ["train", "phase5", "--shards", str(build), "--out", str(out), "--epochs", str(epochs), *TINY]
-    program = f"import sys; sys.path.insert(0, {str(REPO)!r})\n{hook}\nimport cli\nsys.argv = ['cli.py'] + {args!r}\ncli.main()\n"
-    return subprocess.Popen([sys.executable, "-c", program], cwd=out.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # as in this process (one_thread)
+    return start_cli(args, out.parent, hook, env={**os.environ, "OMP_NUM_THREADS": "1"})  # as in this process (one_thread)
 
 
 def epochs_in(out: Path) -> list[int]:

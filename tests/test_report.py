@@ -59,7 +59,7 @@ def _png(path: Path, width: int = 600, height: int = 300) -> None:
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
-    """What a finished training run writes (trainers/loop.py), with made-up numbers."""
+    """What a finished training run writes (trainers/run.py), with made-up numbers."""
     run = tmp_path_factory.mktemp("run") / "phase4-test"
     (run / "gradcam").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({

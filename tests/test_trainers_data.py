@@ -11,24 +11,9 @@ import torch
 
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
+from helpers import build_once  # still importable from here, for files that import it from this module
 from trainers.data import (StreamSpec, eval_preset, find_train_set, make_loader, normalize, open_build, repeat_factors,
                            slot_samples, split_shards, train_preset)
-
-
-def build_once(factory, n_images: int, size: int, shard_size: int = 500) -> Path:
-    """A synthetic build, made once per test session and shared by the trainers' test files."""
-    from hamdata.build import BuildConfig, build_shards
-    from hamdata.preprocess import PreprocessConfig
-    from hamdata.synth import make_synthetic
-
-    root = factory.getbasetemp() / f"trainers-build-{n_images}-{size}-{shard_size}"
-    if not (root / "shards" / "dataset.json").is_file():
-        shutil.rmtree(root, ignore_errors=True)
-        make_synthetic(root / "data", n_images=n_images, seed=0, workers=1, progress=False)
-        cfg = BuildConfig(data=str(root / "data"), out=str(root / "shards"), shard_size=shard_size,
-                          preprocess=PreprocessConfig(size=(size, size)))
-        build_shards(cfg, workers=1, progress=False)
-    return root / "shards"
 
 
 @pytest.fixture(scope="module")

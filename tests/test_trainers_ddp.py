@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hamdata.classes import CLASSES
-from test_trainers_data import build_once
+from helpers import build_once
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,10 @@ import torch
 
 from hamdata.classes import CLASSES, ISIC2018_COLUMNS
 from hamdata.errors import HamdataError
-from test_trainers_data import build_once
+from helpers import build_once
 from trainers import evaluate_checkpoint, run_recipe
-from trainers.loop import load_checkpoint, predict_images
+from trainers.checkpoints import load_checkpoint
+from trainers.predict import predict_images
 
 TINY = {"weights": "none", "image_size": 32, "batch_size": 16, "lr": 2e-3, "workers": 0, "device": "cpu", "seed": 7,
         "max_steps": 3}
@@ -44,6 +45,8 @@ def test_a_run_writes_every_output(phase4_run, build):
     assert [x["epoch"] for x in lines] == [1, 2]
     for key in ("train_loss", "lr", "val_macro_f1", "val_balanced_accuracy", "seconds", "images_per_s", "val_ema_macro_f1"):
         assert all(np.isfinite(x[key]) for x in lines), key
+    # the loader wait is part of the epoch's training time, and the training time part of the epoch's
+    assert all(0 <= x["loader_wait_s"] <= x["train_seconds"] <= x["seconds"] for x in lines)
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "per_class"):
         assert key in metrics
@@ -167,6 +170,11 @@ def test_bad_input_is_one_clear_line(tmp_path, phase4_run, build):
     assert "--batch-size" in cli_error("train", "phase5", "--shards", build, "--batch-size", 4096, "--weights", "none")
     result = cli("train", "phase9")
     assert result.exit_code == 2 and "phase9" in result.output
+    for name, content in (("empty.pt", b""), ("text.pt", b"not a checkpoint\n")):
+        (tmp_path / name).write_bytes(content)
+        line = cli_error("train", "phase5", "--shards", build, "--out", tmp_path / "w", "--weights", tmp_path / name)
+        assert "not a readable PyTorch state dict" in line
+    assert not (tmp_path / "w").exists()
 
 
 def test_a_checkpoint_with_another_class_list_is_refused(phase4_run, tmp_path):

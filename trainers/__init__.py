@@ -137,7 +137,7 @@ def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: s
     ``config`` may only hold the options that can change (epochs, device, workers,
     stop_after, shards).
     """
-    from .loop import run
+    from .run import run
 
     if resume is not None:
         if isinstance(config, TrainConfig):
@@ -151,7 +151,7 @@ def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: s
 
 
 def evaluate_checkpoint(checkpoint, **options) -> dict:
-    """Evaluate a checkpoint on a split; see trainers.loop.evaluate_checkpoint."""
-    from .loop import evaluate_checkpoint as _evaluate
+    """Evaluate a checkpoint on a split; see trainers.predict.evaluate_checkpoint."""
+    from .predict import evaluate_checkpoint as _evaluate
 
     return _evaluate(checkpoint, **options)

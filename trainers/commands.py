@@ -116,7 +116,7 @@ def _predict_command(wrap) -> click.Command:
     @wrap
     def predict(checkpoint, images, tta, device, as_json):
         """Class probabilities of raw images, preprocessed as the checkpoint's build was."""
-        from .loop import predict_images
+        from .predict import predict_images
 
         for result in predict_images(checkpoint, images, tta=tta, device=device):
             if as_json:

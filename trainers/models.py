@@ -59,7 +59,8 @@ def _load_file(model: nn.Module, arch: str, path: Path) -> None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not usable
-        raise HamdataError(f"--weights {path}: not a readable PyTorch state dict ({str(exc).splitlines()[0][:120]})") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]  # an empty file's error has no message
+        raise HamdataError(f"--weights {path}: not a readable PyTorch state dict ({reason})") from None
     if isinstance(blob, dict) and "model" in blob and "classes" in blob:
         if blob.get("arch") != arch:
             raise HamdataError(f"--weights {path}: a {blob.get('arch')} checkpoint, but this run uses --arch {arch}")

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU checks of the loader and the trainers, in one go, on a CUDA machine:
+#
+#     bash bench/gpu.sh LOG_DIR [IMAGES] [WORKDIR]
+#
+# Synthesises IMAGES full-size images (default 10015), builds them at 256 px,
+# then: the GPU decode tests; bench/loader.py for --decode cpu and gpu with
+# 1, 2 and 4 workers; Phase 5's training step against the loader (4 workers);
+# the decode floor (CPU and nvJPEG) and the on-the-fly path; short Phase 5
+# (--decode gpu) and Phase 4 (--decode cpu, then gpu) runs on CUDA with AMP;
+# evaluate with TTA. Needs webdataset and braceexpand besides the CUDA image's
+# usual packages (torch, torchvision, opencv, pandas, click, tqdm, matplotlib). Each step's
+# output goes to LOG_DIR/gpu.log; a failed step is reported and the rest run.
+set -u
+LOG=${1:?usage: bash bench/gpu.sh LOG_DIR [IMAGES] [WORKDIR]}
+N=${2:-10015}
+W=${3:-/tmp/hamdata-gpu}
+PY=${PYTHON:-python3}
+LOG=$(mkdir -p "$LOG" && cd "$LOG" && pwd)
+export PYTHONUNBUFFERED=1
+exec > >(tee -a "$LOG/gpu.log") 2>&1
+cd "$(dirname "$0")/.."
+
+step() {  # step SECONDS COMMAND...: run with a time limit, report its exit status and wall time
+  local limit=$1; shift
+  echo "== $*"
+  local t0=$SECONDS
+  timeout "$limit" "$@"
+  echo "== rc=$? in $((SECONDS - t0)) s"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c "import sys, torch, torchvision, cv2, os; print(sys.version.split()[0], torch.__version__, torchvision.__version__, cv2.__version__, torch.cuda.get_device_name(), os.cpu_count(), 'CPUs')"
+step 120 $PY cli.py synth --out "$W/data" --images "$N" --overwrite
+step 120 $PY cli.py build-shards --data "$W/data" --out "$W/shards" --overwrite
+step 60 $PY -m pytest -q -p no:cacheprovider tests/test_trainers_decode.py
+for decode in cpu gpu; do
+  for workers in 1 2 4; do
+    step 60 $PY bench/loader.py "$W/shards" --workers "$workers" --decode "$decode" --batches 100
+  done
+done
+for workers in 1 2; do
+  step 60 $PY bench/loader.py "$W/shards" --workers "$workers" --decode gpu --raw-only --batches 100
+done
+for decode in cpu gpu; do
+  step 90 $PY bench/loader.py "$W/shards" --workers 4 --decode "$decode" --batches 100 --arch mobilenet_v3_large
+done
+step 60 $PY bench/decode_floor.py "$W/shards"
+step 60 $PY bench/decode_floor.py "$W/shards" --device cuda
+step 60 $PY bench/onthefly.py "$W/data" --images 300
+step 150 $PY cli.py train phase5 --shards "$W/shards" --out "$W/runs/phase5" --weights none --epochs 2 --workers 4 --decode gpu
+step 150 $PY cli.py train phase4 --shards "$W/shards" --out "$W/runs/phase4" --weights none --epochs 1 --workers 4 --decode cpu
+step 150 $PY cli.py train phase4 --shards "$W/shards" --out "$W/runs/phase4-gpu" --weights none --epochs 2 --workers 4 --decode gpu
+step 60 $PY cli.py evaluate "$W/runs/phase5" --tta --workers 4
+cp "$W"/runs/phase5/metrics.jsonl "$LOG/phase5-metrics.jsonl" 2>/dev/null
+cp "$W"/runs/phase4/metrics.jsonl "$LOG/phase4-metrics.jsonl" 2>/dev/null
+echo "== done"

@@ -1,0 +1,113 @@
+"""Checkpoint files: written atomically, read back checked (format, fields, class list), RNG state, weights.
+
+A checkpoint is written to a temporary file and renamed, so a crash never leaves a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hamdata.classes import CLASSES
+from hamdata.errors import HamdataError
+from hamdata.workspace import _alive as process_alive
+
+from .models import build_model
+
+CHECKPOINT_FORMAT = "hamdata-checkpoint-1"
+# Every checkpoint holds these (and data holds DATA_FIELDS); last.pt adds TRAINING_FIELDS to resume from.
+CHECKPOINT_FIELDS = ("classes", "arch", "config", "data", "epoch", "model")
+DATA_FIELDS = ("build", "train_counts", "preprocess", "format", "quality", "mean", "std", "image_size")
+TRAINING_FIELDS = ("optimizer", "scheduler", "scaler", "ema", "rng", "progress")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file, then rename: a kill during the save leaves the previous ``path`` whole."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Half-written ``.NAME.tmp-PID`` files that a killed run left in its folder."""
+    for tmp in out.glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if tmp.is_file() and pid.isdigit() and (int(pid) == os.getpid() or not process_alive(int(pid))):
+            tmp.unlink(missing_ok=True)
+
+
+def _short(what, limit: int = 120) -> str:
+    """An exception (or text) on one line, cut to ``limit`` characters."""
+    text = " ".join(str(what).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why torch.load failed, in a few words (torch's own messages run to paragraphs)."""
+    if path.stat().st_size == 0:
+        return "empty file"
+    if isinstance(exc, pickle.UnpicklingError):  # never suggest weights_only=False for a file we cannot trust
+        return "UnpicklingError: not a file of tensors and plain values"
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\W*", "", " ".join(str(exc).split()))  # c10's location prefix
+    return f"{exc.__class__.__name__}: {_short(text.split('. ')[0])}"
+
+
+def load_checkpoint(path, default_name: str = "best.pt") -> tuple[Path, dict]:
+    """A hamdata checkpoint (a file, or a run folder's ``default_name``), checked for its fields and class list.
+
+    A file cut short, random bytes, another zip or pickle, or a dict without the fields is one HamdataError.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    if not path.is_file():
+        raise HamdataError(f"{path}: no such checkpoint")
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files that are not its own
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and torch errors alike
+        raise HamdataError(f"{path}: not a readable checkpoint; the file is damaged, cut short or not a checkpoint "
+                           f"({_load_failure(path, exc)})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise HamdataError(f"{path}: not a hamdata checkpoint (expected format {CHECKPOINT_FORMAT})")
+    problems = [f"no {name}" for name in CHECKPOINT_FIELDS if name not in state]
+    problems += [f"{name} is not a mapping" for name in ("model", "data", "config") if not isinstance(state.get(name, {}), dict)]
+    if isinstance(state.get("data"), dict):
+        problems += [f"no data.{name}" for name in DATA_FIELDS if name not in state["data"]]
+    if problems:
+        raise HamdataError(f"{path}: damaged hamdata checkpoint ({', '.join(problems)})")
+    classes = state["classes"]
+    if not isinstance(classes, (list, tuple)) or tuple(classes) != CLASSES:
+        raise HamdataError(f"{path}: trained for classes {classes}, but hamdata uses {list(CLASSES)}")
+    return path, state
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def model_from_checkpoint(state: dict, device: torch.device, path="checkpoint") -> nn.Module:
+    model = build_model(state["arch"], "none")
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise HamdataError(f"{path}: damaged hamdata checkpoint (its weights do not fit a {state['arch']}: {_short(exc)})") from None
+    return model.to(device).eval()
