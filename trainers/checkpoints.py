@@ -43,7 +43,7 @@ def remove_stale_temporaries(out: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _short(what, limit: int = 120) -> str:
+def short_reason(what, limit: int = 120) -> str:
     """An exception (or text) on one line, cut to ``limit`` characters."""
     text = " ".join(str(what).split())
     return text if len(text) <= limit else text[:limit] + "..."
@@ -56,7 +56,7 @@ def _load_failure(path: Path, exc: Exception) -> str:
     if isinstance(exc, pickle.UnpicklingError):  # never suggest weights_only=False for a file we cannot trust
         return "UnpicklingError: not a file of tensors and plain values"
     text = re.sub(r"^\[enforce fail at [^\]]*\]\W*", "", " ".join(str(exc).split()))  # c10's location prefix
-    return f"{exc.__class__.__name__}: {_short(text.split('. ')[0])}"
+    return f"{exc.__class__.__name__}: {short_reason(text.split('. ')[0])}"
 
 
 def load_checkpoint(path, default_name: str = "best.pt") -> tuple[Path, dict]:
@@ -109,5 +109,5 @@ def model_from_checkpoint(state: dict, device: torch.device, path="checkpoint") 
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
-        raise HamdataError(f"{path}: damaged hamdata checkpoint (its weights do not fit a {state['arch']}: {_short(exc)})") from None
+        raise HamdataError(f"{path}: damaged hamdata checkpoint (its weights do not fit a {state['arch']}: {short_reason(exc)})") from None
     return model.to(device).eval()

@@ -23,7 +23,7 @@ from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 
 from . import TrainConfig
-from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, _short, load_checkpoint, remove_stale_temporaries,
+from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, short_reason, load_checkpoint, remove_stale_temporaries,
                           rng_state, save_checkpoint, set_rng_state)
 from .data import StreamSpec, TrainSet, find_train_set, make_loader, open_build, repeat_factors, split_shards
 from .loop import (Dist, Env, NonFiniteLoss, barrier, batches_per_rank, broadcast, init_distributed, make_env,
@@ -42,7 +42,7 @@ def resume_config(state: dict, overrides: dict, path: Path) -> TrainConfig:
     try:
         saved = TrainConfig.from_dict(state["config"])
     except TypeError as exc:  # a field missing
-        raise HamdataError(f"--resume {path}: damaged hamdata checkpoint (config: {_short(exc)})") from None
+        raise HamdataError(f"--resume {path}: damaged hamdata checkpoint (config: {short_reason(exc)})") from None
     if overrides.get("recipe", saved.recipe) != saved.recipe:
         raise HamdataError(f"--resume {path}: a {saved.recipe} run; continue it with `train {saved.recipe} --resume`")
     changed = {k: v for k, v in overrides.items() if v is not None and getattr(saved, k, None) != v}
@@ -297,7 +297,7 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo) -> dict:
             t.restore(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise HamdataError(f"--resume {out}: damaged hamdata checkpoint (its training state does not fit "
-                               f"this run: {_short(exc)})") from None
+                               f"this run: {short_reason(exc)})") from None
         echo(f"resuming {out} after epoch {t.progress.epoch} of {config.epochs}")
     history = read_history(out, upto=t.progress.epoch) if dist.main else []
     if dist.main:
