@@ -135,3 +135,31 @@ def assert_workers_gone(workers: list[int]) -> None:
     for pid in left:  # do not leave them behind for the rest of the session
         os.kill(pid, signal.SIGKILL)
     assert left == [], f"worker processes {left} outlived the killed build"
+
+
+# Deterministic kill points: hooks (Python source for start_cli) after which the subprocess SIGKILLs itself.
+
+
+def kill_after(module: str, function: str) -> str:
+    """A hook: the command SIGKILLs itself right after ``module.function`` (e.g. write_card) returns."""
+    return f"""
+import os, signal
+import {module} as target
+real = target.{function}
+def then_die(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+target.{function} = then_die
+"""
+
+
+# The old output moved aside (renamed to *.old-*), the new one not yet in its place.
+KILL_BETWEEN_RENAMES = """
+import os, signal
+real_replace = os.replace
+def replace_then_die(src, dst):
+    real_replace(src, dst)
+    if ".old-" in os.fspath(dst):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace_then_die
+"""

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from cli import main
 from hamdata.balance import BalanceConfig, balance_build
 from hamdata.errors import HamdataError
-from helpers import assert_workers_gone, files_of, kill, start_cli, synthetic_build, wait_until
+from helpers import KILL_BETWEEN_RENAMES, assert_workers_gone, files_of, kill, kill_after, start_cli, synthetic_build, wait_until
 
 TARGET, SEED = 100, 5
 SET = f"balanced-{TARGET}"
@@ -34,23 +34,7 @@ def slow_write(self, *args, **kwargs):
     return write(self, *args, **kwargs)
 ShardWriter.write = slow_write
 """
-KILL_AFTER_CARD = """
-import os, signal
-import hamdata.balance as balance
-def write_card_then_die(*args, **kwargs):
-    write_card(*args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)
-write_card, balance.write_card = balance.write_card, write_card_then_die
-"""
-KILL_BETWEEN_RENAMES = """
-import os, signal
-real_replace = os.replace
-def replace_then_die(src, dst):
-    real_replace(src, dst)
-    if ".old-" in os.fspath(dst):  # the old set moved aside, the new one not yet in place
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = replace_then_die
-"""
+KILL_AFTER_CARD = kill_after("hamdata.balance", "write_card")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from cli import main
 from hamdata.synth import make_synthetic
-from helpers import assert_workers_gone, files_of, kill, start_cli, wait_until
+from helpers import KILL_BETWEEN_RENAMES, assert_workers_gone, files_of, kill, kill_after, start_cli, wait_until
 
 OPTIONS = ["--size", "32", "--shard-size", "10", "--seed", "7"]
 OUT = "shards"  # always relative to the test's own working folder, so dataset.json's config is identical
@@ -120,24 +120,7 @@ def test_kill_at_a_time_offset_then_rerun(data, reference, tmp_path, seconds, wo
 
 
 # Deterministic kill points: the subprocess SIGKILLs itself right after a chosen step.
-KILL_AFTER_CARD = """
-import os, signal
-import hamdata.build as build
-def write_card_then_die(*args, **kwargs):
-    build_write_card(*args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)
-build_write_card, build.write_card = build.write_card, write_card_then_die
-"""
-
-KILL_BETWEEN_RENAMES = """
-import os, signal
-real_replace = os.replace
-def replace_then_die(src, dst):
-    real_replace(src, dst)
-    if ".old-" in os.fspath(dst):  # the old build moved aside, the new one not yet in place
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = replace_then_die
-"""
+KILL_AFTER_CARD = kill_after("hamdata.build", "write_card")
 
 
 def test_kill_after_the_card_is_written_but_before_the_move(data, reference, tmp_path):
