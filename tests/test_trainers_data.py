@@ -11,7 +11,7 @@ import torch
 
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
-from helpers import build_once  # still importable from here, for files that import it from this module
+from helpers import build_once
 from trainers.data import (StreamSpec, eval_preset, find_train_set, make_loader, normalize, open_build, repeat_factors,
                            slot_samples, split_shards, train_preset)
 
