@@ -165,16 +165,11 @@ def train_one_epoch(env: Env, model, loader, opt, sched, scaler, loss_fn, *, mix
     started, steps, waited = time.perf_counter(), 0, 0.0
     bar = tqdm(loader, total=len(loader.dataset), desc=f"epoch {epoch + 1}",
                leave=False, disable=None if env.dist.main else True, dynamic_ncols=True)
-    batches = iter(bar)
-    while True:
-        # time blocked on the loader: the step before ended with a host sync (all_finite), so
-        # this is the wait for a batch, not GPU work still queued
-        tick = time.perf_counter()
-        batch = next(batches, None)
-        if batch is None:
-            break
+    # waited: host time blocked on the loader, from the end of one step to the next batch. GPU work
+    # the step queued after its last sync (all_finite) may run meanwhile, so this bounds the GPU's idle time.
+    tick = time.perf_counter()
+    for steps, batch in enumerate(bar, 1):
         waited += time.perf_counter() - tick
-        steps += 1
         x, y = env.batch(batch_images(batch, env.device)), batch["labels"].to(env.device, non_blocking=True)
         if mix is not None:
             x, y = mix(x, y)
@@ -191,6 +186,7 @@ def train_one_epoch(env: Env, model, loader, opt, sched, scaler, loss_fn, *, mix
         if ema is not None:
             ema.update_parameters(model.module if hasattr(model, "module") else model)
         total += torch.stack([loss.detach().double() * len(x), torch.tensor(float(len(x)), device=env.device, dtype=torch.float64)])
+        tick = time.perf_counter()
     if env.dist.world > 1:
         torch_dist.all_reduce(total)
     seconds = time.perf_counter() - started
