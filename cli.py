@@ -174,7 +174,7 @@ def report(folder, out):
 @user_errors
 def demo(out, n_images, workers, seed, target, epochs):
     """synth -> build-shards -> balance -> stats -> verify -> train phase5 -> report, in one folder."""
-    from hamdata.demo import run_demo
+    from demo import run_demo
 
     run_demo(Path(out), n_images=n_images, workers=_workers(workers), seed=seed, target=target, epochs=epochs, echo=click.echo)
 

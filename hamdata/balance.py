@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import tarfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +28,7 @@ from .errors import HamdataError
 from .manifest import CARD_NAME, MANIFEST_NAME, ManifestWriter, card_skeleton, read_card, read_manifest, shards_of, write_card
 from .parallel import ordered_map
 from .preprocess import ImageError, decode_image, encode_image
-from .shards import IMAGE_EXTS, ShardWriter, sample_json, sha256_file, split_member_name
-from .shards import _check_end as check_tar_end
+from .shards import IMAGE_EXTS, TAR_ERRORS, ShardWriter, iter_members, sample_json, sha256_file, tar_error_detail
 from .workspace import Workspace
 
 WARN_COPIES_PER_ORIGINAL = 20
@@ -176,26 +174,20 @@ class ImageRef:
 def index_train_shards(build: Path, card: dict) -> tuple[dict[str, ImageRef], dict[str, bytes]]:
     """Image locations and json members of every train sample of the build.
 
-    A damaged or truncated tar is an error, found as iter_samples finds it: tarfile
-    alone takes a damaged header for the end and would drop the samples behind it.
+    A damaged or truncated tar is an error (shards.iter_members checks every tar to its end);
+    images are only located here, and read when they are written or copied.
     """
     images, metas = {}, {}
     for entry in shards_of(card, "train"):
         path = build / entry["path"]
         try:
-            last = "the start"
-            with tarfile.open(path, mode="r:") as tar:
-                for member in tar:
-                    key, ext = split_member_name(member.name)
-                    if ext in IMAGE_EXTS:
-                        images[key] = ImageRef(str(path), member.offset_data, member.size, ext)
-                    elif ext == "json":
-                        metas[key] = tar.extractfile(member).read()
-                    last = member.name
-                end = tar.offset
-            check_tar_end(path, end, last)
-        except (tarfile.TarError, OSError) as exc:
-            raise HamdataError(f"{path}: cannot read train shard ({exc.__class__.__name__}: {exc}); run `verify {build}`") from None
+            for member in iter_members(path, read=lambda key, ext: ext == "json"):
+                if member.ext in IMAGE_EXTS:
+                    images[member.key] = ImageRef(str(path), member.offset, member.size, member.ext)
+                elif member.ext == "json":
+                    metas[member.key] = member.data
+        except TAR_ERRORS as exc:
+            raise HamdataError(f"{path}: cannot read train shard ({tar_error_detail(exc)}); run `verify {build}`") from None
     return images, metas
 
 

@@ -27,7 +27,7 @@ from .manifest import MANIFEST_NAME, ManifestWriter, card_skeleton, count_table,
 from .parallel import ordered_map
 from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
 from .shards import ShardWriter, sample_json
-from .sources import missing_images, open_source, read_image_bytes
+from .layouts import missing_images, open_source, read_image_bytes
 from .split import SPLITS, SplitConfig, decide_split
 from .workspace import Workspace
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
 from . import __version__
+from .plots import png_bytes
 
 THUMB_WIDTH = 160  # px, every sample thumbnail
 JPEG_QUALITY = 85  # thumbnails and re-encoded file images
@@ -27,7 +27,6 @@ PNG_AS_IS_BYTES = 300_000  # larger PNG files are re-encoded as JPEG
 GALLERY_WIDTH = 1000  # px, widest embedded file image
 MAX_ROWS = 50  # rows shown of long tables
 MAX_TEXT_CHARS = 200_000  # characters shown of a file's text
-DPI = 100
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"DejaVu Sans",sans-serif;
@@ -159,19 +158,9 @@ def thumbnail(rgb: np.ndarray, width: int = THUMB_WIDTH) -> tuple[str, tuple[int
     return data_uri("image/jpeg", buffer.getvalue()), (width, height)
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """A matplotlib Figure on a bare Agg canvas: no pyplot global state, nothing to close."""
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def figure_uri(fig: Figure) -> str:
-    """PNG data URI of a matplotlib Figure."""
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    return data_uri("image/png", buffer.getvalue())
+    """PNG data URI of a matplotlib Figure (hamdata.plots)."""
+    return data_uri("image/png", png_bytes(fig))
 
 
 def file_image(path: Path) -> tuple[str, tuple[int, int]] | None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +31,12 @@ from .classes import CLASS_NAMES, CLASSES
 from .errors import HamdataError
 from .htmlpage import MAX_ROWS
 from .manifest import CARD_NAME, read_card, read_manifest
+from .plots import new_figure
 from .preprocess import PreprocessConfig, decode_image, encode_image, preprocess
-from .runreport import RUN_MARKERS, is_run, run_sections
-from .shards import IMAGE_EXTS, split_member_name
-from .workspace import os_error_message
+from .runfiles import RUN_MARKERS
+from .runreport import is_run, run_sections
+from .shards import IMAGE_EXTS, TAR_ERRORS, iter_members
+from .workspace import atomic_write, os_error_message
 
 REPORT_NAME = "report.html"
 PER_CLASS = 4  # samples shown per class
@@ -53,13 +53,10 @@ def write_report(folder, out=None, *, per_class: int = PER_CLASS, seed: int = 0)
     target = Path(out) if out is not None else folder / REPORT_NAME
     if target.is_dir():
         target = target / REPORT_NAME
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)  # a reader never sees half a page
+        atomic_write(target, text)  # a reader never sees half a page
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise HamdataError(os_error_message(exc, target)) from None
     return target
 
@@ -106,18 +103,20 @@ class Scan:
 def scan_shards(folder: Path, shards: list[dict], wanted: set[str], scan: Scan | None = None) -> Scan:
     """Read json members and the ``wanted`` images; seeks past every other image."""
     scan = scan or Scan()
+
+    def needed(key: str, ext: str) -> bool:
+        return ext == "json" or (ext in IMAGE_EXTS and key in wanted)
+
     for entry in shards:
         path = folder / entry["path"]
         try:
-            with tarfile.open(path, mode="r:") as tar:
-                for member in tar:
-                    key, ext = split_member_name(member.name)
-                    if ext == "json":
-                        record = json.loads(tar.extractfile(member).read())
-                        scan.meta[key] = record if isinstance(record, dict) else {}
-                    elif ext in IMAGE_EXTS and key in wanted:
-                        scan.images[key] = (ext, tar.extractfile(member).read())
-        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            for member in iter_members(path, read=needed):
+                if member.ext == "json":
+                    record = json.loads(member.data)
+                    scan.meta[member.key] = record if isinstance(record, dict) else {}
+                elif member.data is not None:
+                    scan.images[member.key] = (member.ext, member.data)
+        except (*TAR_ERRORS, ValueError) as exc:  # ValueError: a json member that is not JSON
             scan.problems.append(f"{path}: unreadable ({exc.__class__.__name__}); run `hamdata verify`")
     return scan
 
@@ -154,7 +153,7 @@ def _decode(data: bytes) -> np.ndarray | None:
 
 def plot_sources(table: pd.DataFrame) -> Figure:
     """Stacked bars: original and augmented samples per class (a ``stats.source_counts`` table)."""
-    figure = h.new_figure(8, 5)
+    figure = new_figure(8, 5)
     ax = figure.add_subplot()
     bottom = np.zeros(len(CLASSES))
     for column in table.columns:
@@ -211,7 +210,7 @@ def _distribution_section(records: pd.DataFrame, problems: list[str]) -> h.Secti
 
 def _raw_sources(card: dict, image_ids: list[str]) -> tuple[dict[str, bytes], str]:
     """Raw bytes of the given images from the build's input folder, and a note when some are gone."""
-    from .sources import open_source, read_image_bytes
+    from .layouts import open_source, read_image_bytes
 
     root = (card.get("input") or {}).get("root")
     if not root:

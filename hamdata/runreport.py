@@ -2,9 +2,10 @@
 
 A run folder is whatever the trainers wrote: config.json, metrics.jsonl (one
 line per epoch), metrics.json, confusion_matrix.png, classification_report.txt,
-predictions_isic2018.csv, gradcam/*.png and checkpoints. Each part is optional:
-an evaluation folder has no history, a run still training has no metrics.json,
-and the page says what is missing instead of failing. Nothing here imports torch.
+predictions_isic2018.csv, gradcam/*.png and checkpoints (named in
+hamdata.runfiles). Each part is optional: an evaluation folder has no history,
+a run still training has no metrics.json, and the page says what is missing
+instead of failing. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -13,27 +14,24 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 from . import htmlpage as h
+from . import runfiles as rf
 from .classes import CLASSES
+from .plots import plot_history
 
-RUN_MARKERS = ("metrics.jsonl", "metrics.json")  # either makes a folder a run
 PER_CLASS_COLUMNS = ("precision", "recall", "f1", "support", "auc")
 
 
 def is_run(folder: Path) -> bool:
-    return any((Path(folder) / name).is_file() for name in RUN_MARKERS)
+    return any((Path(folder) / name).is_file() for name in rf.RUN_MARKERS)
 
 
 def run_sections(folder: Path, report_name: str = "report.html") -> list[h.Section]:
     """Metrics, curves, confusion matrix, Grad-CAM gallery, configuration and file list of a run."""
     folder = Path(folder)
-    config, config_problem = read_json(folder / "config.json")
-    metrics, metrics_problem = read_json(folder / "metrics.json")
-    history, bad = read_history(folder / "metrics.jsonl")
+    config, config_problem = read_json(folder / rf.CONFIG)
+    metrics, metrics_problem = read_json(folder / rf.METRICS)
+    history, bad = read_history(folder / rf.HISTORY)
     problems = [p for p in (config_problem, metrics_problem) if p]
     return [_metrics_section(folder, metrics, problems), _curves_section(folder, history, bad),
             _confusion_section(folder), _gradcam_section(folder), _config_section(config),
@@ -68,29 +66,6 @@ def read_history(path: Path) -> tuple[list[dict], int]:
     return history, bad
 
 
-def plot_history(history: list[dict]) -> Figure | None:
-    """Losses, validation/test metrics and learning rate per epoch; None when there is nothing to plot."""
-    keys = sorted({k for line in history for k, v in line.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    groups = [("loss", [k for k in keys if "loss" in k]),
-              ("metrics", [k for k in keys if k.startswith(("val", "test")) and "loss" not in k]),
-              ("learning rate", [k for k in keys if k == "lr" or k.startswith("lr_")])]
-    groups = [(name, ks) for name, ks in groups if ks]
-    if not history or not groups:
-        return None
-    epochs = [line.get("epoch", i + 1) for i, line in enumerate(history)]
-    fig = h.new_figure(4.6 * len(groups), 3.8)
-    for i, (name, ks) in enumerate(groups):
-        ax = fig.add_subplot(1, len(groups), i + 1)
-        for k in ks:
-            ax.plot(epochs, [line.get(k, np.nan) for line in history], marker="o", markersize=3, label=k)
-        ax.set(title=name, xlabel="epoch")
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(ks) > 1 or name == "metrics":
-            ax.legend(fontsize=7)
-    return fig
-
-
 def _metrics_section(folder: Path, metrics: dict | None, problems: list[str]) -> h.Section:
     section = h.Section("metrics", "Metrics").add(*[h.note(p) for p in problems])
     if metrics:
@@ -106,8 +81,8 @@ def _metrics_section(folder: Path, metrics: dict | None, problems: list[str]) ->
         if metrics.get("notes"):
             section.add(h.muted(metrics["notes"]))
     else:
-        section.add(h.muted("no metrics.json in this folder: the run has not been evaluated yet"))
-    report = folder / "classification_report.txt"
+        section.add(h.muted(f"no {rf.METRICS} in this folder: the run has not been evaluated yet"))
+    report = folder / rf.REPORT
     if report.is_file():
         text = report.read_text(encoding="utf-8", errors="replace")
         section.add("<h3>Classification report</h3>", f"<pre>{h.esc(text)}</pre>")
@@ -117,37 +92,37 @@ def _metrics_section(folder: Path, metrics: dict | None, problems: list[str]) ->
 def _curves_section(folder: Path, history: list[dict], bad: int) -> h.Section:
     section = h.Section("curves", "Training curves")
     if bad:
-        section.add(h.note(f"metrics.jsonl: {bad} lines are not JSON objects (a run still being written?); they are left out"))
+        section.add(h.note(f"{rf.HISTORY}: {bad} lines are not JSON objects (a run still being written?); they are left out"))
     fig = plot_history(history)
     if fig is not None:
         section.add(f'<div class="plots wide">{h.img(h.figure_uri(fig), "training curves")}</div>')
         keys = ["epoch"] + sorted({k for line in history for k in line} - {"epoch"})
         section.add(h.table(keys, [[line.get(k) for k in keys] for line in history], h.MAX_ROWS))
-    elif (folder / "curves.png").is_file():
-        section.add(f'<div class="plots wide">{h.embed_file(folder / "curves.png", "curves.png")}</div>')
+    elif (folder / rf.CURVES).is_file():
+        section.add(f'<div class="plots wide">{h.embed_file(folder / rf.CURVES, rf.CURVES)}</div>')
     else:
-        section.add(h.muted("no training history (metrics.jsonl) in this folder: an evaluation folder?"))
+        section.add(h.muted(f"no training history ({rf.HISTORY}) in this folder: an evaluation folder?"))
     return section
 
 
 def _confusion_section(folder: Path) -> h.Section:
     section = h.Section("confusion", "Confusion matrix")
-    path = folder / "confusion_matrix.png"
+    path = folder / rf.CONFUSION
     if path.is_file():
         return section.add(f'<div class="plots wide">{h.embed_file(path, "confusion matrix")}</div>')
-    return section.add(h.muted("no confusion_matrix.png in this folder"))
+    return section.add(h.muted(f"no {rf.CONFUSION} in this folder"))
 
 
 def _gradcam_section(folder: Path) -> h.Section:
     section = h.Section("gradcam", "Grad-CAM gallery")
-    paths = sorted((folder / "gradcam").glob("**/*.png")) + sorted(folder.glob("*gradcam*.png"))
+    paths = sorted((folder / rf.GRADCAM).glob("**/*.png")) + sorted(folder.glob(f"*{rf.GRADCAM}*.png"))
     if not paths:
-        return section.add(h.muted("no Grad-CAM images (gradcam/*.png) in this folder"))
+        return section.add(h.muted(f"no Grad-CAM images ({rf.GRADCAM}/*.png) in this folder"))
     return section.add(f'<div class="plots">{"".join(h.embed_file(p, gradcam_caption(p.stem)) for p in paths)}</div>')
 
 
 def gradcam_caption(stem: str) -> str:
-    """``akiec_correct_ISIC_1`` -> ``true akiec, correct: ISIC_1`` (the trainers' file names)."""
+    """``akiec_correct_ISIC_1`` -> ``true akiec, correct: ISIC_1`` (runfiles.gradcam_name, without .png)."""
     parts = stem.split("_", 2)
     if len(parts) == 3 and parts[0] in CLASSES:
         return f"true {parts[0]}, {parts[1]}: {parts[2]}"
@@ -157,7 +132,7 @@ def gradcam_caption(stem: str) -> str:
 def _config_section(config: dict | None) -> h.Section:
     section = h.Section("run", "Run")
     if not config:
-        return section.add(h.muted("no config.json in this folder"))
+        return section.add(h.muted(f"no {rf.CONFIG} in this folder"))
     train = config.get("config") if isinstance(config.get("config"), dict) else {}
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     versions = config.get("versions") if isinstance(config.get("versions"), dict) else {}
@@ -167,17 +142,17 @@ def _config_section(config: dict | None) -> h.Section:
              ("learning rate", train.get("lr")), ("image size", data.get("image_size") or train.get("image_size")),
              ("seed", train.get("seed")), ("note", config.get("train_set_note")),
              ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()))]
-    return section.add(h.facts(facts), h.details("config.json as written", json.dumps(config, indent=2, sort_keys=True)))
+    return section.add(h.facts(facts), h.details(f"{rf.CONFIG} as written", json.dumps(config, indent=2, sort_keys=True)))
 
 
 def _files_section(folder: Path, report_name: str) -> h.Section:
     section = h.Section("files", "Files")
-    predictions = folder / "predictions_isic2018.csv"
+    predictions = folder / rf.PREDICTIONS
     if predictions.is_file():
         with open(predictions, newline="", encoding="utf-8", errors="replace") as handle:
             rows = list(csv.reader(handle))
         if rows:
-            section.add(f"<h3>predictions_isic2018.csv ({len(rows) - 1} images)</h3>", h.table(rows[0], rows[1:], 10))
+            section.add(f"<h3>{rf.PREDICTIONS} ({len(rows) - 1} images)</h3>", h.table(rows[0], rows[1:], 10))
     listed = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != report_name)
     rows = [[p.relative_to(folder).as_posix(), p.stat().st_size] for p in listed]
     return section.add("<h3>Everything in the folder</h3>", h.table(["file", "bytes"], rows, 200))

@@ -14,7 +14,7 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,32 +156,81 @@ def split_member_name(name: str) -> tuple[str, str]:
     return key, ext
 
 
+# What reading a missing, damaged or truncated tar raises (tarfile, the file system, a short read).
+TAR_ERRORS = (tarfile.TarError, OSError, EOFError)
+
+
+def tar_error_detail(exc: BaseException) -> str:
+    """``"ReadError: truncated at byte 123, inside X.jpg"``: one of TAR_ERRORS, for a one-line message."""
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file of a tar: key and extension, where its data lies in the tar, and the data when it was read."""
+
+    key: str
+    ext: str
+    offset: int
+    size: int
+    data: bytes | None = None
+
+
+def iter_members(path: Path, read: Callable[[str, str], bool] | None = None) -> Iterator[Member]:
+    """The regular files of one tar in file order, the whole tar checked to its end.
+
+    read: ``read(key, ext)`` says whether to read a member's data (default: all); the others
+    are seeked past and come with ``data=None``. Raises one of TAR_ERRORS on a damaged tar,
+    also where plain tarfile would stop early without a word (see check_tar_end).
+    """
+    end, last = yield from _walk(path, read)
+    check_tar_end(path, end, last)
+
+
 def iter_samples(path: Path) -> Iterator[Sample]:
     """Samples of one tar in file order, grouping consecutive members that share a key.
 
-    Raises ``tarfile.TarError`` or ``OSError`` on a damaged tar; callers decide how to report it.
+    Raises one of TAR_ERRORS on a damaged tar (after the last whole sample when only the
+    end is damaged); callers decide how to report it.
     """
-    current: Sample | None = None
+    end, last = yield from _group(_walk(path, None))
+    check_tar_end(path, end, last)
+
+
+def _walk(path: Path, read) -> Generator[Member, None, tuple[int, str]]:
+    """iter_members without the end check; returns where the members end and the last one's name."""
     last = "the start"
-    with tarfile.open(path, mode="r|") as tar:
+    with tarfile.open(path, mode="r:") as tar:
         for member in tar:
             if not member.isfile():
                 continue
             key, ext = split_member_name(member.name)
-            data = tar.extractfile(member).read()
+            data = tar.extractfile(member).read() if read is None or read(key, ext) else None
             last = member.name
-            if current is None or current.key != key:
-                if current is not None:
-                    yield current
-                current = Sample(key=key, members=[])
-            current.members.append((ext, data))
-        end = tar.offset
+            yield Member(key, ext, member.offset_data, member.size, data)
+        return tar.offset, last
+
+
+def _group(members: Generator[Member, None, tuple[int, str]]) -> Generator[Sample, None, tuple[int, str]]:
+    """Consecutive members sharing a key as samples; returns what ``members`` returns."""
+    current: Sample | None = None
+    while True:
+        try:
+            member = next(members)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if current is None or current.key != member.key:
+            if current is not None:
+                yield current
+            current = Sample(key=member.key, members=[])
+        current.members.append((member.ext, member.data))
     if current is not None:
         yield current
-    _check_end(path, end, last)
+    return result
 
 
-def _check_end(path: Path, end: int, last: str) -> None:
+def check_tar_end(path: Path, end: int, last: str) -> None:
     """Only zero blocks may follow the last member.
 
     tarfile takes a damaged header after the first one for the end of the archive,

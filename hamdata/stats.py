@@ -10,19 +10,18 @@ is pure; plotting and file writing happen at the edge, in ``run_stats``.
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from .classes import CLASSES
 from .errors import HamdataError
 from .manifest import CARD_NAME, read_card
-from .shards import iter_samples
+from .plots import new_figure, save_png
+from .shards import TAR_ERRORS, iter_samples, tar_error_detail
 from .split import SPLITS
 
 RECORD_FIELDS = ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization", "split", "source")
@@ -94,8 +93,8 @@ def _read_shard(tar: Path, split: str | None, bar) -> list[dict]:
             count += 1
             rows.append(_record_of(tar, sample.key, sample.get("json"), split))
             bar.update(1)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        detail = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+    except TAR_ERRORS as exc:
+        detail = tar_error_detail(exc).splitlines()[0]
         raise HamdataError(f"{tar}: unreadable tar after {count} samples ({detail})") from None
     return rows
 
@@ -118,7 +117,7 @@ def _record_of(tar: Path, key: str, meta: bytes | None, split: str | None) -> di
 
 def _raw_records(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """Metadata of a raw HAM10000 copy, every row in split "all"; and the header lines."""
-    from .sources import open_source
+    from .layouts import open_source
 
     try:
         source = open_source(path)
@@ -313,19 +312,6 @@ def render_tables(tables: dict[str, pd.DataFrame]) -> str:
 # ---------------------------------------------------------------- plots
 
 
-def _figure(width: float = 8.0, height: float = 5.0) -> Figure:
-    # A bare Figure on the Agg canvas: no pyplot global state, nothing to close.
-    figure = Figure(figsize=(width, height))
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, dpi=DPI, format="png")
-    return path
-
-
 def write_plots(records: pd.DataFrame, tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     """The five PNGs in ``out``; returns their paths in PLOT_NAMES order."""
     df = _clean(records)
@@ -336,13 +322,13 @@ def write_plots(records: pd.DataFrame, tables: dict[str, pd.DataFrame], out: Pat
         "sex_by_class": lambda: plot_sex_by_class(tables["sex_by_class"]),
         "localization": lambda: plot_localization(tables["localization"]),
     }
-    return [_save(drawers[name](), Path(out) / f"{name}.png") for name in PLOT_NAMES]
+    return [save_png(drawers[name](), Path(out) / f"{name}.png", DPI) for name in PLOT_NAMES]
 
 
 def plot_class_distribution(counts: pd.DataFrame) -> Figure:
     splits = [c for c in counts.columns if c not in ("total", "percent")]
     body = counts.loc[list(CLASSES), splits]
-    figure = _figure()
+    figure = new_figure()
     ax = figure.add_subplot()
     x = np.arange(len(CLASSES))
     width = 0.8 / len(splits)
@@ -356,7 +342,7 @@ def plot_class_distribution(counts: pd.DataFrame) -> Figure:
 
 
 def plot_images_per_lesion(table: pd.DataFrame) -> Figure:
-    figure = _figure()
+    figure = new_figure()
     ax = figure.add_subplot()
     x = np.arange(len(table))
     bottom = np.zeros(len(table))
@@ -372,7 +358,7 @@ def plot_images_per_lesion(table: pd.DataFrame) -> Figure:
 
 
 def plot_age_by_class(df: pd.DataFrame) -> Figure:
-    figure = _figure()
+    figure = new_figure()
     ax = figure.add_subplot()
     ages = [df.loc[(df["dx"] == dx) & df["age"].notna(), "age"].to_numpy() for dx in CLASSES]
     ax.boxplot(ages, tick_labels=[f"{dx}\n(n={len(a)})" for dx, a in zip(CLASSES, ages)])
@@ -383,7 +369,7 @@ def plot_age_by_class(df: pd.DataFrame) -> Figure:
 
 def plot_sex_by_class(table: pd.DataFrame) -> Figure:
     body = table.loc[list(CLASSES), [c for c in table.columns if c != "total"]]
-    figure = _figure()
+    figure = new_figure()
     ax = figure.add_subplot()
     bottom = np.zeros(len(body))
     for sex in body.columns:
@@ -396,7 +382,7 @@ def plot_sex_by_class(table: pd.DataFrame) -> Figure:
 
 def plot_localization(table: pd.DataFrame) -> Figure:
     body = table.drop(columns="total").iloc[::-1]  # largest at the top
-    figure = _figure(8.0, max(4.0, 0.35 * len(body) + 1.5))
+    figure = new_figure(8.0, max(4.0, 0.35 * len(body) + 1.5))
     ax = figure.add_subplot()
     left = np.zeros(len(body))
     for split in body.columns:

@@ -18,9 +18,7 @@ synthetic image can never be mistaken for a real ``ISIC_`` one.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
-import shutil
 from pathlib import Path
 
 import cv2
@@ -30,7 +28,10 @@ from tqdm import tqdm
 
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.sources import METADATA_COLUMNS, validate_metadata
+from hamdata.parallel import ordered_map
+from hamdata.preprocess import encode_image
+from hamdata.workspace import Workspace
+from hamdata.metadata import METADATA_COLUMNS, validate_metadata
 
 METADATA_NAME = "HAM10000_metadata.csv"
 PART_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
@@ -428,22 +429,10 @@ def image_rng(seed: int, image_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
-def _encode_jpeg(rgb: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise RuntimeError("cv2.imencode failed to encode a JPEG")
-    return buffer.tobytes()
-
-
-def _init_worker() -> None:
-    # One OpenCV thread per process: the processes already use every core.
-    cv2.setNumThreads(1)
-
-
 def _render(task: tuple[int, str, str, str]) -> str:
     """Draw, encode and write one image; top-level so that any start method can pickle it."""
     seed, image_id, dx, path = task
-    Path(path).write_bytes(_encode_jpeg(draw_lesion(dx, image_rng(seed, image_id))))
+    Path(path).write_bytes(encode_image(draw_lesion(dx, image_rng(seed, image_id)), "jpg", JPEG_QUALITY))
     return image_id
 
 
@@ -453,20 +442,6 @@ def _tasks(table: pd.DataFrame, root: Path, seed: int) -> list[tuple[int, str, s
     half = len(ordered) // 2
     return [(seed, image_id, dx, str(root / PART_DIRS[int(i >= half)] / f"{image_id}.jpg"))
             for i, (image_id, dx) in enumerate(zip(ordered["image_id"], ordered["dx"]))]
-
-
-def _run(tasks, workers: int, progress: bool) -> None:
-    with tqdm(total=len(tasks), desc="synth", unit="img", disable=not progress) as bar:
-        if workers == 1:
-            for task in tasks:
-                _render(task)
-                bar.update()
-            return
-        # "spawn", not fork: a child forked after the parent has used OpenCV's thread
-        # pool deadlocks inside OpenCV (seen under pytest), and spawn costs well under a second.
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            for _ in pool.imap_unordered(_render, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
-                bar.update()
 
 
 def _write_table(table: pd.DataFrame, path: Path) -> None:
@@ -479,23 +454,6 @@ def _write_table(table: pd.DataFrame, path: Path) -> None:
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise HamdataError(f"{out} exists; pass --overwrite to replace it, or choose another output folder")
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Replace `out` by the complete `tmp`; the old `out` is removed only once the new one is there."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)  # os.replace cannot put a folder over a non-empty one
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old.exists():
-            os.replace(old, out)
-        raise
-    if old.is_dir():
-        shutil.rmtree(old)
-    elif old.exists():
-        old.unlink()
 
 
 def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, overwrite=False, progress=True) -> dict:
@@ -525,21 +483,15 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
     else:
         table = read_metadata_table(metadata)
 
-    place.parent.mkdir(parents=True, exist_ok=True)
-    tmp = place.parent / f".{place.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by an interrupted run of a process that had our pid
-    try:
+    with Workspace(place, overwrite=overwrite) as tmp:
         for part in PART_DIRS:
-            (tmp / part).mkdir(parents=True)
-        tasks = _tasks(table, tmp, int(seed))
-        _run(tasks, min(int(workers), len(tasks)), progress)
+            (tmp / part).mkdir()
+        tasks = _tasks(table, tmp, int(seed))  # an image depends on (seed, image_id) only, not on its worker
+        rendered = ordered_map(_render, tasks, min(int(workers), len(tasks)))
+        for _ in tqdm(rendered, total=len(tasks), desc="synth", unit="img", disable=not progress):
+            pass
         _write_table(table, tmp / METADATA_NAME)
-        _check_out(place, overwrite)  # another process may have written `out` meanwhile
-        _move_into_place(tmp, place)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        _check_out(place, overwrite)  # another process may have written `out` meanwhile: Workspace would replace it
 
     counts = table["dx"].value_counts()
     return {"images": len(table), "lesions": int(table["lesion_id"].nunique()),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tarfile
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from .classes import CLASSES
 from .errors import HamdataError
 from .manifest import CARD_NAME, MANIFEST_NAME, read_card, read_manifest
-from .shards import IMAGE_EXTS, JSON_FIELDS, Sample, iter_samples, sha256_file
+from .shards import IMAGE_EXTS, JSON_FIELDS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
 from .split import audit_leakage
 
 AUG_KEY = re.compile(r"^(?P<parent>[^.]+)_aug\d{4,}$")
@@ -90,8 +89,8 @@ def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar)
             count += 1
             bar.update(1)
             problems += _check_sample(path, entry, sample, rows, seen)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        problems.append(f"{path}: unreadable tar after {count} samples ({exc.__class__.__name__}: {exc})")
+    except TAR_ERRORS as exc:
+        problems.append(f"{path}: unreadable tar after {count} samples ({tar_error_detail(exc)})")
     if count != entry.get("samples"):
         problems.append(f"{path}: {count} samples, {CARD_NAME} says {entry.get('samples')}")
     return problems

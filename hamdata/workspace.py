@@ -14,7 +14,8 @@ from pathlib import Path
 from .errors import HamdataError
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while a process with this pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,13 +40,44 @@ def os_error_message(exc: OSError, path) -> str:
     return f"cannot write {exc.filename or path}: {os_error_reason(exc)}"
 
 
+def temporary_name(target: Path) -> Path:
+    """The hidden sibling ``.NAME.tmp-PID`` in which ``target`` is written before it is renamed."""
+    target = Path(target)
+    return target.parent / f".{target.name}.tmp-{os.getpid()}"
+
+
+def atomic_write(target, data: bytes | str | None = None, *, writer=None) -> Path:
+    """Write ``target`` whole or not at all: a temporary file beside it, fsync, rename.
+
+    data: bytes, or text written as UTF-8. writer: instead of data, a function called with the
+    temporary path that writes the file itself (``torch.save``, ``Figure.savefig``). A reader never sees
+    half a file; a kill or error leaves the previous ``target`` as it was and removes the temporary file.
+    """
+    if (data is None) == (writer is None):
+        raise TypeError("atomic_write takes data or writer, not both or neither")
+    target = Path(target)
+    tmp = temporary_name(target)
+    try:
+        if writer is not None:
+            writer(tmp)
+        else:
+            tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
 class Workspace:
     """Context manager yielding a temporary folder that becomes ``target`` on success."""
 
     def __init__(self, target: Path, overwrite: bool = False):
         self.target = Path(target)
         self.overwrite = overwrite
-        self.tmp = self.target.parent / f".{self.target.name}.tmp-{os.getpid()}"
+        self.tmp = temporary_name(self.target)
 
     def check(self) -> None:
         """Refuse early, before any work, to replace an existing output without --overwrite."""
@@ -62,7 +94,7 @@ class Workspace:
         stale = [*self.target.parent.glob(f".{self.target.name}.tmp-*"), *self.target.parent.glob(f".{self.target.name}.old-*")]
         for old in stale:
             pid = old.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            if pid.isdigit() and (int(pid) == os.getpid() or not process_alive(int(pid))):
                 shutil.rmtree(old, ignore_errors=True)
 
     def __enter__(self) -> Path:

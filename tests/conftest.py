@@ -1,4 +1,4 @@
-"""Shared fixtures: the real HAM10000 sample in ../shared, when it is there."""
+"""Shared fixtures: the real HAM10000 sample in ../shared, when it is there, and the small synthetic build."""
 
 from pathlib import Path
 
@@ -25,6 +25,17 @@ def real_metadata_csv() -> Path:
 def real_images_dir() -> Path:
     """The folder holding 23 real 600x450 HAM10000 JPEGs."""
     return _need(REAL_IMAGES)
+
+
+@pytest.fixture(scope="session")
+def build(tmp_path_factory) -> Path:
+    """The small synthetic build that most test files read: 160 images at 32 px, 25 samples a tar (several tars
+    per split), made once per session by helpers.build_once; the images it was built from are in
+    build.parent / "data". Read it, never write into it (copy it first). A test file that needs another
+    build defines its own `build` fixture, which overrides this one in that file (test_balance, ...)."""
+    from helpers import build_once
+
+    return build_once(tmp_path_factory, 160, 32, shard_size=25)
 
 
 def pytest_configure(config):

@@ -1,6 +1,7 @@
 """Helpers shared by test files (imported as `from helpers import ...`; not a test file, not a conftest).
 
-Small synthetic builds, and running the CLI as a real subprocess that a test SIGKILLs.
+Small synthetic data sets and builds (made once per session where a test only reads them), the CLI run in
+this process, test doubles (a poisoned loss, no network), and the CLI as a real subprocess that a test SIGKILLs.
 """
 
 from __future__ import annotations
@@ -19,12 +20,39 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-# ------------------------------------------------------------------ small synthetic builds
+# ------------------------------------------------------------------ small synthetic data sets and builds
+# Every test file that needs synthetic images, or a build of them, gets them here. synthetic_data and
+# build_once make each one once per test session, in a folder named after the arguments, and share it
+# with every test file that asks for the same one: read it, never write into it (copy it first).
+# synthetic_build makes a build of its own, for a test that writes into it.
+
+
+def _table(n_images: int, metadata: str | Path | None) -> str:
+    """What a synthetic set is drawn from, for a folder name: ``n_images`` random rows, or a metadata CSV
+    (named after the file and a digest of its bytes, so that different tables never share a folder)."""
+    if metadata is None:
+        return str(n_images)
+    return f"{Path(metadata).stem}-{hashlib.sha256(Path(metadata).read_bytes()).hexdigest()[:12]}"
+
+
+def synthetic_data(factory: pytest.TempPathFactory, n_images: int, seed: int = 0,
+                   metadata: str | Path | None = None) -> Path:
+    """Synthetic HAM10000 images in the Kaggle layout (one worker), made once per test session and shared.
+
+    With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored.
+    """
+    from hamdata.synth import make_synthetic
+
+    data = factory.getbasetemp() / f"synth-{_table(n_images, metadata)}-seed{seed}" / "data"
+    if not data.is_dir():  # make_synthetic's folder appears complete or not at all
+        make_synthetic(data, n_images=n_images, seed=seed, metadata=metadata, workers=1, progress=False)
+    return data
 
 
 def synthetic_build(root: Path, n_images: int, size: int, shard_size: int, seed: int = 0,
-                    metadata: str | Path | None = None) -> Path:
-    """Synthetic images in ``root/data``, built at ``size`` px into ``root/shards`` (one worker); returns the latter.
+                    metadata: str | Path | None = None, **preprocess) -> Path:
+    """A build of its own: synthetic images in ``root/data``, built at ``size`` px into ``root/shards`` (one
+    worker); returns the latter. ``preprocess``: other PreprocessConfig options (``hair_removal=False``, ...).
 
     With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored.
     """
@@ -34,32 +62,125 @@ def synthetic_build(root: Path, n_images: int, size: int, shard_size: int, seed:
 
     make_synthetic(root / "data", n_images=n_images, seed=seed, metadata=metadata, workers=1, progress=False)
     cfg = BuildConfig(data=str(root / "data"), out=str(root / "shards"), shard_size=shard_size,
-                      preprocess=PreprocessConfig(size=(size, size)))
+                      preprocess=PreprocessConfig(size=(size, size), **preprocess))
     build_shards(cfg, workers=1, progress=False)
     return root / "shards"
 
 
 def build_once(factory: pytest.TempPathFactory, n_images: int, size: int, shard_size: int = 500,
-               metadata: str | Path | None = None) -> Path:
-    """A synthetic build, made once per test session and shared by the trainers' test files.
-
-    ``metadata``: a HAM10000-style metadata CSV whose rows are drawn instead of ``n_images`` random ones;
-    the cache folder is named after the file and a digest of its bytes, so different tables never share one.
+               metadata: str | Path | None = None, seed: int = 0, **preprocess) -> Path:
+    """``synthetic_build`` made once per test session and shared by every test file that asks for the same one;
+    the images it was built from are in ``build.parent / "data"``. conftest.py's `build` fixture, which most
+    test files read, is ``build_once(factory, 160, 32, shard_size=25)``.
     """
-    if metadata is None:
-        table = str(n_images)
-    else:
-        table = f"{Path(metadata).stem}-{hashlib.sha256(Path(metadata).read_bytes()).hexdigest()[:12]}"
-    root = factory.getbasetemp() / f"trainers-build-{table}-{size}-{shard_size}"
-    if not (root / "shards" / "dataset.json").is_file():
+    options = "".join(f"-{name}={value}" for name, value in sorted(preprocess.items()))
+    root = factory.getbasetemp() / f"build-{_table(n_images, metadata)}-seed{seed}-{size}-{shard_size}{options}"
+    if not (root / "shards" / "dataset.json").is_file():  # build_shards moves a finished build into place
         shutil.rmtree(root, ignore_errors=True)
-        synthetic_build(root, n_images, size, shard_size, seed=0, metadata=metadata)
+        synthetic_build(root, n_images, size, shard_size, seed=seed, metadata=metadata, **preprocess)
     return root / "shards"
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder``, by its relative POSIX path."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def shard_members(folder: Path):
+    """(name, bytes) of every member of every tar that ``folder``'s dataset.json lists, in its order; read with
+    json and tarfile alone, no hamdata code."""
+    import json
+    import tarfile
+
+    card = json.loads((folder / "dataset.json").read_text())
+    for shard in card["shards"]:
+        with tarfile.open(folder / shard["path"]) as tar:
+            for member in tar.getmembers():
+                yield member.name, tar.extractfile(member).read()
+
+
+# ------------------------------------------------------------------ the CLI in this process
+
+
+def cli(*args):
+    """`cli.py ARGS` in this process (CliRunner; each argument passed through str). Whatever the exit code:
+    no exception but the SystemExit that carries it, and no traceback in the output."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def one_error_line(result, *needles: str) -> str:
+    """A refusal as a user sees it: exit 2 and exactly one line on stderr, ``error: ...``, holding each of
+    ``needles``; returns that line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def cli_error(*args) -> str:
+    """The one ``error:`` line of `cli.py ARGS`, which must exit 2."""
+    return one_error_line(cli(*args))
+
+
+def verify(folder: Path) -> tuple[int, list[str]]:
+    """Exit code and problem lines (stdout) of `verify FOLDER`: (0, []) when it says the folder is intact;
+    otherwise the last line on stderr counts the problems."""
+    result = cli("verify", folder)
+    lines = result.stdout.splitlines()
+    if result.exit_code == 0:
+        assert result.stdout.startswith(f"verify: {folder} is intact"), result.output
+        return 0, []
+    assert result.stderr.splitlines()[-1] == f"verify: {len(lines)} problems in {folder}", result.output
+    return result.exit_code, lines
+
+
+# ------------------------------------------------------------------ test doubles
+
+
+def pil_bytes(image, fmt: str, **options) -> bytes:
+    """``image`` (a PIL image) encoded by Pillow as ``fmt`` ("JPEG", "PNG", ...) with ``options``."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def poison_the_loss(monkeypatch: pytest.MonkeyPatch, value: float, at_call: int) -> None:
+    """The focal loss times ``value`` (nan, inf) at its ``at_call``-th call, unchanged at every other."""
+    from trainers import losses
+
+    calls = {"n": 0}
+    original = losses.FocalLoss.forward
+
+    def poisoned(self, logits, target):
+        calls["n"] += 1
+        loss = original(self, logits, target)
+        return loss * value if calls["n"] == at_call else loss
+
+    monkeypatch.setattr(losses.FocalLoss, "forward", poisoned)
+
+
+def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision's model constructor fails as it does on a machine without network (no ImageNet weights)."""
+    import urllib.error
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
 
 
 # ------------------------------------------------------------------ CLI subprocesses and SIGKILL
@@ -124,6 +245,13 @@ def kill(proc: subprocess.Popen) -> list[int]:
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     return workers
+
+
+def wait_killed(proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Wait for a command that a hook (kill_after, KILL_BETWEEN_RENAMES, ...) SIGKILLs from inside."""
+    proc.wait(timeout=timeout)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-800:]
+    proc.stderr.close()
 
 
 def assert_workers_gone(workers: list[int]) -> None:

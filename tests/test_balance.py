@@ -19,6 +19,7 @@ from hamdata.errors import HamdataError
 from hamdata.manifest import read_card, read_manifest
 from hamdata.preprocess import decode_image, encode_image
 from hamdata.shards import iter_samples
+from helpers import synthetic_build
 
 # ------------------------------------------------------------------ plan (pure)
 
@@ -168,15 +169,8 @@ def test_config_validation(kwargs, words):
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    from hamdata.build import BuildConfig, build_shards
-    from hamdata.preprocess import PreprocessConfig
-    from hamdata.synth import make_synthetic
-
-    root = tmp_path_factory.mktemp("balance")
-    make_synthetic(root / "raw", n_images=120, seed=1, workers=1, progress=False)
-    cfg = BuildConfig(data=str(root / "raw"), out=str(root / "build"), preprocess=PreprocessConfig(size=(64, 64)))
-    build_shards(cfg, workers=1, progress=False)
-    return root / "build"
+    """120 synthetic images at 64 px in one tar per split; a build of its own: balanced-30/ is written into it."""
+    return synthetic_build(tmp_path_factory.mktemp("balance"), 120, 64, shard_size=500, seed=1)
 
 
 @pytest.fixture(scope="module")

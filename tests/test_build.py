@@ -18,8 +18,8 @@ from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.preprocess import PreprocessConfig
 from hamdata.split import SplitConfig, canonical_path, read_split_file
-from hamdata.synth import make_synthetic
 from hamdata.verify import verify_tree
+from helpers import synthetic_data
 
 SMALL = PreprocessConfig(size=(64, 64))
 
@@ -48,9 +48,8 @@ def read_tars(out: Path):
 
 @pytest.fixture(scope="module")
 def synth_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "data"
-    make_synthetic(root, n_images=160, seed=3, workers=2, progress=False)
-    return root
+    """160 synthetic images (seed 3), shared read-only."""
+    return synthetic_data(tmp_path_factory, 160, seed=3)
 
 
 @pytest.fixture(scope="module")

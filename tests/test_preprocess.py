@@ -1,6 +1,5 @@
 """Tests for hamdata.preprocess: pure image ops, decoding odd inputs, encoding, config."""
 
-import io
 import json
 import time
 
@@ -24,6 +23,7 @@ from hamdata.preprocess import (
     remove_hair,
     resize,
 )
+from helpers import pil_bytes
 
 SKIN = (222, 172, 150)
 LESION = (120, 72, 52)
@@ -67,12 +67,6 @@ def low_contrast_image(h=128, w=160, seed=0):
     noise *= 6 / noise.std()
     img = np.array(SKIN, np.float32) + noise[:, :, None]
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def pil_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
 
 
 def frozen(a):

@@ -18,28 +18,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hamdata.build import BuildConfig, build_shards
 from hamdata.classes import CLASSES
-from hamdata.preprocess import PreprocessConfig
-from hamdata.synth import make_synthetic
 
-SIZE = (64, 64)
+SIZE = (32, 32)  # of conftest's `build`, the session's shared one (160 images, 25 a tar: several per split), read only
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("readers")
-    make_synthetic(root / "data", n_images=100, seed=5, workers=1, progress=False)
-    cfg = BuildConfig(data=str(root / "data"), out=str(root / "shards"), preprocess=PreprocessConfig(size=SIZE), shard_size=30)
-    build_shards(cfg, workers=1, progress=False)
-    return root / "shards"
-
-
-@pytest.fixture(scope="module")
-def balanced(build) -> Path:
+def balanced(build, tmp_path_factory) -> Path:
     from hamdata.balance import BalanceConfig, balance_build
 
-    return Path(balance_build(build, BalanceConfig(target=6, seed=1), workers=1, progress=False)["out"])
+    out = tmp_path_factory.mktemp("readers-balanced")  # not inside the shared build
+    return Path(balance_build(build, BalanceConfig(target=6, seed=1), out=out, workers=1, progress=False)["out"])
 
 
 def manifest(folder: Path) -> dict[str, dict]:

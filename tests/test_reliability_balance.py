@@ -6,19 +6,17 @@ folders and writes the same bytes as a balance that was never interrupted.
 """
 
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from cli import main
 from hamdata.balance import BalanceConfig, balance_build
 from hamdata.errors import HamdataError
-from helpers import KILL_BETWEEN_RENAMES, assert_workers_gone, files_of, kill, kill_after, start_cli, synthetic_build, wait_until
+from helpers import (KILL_BETWEEN_RENAMES, assert_workers_gone, cli, files_of, kill, kill_after, start_cli, synthetic_build,
+                     verify, wait_killed, wait_until)
 
 TARGET, SEED = 100, 5
 SET = f"balanced-{TARGET}"
@@ -67,17 +65,6 @@ def start(build: Path, workers: int, *extra: str, hook: str = SLOW) -> subproces
     return start_cli(args, build.parent, hook)
 
 
-def verify(folder: Path) -> tuple[int, list[str]]:
-    """Exit code and problem lines of `verify FOLDER`."""
-    result = CliRunner().invoke(main, ["verify", str(folder)])
-    assert "Traceback" not in result.output
-    if result.exit_code == 0:
-        assert result.stdout.startswith(f"verify: {folder} is intact")
-        return 0, []
-    assert result.stderr.splitlines()[-1] == f"verify: {len(result.stdout.splitlines())} problems in {folder}"
-    return result.exit_code, result.stdout.splitlines()
-
-
 def assert_no_balanced_set(build: Path, temp: Path) -> None:
     """Nothing that looks complete: balanced-N is absent, and verify says why, in one line per problem."""
     assert not (build / SET).exists(), f"{build / SET} must not exist after an interrupted balance"
@@ -91,8 +78,7 @@ def assert_no_balanced_set(build: Path, temp: Path) -> None:
 
 
 def rerun(build: Path, workers: int, *extra: str) -> dict[str, bytes]:
-    result = CliRunner().invoke(main, ["balance", "--target", str(TARGET), "--seed", str(SEED), "--shards", str(build),
-                                       "--workers", str(workers), *extra])
+    result = cli("balance", "--target", TARGET, "--seed", SEED, "--shards", build, "--workers", workers, *extra)
     assert result.exit_code == 0, result.output
     assert hidden(build) == [], "the rerun must remove the stale hidden folders"
     assert verify(build) == (0, [])
@@ -129,9 +115,7 @@ def test_kill_while_writing_then_rerun(base, reference, tmp_path, point, workers
 def test_kill_after_the_card_is_written_but_before_the_move(base, reference, tmp_path):
     build = copy_build(base, tmp_path)
     proc = start(build, 1, hook=KILL_AFTER_CARD)
-    proc.wait(timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-500:]
-    proc.stderr.close()
+    wait_killed(proc)
     temp = build / f".{SET}.tmp-{proc.pid}"
     assert (temp / "dataset.json").is_file()  # complete, but hidden
     assert_no_balanced_set(build, temp)
@@ -153,9 +137,7 @@ def test_overwrite_killed_keeps_the_old_set_or_is_recovered(base, reference, tmp
     assert verify(build / SET) == (0, [])
     # killed between moving the old set aside and moving the new one in
     proc = start(build, 1, "--overwrite", hook=KILL_BETWEEN_RENAMES)
-    proc.wait(timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-500:]
-    proc.stderr.close()
+    wait_killed(proc)
     assert hidden(build) == [f".{SET}.old-{proc.pid}", f".{SET}.tmp-{proc.pid}"]  # the first kill's folder is gone
     assert not (build / SET).exists()
     assert verify(build / SET) == (1, [f"{build / SET}: no dataset.json: the build there did not finish; run it again"])
@@ -195,5 +177,5 @@ def test_a_damaged_train_tar_is_refused_in_one_line(base, tmp_path, how):
         balance_build(build, BalanceConfig(target=5), workers=1, progress=False)
     assert str(error.value) == f"{tar}: cannot read train shard (ReadError: {cause}); run `verify {build}`"
     assert [p.name for p in build.iterdir() if p.name.startswith(".") or p.name.startswith("balanced")] == []
-    result = CliRunner().invoke(main, ["balance", "--target", "5", "--shards", str(build), "--workers", "2"])
+    result = cli("balance", "--target", "5", "--shards", build, "--workers", "2")
     assert result.exit_code == 2 and result.stderr.splitlines() == [f"error: {error.value}"]

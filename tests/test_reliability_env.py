@@ -18,12 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from cli import main
 from hamdata.shards import ShardWriter
-from hamdata.synth import make_synthetic
-from helpers import files_of
+from helpers import cli, files_of, synthetic_data
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--size", "32", "--no-hair-removal", "--no-clahe", "--shard-size", "8"]
@@ -31,17 +28,12 @@ SMALL = ["--size", "32", "--no-hair-removal", "--no-clahe", "--shard-size", "8"]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("env") / "data"
-    make_synthetic(root, n_images=24, seed=2, workers=1, progress=False)
-    return root
+    """24 synthetic images (seed 2), shared read-only: the input these tests check is left untouched."""
+    return synthetic_data(tmp_path_factory, 24, seed=2)
 
 
 def build(data: Path, out: Path, *extra: str, workers: int = 1):
-    result = CliRunner().invoke(main, ["build-shards", "--data", str(data), "--out", str(out), *SMALL,
-                                       "--workers", str(workers), *extra])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert "Traceback" not in result.output
-    return result
+    return cli("build-shards", "--data", data, "--out", out, *SMALL, "--workers", workers, *extra)
 
 
 def error_line(result) -> str:

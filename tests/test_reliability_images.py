@@ -11,7 +11,6 @@ without hair removal or CLAHE, at the source size, stored as PNG.
 import io
 import json
 import struct
-import tarfile
 import time
 import zlib
 from pathlib import Path
@@ -19,10 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from cli import main
+from helpers import cli, pil_bytes, shard_members, verify
 
 W, H = 48, 36
 EXACT = ["--size", f"{W}x{H}", "--format", "png", "--no-hair-removal", "--no-clahe", "--shard-size", "5"]
@@ -32,12 +30,6 @@ def skin() -> np.ndarray:
     """A smooth RGB test picture (h=36, w=48) with distinct rows and columns."""
     y, x = np.mgrid[0:H, 0:W]
     return np.stack([150 + x, 100 + 2 * y, 90 + x // 2 + y], axis=2).astype(np.uint8)
-
-
-def pil_bytes(image: Image.Image, fmt: str, **options) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **options)
-    return buf.getvalue()
 
 
 def png16(a: np.ndarray) -> bytes:
@@ -116,22 +108,12 @@ def make_data(root: Path, kinds: list[str]) -> dict[str, Path]:
     return files
 
 
-def run(*args: str):
-    result = CliRunner().invoke(main, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert "Traceback" not in result.output
-    return result
-
-
 def stored_images(out: Path) -> dict[str, np.ndarray]:
-    card = json.loads((out / "dataset.json").read_text())
     images = {}
-    for shard in card["shards"]:
-        with tarfile.open(out / shard["path"]) as tar:
-            for m in tar.getmembers():
-                key, ext = m.name.split(".")
-                if ext in ("png", "jpg"):
-                    images[key] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
+    for name, data in shard_members(out):
+        key, ext = name.split(".")
+        if ext in ("png", "jpg"):
+            images[key] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     return images
 
 
@@ -140,10 +122,10 @@ def zoo(tmp_path_factory):
     base = tmp_path_factory.mktemp("zoo")
     files = make_data(base / "data", list(CONVERTIBLE) + list(UNUSABLE))
     out = base / "out"
-    result = run("build-shards", "--data", str(base / "data"), "--out", str(out), *EXACT, "--on-error", "skip", "--workers", "2")
+    result = cli("build-shards", "--data", base / "data", "--out", out, *EXACT, "--on-error", "skip", "--workers", "2")
     assert result.exit_code == 0, result.output
     assert f"skipped {len(UNUSABLE)} (listed in dataset.json)" in result.stdout
-    assert run("verify", str(out)).exit_code == 0
+    assert verify(out) == (0, [])
     return files, json.loads((out / "dataset.json").read_text()), stored_images(out)
 
 
@@ -198,7 +180,7 @@ def test_exif_rotated_image_is_stored_upright(zoo):
 def test_on_error_fail_stops_with_one_line_naming_file_and_cause(tmp_path, kind):
     files = make_data(tmp_path / "data", ["plain", "grayscale", kind])
     out = tmp_path / "out"
-    result = run("build-shards", "--data", str(tmp_path / "data"), "--out", str(out), *EXACT, "--workers", "1")
+    result = cli("build-shards", "--data", tmp_path / "data", "--out", out, *EXACT, "--workers", "1")
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [result.stderr.splitlines()[-1]], result.stderr
@@ -219,7 +201,7 @@ def test_8000x6000_photo_is_built_quickly(tmp_path):
     (root / "metadata.csv").write_text("image_id,dx\nBIG_1,mel\n")
     out = tmp_path / "out"
     started = time.perf_counter()
-    result = run("build-shards", "--data", str(root), "--out", str(out), "--size", "64", "--workers", "1")
+    result = cli("build-shards", "--data", root, "--out", out, "--size", "64", "--workers", "1")
     seconds = time.perf_counter() - started
     assert result.exit_code == 0, result.output
     assert seconds < 15, f"an 8000x6000 image took {seconds:.1f} s"

@@ -13,21 +13,19 @@ import io
 import json
 import math
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cli import main
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.sources import METADATA_COLUMNS, read_metadata
+from hamdata.metadata import METADATA_COLUMNS, read_metadata
+from helpers import cli, one_error_line, shard_members
 
 
 
@@ -132,31 +130,11 @@ def flat_folder(root: Path, name: str, data: bytes, ids) -> Path:
 def build(data: Path, out: Path, *extra: str):
     if out.exists():
         shutil.rmtree(out)
-    result = CliRunner().invoke(main, ["build-shards", "--data", str(data), "--out", str(out), *BUILD, *extra])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert "Traceback" not in result.output
-    return result
-
-
-def one_error_line(result, *needles: str) -> str:
-    """A rejection: exit 2 and exactly one line on stderr, ``error: ...``, naming what it should."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return cli("build-shards", "--data", data, "--out", out, *BUILD, *extra)
 
 
 def shard_records(out: Path) -> dict[str, dict]:
-    card = json.loads((out / "dataset.json").read_text())
-    records = {}
-    for shard in card["shards"]:
-        with tarfile.open(out / shard["path"]) as tar:
-            for m in tar.getmembers():
-                if m.name.endswith(".json"):
-                    records[m.name[:-5]] = json.loads(tar.extractfile(m).read())
-    return records
+    return {name[:-5]: json.loads(data) for name, data in shard_members(out) if name.endswith(".json")}
 
 
 def assert_shards_hold(out: Path, frame: pd.DataFrame) -> None:
@@ -350,7 +328,7 @@ def test_named_case_is_rejected_in_one_line(tmp_path, case):
     line = one_error_line(build(root, tmp_path / "out"), str(root / "HAM10000_metadata.csv"), REJECTED[case])
     assert not (tmp_path / "out").exists()
     if case == "duplicate rows":  # `stats` on the raw folder says the same, in one line
-        result = CliRunner().invoke(main, ["stats", str(root), "--out", str(tmp_path / "plots")])
+        result = cli("stats", root, "--out", tmp_path / "plots")
         assert result.exit_code == 2 and "Traceback" not in result.output
         assert result.stderr.splitlines() == [result.stderr.strip()] and REJECTED[case] in result.stderr
         assert line.startswith("error: ")

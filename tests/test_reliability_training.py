@@ -9,18 +9,14 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from cli import main
-from helpers import build_once, start_cli
+from helpers import cli, kill, one_error_line, poison_the_loss, start_cli, wait_killed, wait_until
 from trainers.checkpoints import load_checkpoint
 
 TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "16", "--workers", "0", "--max-steps", "2",
@@ -44,36 +40,10 @@ torch.save = half_save_then_die
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: OpenMP threads waiting on each other cost ten times the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    return build_once(tmp_path_factory, 160, 32, shard_size=25)  # the build test_trainers_run uses, made once
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def train(build: Path, out: Path, epochs: int, *extra):
     result = cli("train", "phase5", "--shards", build, "--out", out, "--epochs", epochs, *TINY, *extra)
     assert result.exit_code == 0, result.output
     return result
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +61,7 @@ def copy_run(run: Path, where: Path) -> Path:
 def start(build: Path, out: Path, epochs: int, hook: str = "") -> subprocess.Popen:
     """`train phase5 ...` in a `python -c` subprocess; ``hook`` is Python run before the CLI starts."""
     args = ["train", "phase5", "--shards", str(build), "--out", str(out), "--epochs", str(epochs), *TINY]
-    return start_cli(args, out.parent, hook, env={**os.environ, "OMP_NUM_THREADS": "1"})  # as in this process (one_thread)
+    return start_cli(args, out.parent, hook, env={**os.environ, "OMP_NUM_THREADS": "1"})  # one thread, as conftest.py sets here
 
 
 def epochs_in(out: Path) -> list[int]:
@@ -120,9 +90,7 @@ def assert_resumes_to_the_end(out: Path, after: int, epochs: int) -> list[dict]:
 def test_kill_in_the_middle_of_saving_last_pt_then_resume(build, tmp_path):
     out = tmp_path / "run"
     proc = start(build, out, 2, hook=HALF_SAVE_THEN_DIE)
-    proc.wait(timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-800:]
-    proc.stderr.close()
+    wait_killed(proc, timeout=300)
     torn = out / f".last.pt.tmp-{proc.pid}"
     assert torn.is_file() and temporaries(out) == [torn.name]  # killed inside the save of epoch 2
     assert load_checkpoint(out / "last.pt")[1]["epoch"] == 1  # the previous last.pt is whole
@@ -140,16 +108,9 @@ def test_kill_while_last_pt_is_being_written_then_resume(build, tmp_path):
     """A real kill at whatever moment the poller sees a temporary last.pt after epoch 1's (or just after)."""
     out = tmp_path / "run"
     proc = start(build, out, 3)  # three epochs: two saves of last.pt for the poller to catch
-    deadline = time.monotonic() + 300
-    while not (out / "last.pt").is_file() or not any(out.glob(".last.pt.tmp-*")):
-        if proc.poll() is not None:
-            pytest.fail(f"train ended (exit {proc.returncode}) before the poller saw a save: {proc.stderr.read().decode()[-800:]}")
-        assert time.monotonic() < deadline, "timed out waiting for a save of last.pt"
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    wait_until(proc, lambda: (out / "last.pt").is_file() and any(out.glob(".last.pt.tmp-*")), "a save of last.pt",
+               "train", timeout=300, poll=0.001)
+    kill(proc)
     _, last = load_checkpoint(out / "last.pt")  # whole, whatever the moment
     assert last["epoch"] in (1, 2, 3)
     assert_resumes_to_the_end(out, after=last["epoch"], epochs=3)
@@ -254,20 +215,6 @@ def test_resume_refuses_a_checkpoint_without_its_training_state(run1, tmp_path, 
 
 def checkpoints_and_history(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix in (".pt", ".jsonl")}
-
-
-def poison_the_loss(monkeypatch, value: float, at_call: int) -> None:
-    from trainers import losses
-
-    calls = {"n": 0}
-    original = losses.FocalLoss.forward
-
-    def poisoned(self, logits, target):
-        calls["n"] += 1
-        loss = original(self, logits, target)
-        return loss * value if calls["n"] == at_call else loss
-
-    monkeypatch.setattr(losses.FocalLoss, "forward", poisoned)
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])

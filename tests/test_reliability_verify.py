@@ -14,25 +14,18 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from cli import main
-from hamdata.build import BuildConfig, build_shards
 from hamdata.classes import CLASSES
-from hamdata.preprocess import PreprocessConfig
-from hamdata.synth import make_synthetic
 from hamdata.verify import verify_folder
+from helpers import build_once, verify
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    base = tmp_path_factory.mktemp("verify")
-    make_synthetic(base / "data", n_images=40, seed=4, workers=1, progress=False)
-    cfg = BuildConfig(data=str(base / "data"), out=str(base / "shards"), shard_size=10,
-                      preprocess=PreprocessConfig(hair_removal=False, clahe=False, size=(32, 32)))
-    build_shards(cfg, workers=1, progress=False)
-    assert verify_folder(base / "shards", progress=False) == []
-    return base / "shards"
+    """40 synthetic images at 32 px, 10 a tar (the lines below count on 10), shared read-only: tests damage a copy."""
+    shards = build_once(tmp_path_factory, 40, 32, shard_size=10, seed=4, hair_removal=False, clahe=False)
+    assert verify_folder(shards, progress=False) == []
+    return shards
 
 
 @pytest.fixture
@@ -40,17 +33,6 @@ def build(pristine, tmp_path):
     out = tmp_path / "shards"
     shutil.copytree(pristine, out)
     return out
-
-
-def verify(out: Path) -> tuple[int, list[str]]:
-    """Exit code and the problem lines of `verify OUT`; never a traceback."""
-    result = CliRunner().invoke(main, ["verify", str(out)])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert "Traceback" not in result.output
-    lines = result.stdout.splitlines()
-    if result.exit_code:
-        assert result.stderr.splitlines()[-1] == f"verify: {len(lines)} problems in {out}"
-    return result.exit_code, lines
 
 
 def members(tar: Path) -> list[tarfile.TarInfo]:

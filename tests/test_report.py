@@ -35,7 +35,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict:
-    from hamdata.demo import run_demo
+    from demo import run_demo
 
     result = run_demo(tmp_path_factory.mktemp("report") / "demo", n_images=100, workers=1, seed=7, epochs=0, echo=lambda *a: None)
     return {**result, "report": write_report(result["shards"])}

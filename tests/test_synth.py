@@ -14,7 +14,7 @@ from PIL import Image
 from hamdata import synth
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.sources import missing_images, open_source
+from hamdata.layouts import missing_images, open_source
 from hamdata.synth import draw_lesion, make_synthetic, synthetic_metadata
 
 # Written out again from the HAM10000 paper rather than imported, so that a

@@ -11,14 +11,8 @@ import torch
 
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
-from helpers import build_once
 from trainers.data import (StreamSpec, eval_preset, find_train_set, make_loader, normalize, open_build, repeat_factors,
                            slot_samples, split_shards, train_preset)
-
-
-@pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    return build_once(tmp_path_factory, 160, 32, shard_size=25)
 
 
 def train_keys(build: Path, *, epoch=0, seed=1, rank=0, world=1, workers=0, batches=3, batch_size=8, factors=()):

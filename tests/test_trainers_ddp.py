@@ -6,20 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hamdata.classes import CLASSES
-from helpers import build_once
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    return build_once(tmp_path_factory, 160, 32, shard_size=25)
 
 
 def _loader_worker(rank: int, world: int, build: str, init_file: str, out: str) -> None:

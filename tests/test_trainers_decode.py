@@ -11,16 +11,10 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from hamdata.errors import HamdataError
-from helpers import build_once
 from trainers import TrainConfig, run_recipe
 from trainers.data import StreamSpec, decode_sample, make_loader, open_build, read_tars, split_shards
 from trainers.decode import (BatchParams, colour_affine, crop_boxes, decode_batch, draw_params, pack, raw_batch_images,
                              unpack, augment_batch)
-
-
-@pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    return build_once(tmp_path_factory, 160, 32, shard_size=25)
 
 
 def train_spec(build: Path, decode: str, **changes) -> StreamSpec:

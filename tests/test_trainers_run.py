@@ -12,18 +12,13 @@ import torch
 
 from hamdata.classes import CLASSES, ISIC2018_COLUMNS
 from hamdata.errors import HamdataError
-from helpers import build_once
+from helpers import cli, cli_error, go_offline, poison_the_loss
 from trainers import evaluate_checkpoint, run_recipe
 from trainers.checkpoints import load_checkpoint
 from trainers.predict import predict_images
 
 TINY = {"weights": "none", "image_size": 32, "batch_size": 16, "lr": 2e-3, "workers": 0, "device": "cpu", "seed": 7,
         "max_steps": 3}
-
-
-@pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    return build_once(tmp_path_factory, 160, 32, shard_size=25)
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +125,6 @@ def test_predict_applies_the_builds_preprocessing(phase4_run, build):
         assert result["probabilities"][dx] == pytest.approx(float(row[dx.upper()]), abs=2e-4)
 
 
-def cli(*args):
-    from click.testing import CliRunner
-
-    from cli import main
-
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_cli_train_evaluate_predict(build, tmp_path):
     result = cli("train", "phase5", "--shards", build, "--out", tmp_path / "r", "--weights", "none", "--epochs", 1,
                  "--max-steps", 2, "--image-size", 32, "--batch-size", 16, "--workers", 0, "--device", "cpu")
@@ -151,14 +138,6 @@ def test_cli_train_evaluate_predict(build, tmp_path):
 
 
 # ------------------------------------------------------------------ bad input: one line, exit 2
-
-
-def cli_error(*args) -> str:
-    result = cli(*args)
-    assert result.exit_code == 2, result.output
-    lines = [x for x in result.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def test_bad_input_is_one_clear_line(tmp_path, phase4_run, build):
@@ -186,34 +165,17 @@ def test_a_checkpoint_with_another_class_list_is_refused(phase4_run, tmp_path):
 
 
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(build, tmp_path, monkeypatch):
-    from trainers import losses
-
     args = {**TINY, "shards": str(build), "out": str(tmp_path / "n")}
     run_recipe("phase5", {**args, "epochs": 1}, echo=lambda *a: None)
     before = sha(tmp_path / "n" / "last.pt")
-    calls = {"n": 0}
-    original = losses.FocalLoss.forward
-
-    def poisoned(self, logits, target):
-        calls["n"] += 1
-        loss = original(self, logits, target)
-        return loss * float("nan") if calls["n"] == 2 else loss
-
-    monkeypatch.setattr(losses.FocalLoss, "forward", poisoned)
+    poison_the_loss(monkeypatch, float("nan"), at_call=2)  # epoch 2, step 2
     with pytest.raises(HamdataError, match=r"epoch 2, step 2.*last good checkpoint"):
         run_recipe("phase5", {"epochs": 2}, resume=str(tmp_path / "n"), echo=lambda *a: None)
     assert sha(tmp_path / "n" / "last.pt") == before
 
 
 def test_imagenet_weights_without_network_leave_no_run_folder(build, tmp_path, monkeypatch):
-    import urllib.error
-
-    import torchvision
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("Name or service not known")
-
-    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    go_offline(monkeypatch)
     line = cli_error("train", "phase5", "--shards", build, "--out", tmp_path / "r", "--image-size", 32, "--workers", 0)
     assert "--weights imagenet" in line and "--weights none" in line
     assert not (tmp_path / "r").exists()

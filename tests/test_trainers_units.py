@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,15 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from hamdata.classes import CLASSES, ISIC2018_COLUMNS
 from hamdata.errors import HamdataError
+from helpers import go_offline
 from trainers import TrainConfig, recipe_config
 from trainers.data import quota, repeat_factors, resample, seed_of, slot_of
 from trainers.losses import FocalLoss, inverse_frequency_alpha
-from trainers.loop import batches_per_rank, make_scheduler, tta_views
-from trainers.phase4 import cosine_factor, ema_decay_at
+from trainers.loop import batches_per_rank, tta_views
 from trainers.metrics import classification_metrics, isic_rows, read_isic_csv, write_isic_csv
 from trainers.models import build_model
+from trainers.regularize import ema_decay_at
+from trainers.schedules import cosine_factor, make_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
 HAM_COUNTS = {"akiec": 327, "bcc": 514, "bkl": 1099, "df": 115, "mel": 1113, "nv": 6705, "vasc": 142}
@@ -187,6 +188,27 @@ def test_config_validation_is_one_line_errors():
         TrainConfig.from_dict({**cfg.to_dict(), "colour": 1})
 
 
+def test_every_choice_is_wired():
+    """A recipe is its module plus its name in RECIPES; an arch its ARCH_LAYERS row plus its name in ARCHS."""
+    from trainers.config import ARCHS, RECIPES
+    from trainers.models import ARCH_LAYERS
+    from trainers.recipes import recipe_doc
+
+    assert set(ARCH_LAYERS) == set(ARCHS)
+    for name in RECIPES:
+        assert recipe_config(name).recipe == name and recipe_doc(name).strip()
+
+
+def test_hamdata_never_imports_trainers():
+    import ast
+
+    for path in sorted((REPO / "hamdata").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):  # lazy imports inside functions too
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            assert not any(n.split(".")[0] == "trainers" for n in names), f"{path.name} imports {names}"
+
+
 @pytest.mark.parametrize("arch", ["mobilenet_v3_large", "efficientnet_b0", "resnet18"])
 def test_models_have_a_seven_class_head(arch):
     model = build_model(arch, "none").eval()
@@ -207,12 +229,7 @@ def test_weights_from_a_file(tmp_path):
 
 
 def test_imagenet_weights_offline_is_one_clear_line(monkeypatch):
-    import torchvision
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("Name or service not known")
-
-    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    go_offline(monkeypatch)
     with pytest.raises(HamdataError, match="--weights none") as info:
         build_model("mobilenet_v3_large", "imagenet")
     assert "\n" not in str(info.value)

@@ -1,9 +1,9 @@
 """PyTorch trainers that stream a hamdata build's WebDataset shards.
 
-Two recipes (``phase4``, ``phase5``) share one loop; each is a ``TrainConfig``
-plus the pieces it switches on. This module holds only the configuration and
-the entry points, so importing it (as the CLI does at start) does not import
-torch::
+Recipes (``phase4``, ``phase5``) share one loop; each is a documented
+``TrainConfig`` (config.py) registered in recipes.py, and the pieces it switches
+on are shared modules. Importing this package (as the CLI does at start) does
+not import torch::
 
     from trainers import run_recipe, evaluate_checkpoint
     summary = run_recipe("phase5", {"shards": "shards", "epochs": 2, "weights": "none"})
@@ -11,143 +11,10 @@ torch::
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass
+from .config import TrainConfig
+from .recipes import recipe_config, run_recipe
 
-from hamdata.errors import HamdataError
-
-RECIPES = ("phase4", "phase5")
-ARCHS = ("mobilenet_v3_large", "efficientnet_b0", "resnet18")
-LOSSES = ("focal", "cross_entropy")
-SCHEDULES = ("warm_restarts", "cosine")
-DEVICES = ("auto", "cpu", "cuda")
-DECODES = ("cpu", "gpu")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run; stored in config.json and every checkpoint."""
-
-    recipe: str  # phase4 | phase5
-    arch: str  # one of ARCHS
-    shards: str = "shards"  # the build folder (holds dataset.json, train/ val/ test/, balanced-N/)
-    out: str = ""  # run folder; empty: runs/<recipe>-<timestamp>
-    train_set: str = "auto"  # auto | train | balanced-N (auto: the one balanced set, else train)
-    epochs: int = 40
-    batch_size: int = 48  # per process
-    lr: float = 3e-4  # peak AdamW learning rate
-    weight_decay: float = 1e-4
-    image_size: int = 224  # side of the square crop the network sees
-    device: str = "auto"  # auto | cpu | cuda
-    workers: int = 4  # DataLoader processes per training process
-    decode: str = "cpu"  # cpu: workers decode and augment | gpu: workers read tars, JPEGs decoded and augmented on the GPU
-    seed: int = 42
-    weights: str = "imagenet"  # imagenet | none | path to a state dict or checkpoint
-    max_steps: int = 0  # >0: at most this many steps per epoch (smoke runs)
-    stop_after: int = 0  # >0: stop after this epoch as if interrupted (resumable)
-    resample: bool = True  # class-aware repeat-factor resampling on an unbalanced train set
-    loss: str = "focal"  # focal | cross_entropy
-    focal_gamma: float = 2.0
-    label_smoothing: float = 0.0  # cross_entropy only
-    schedule: str = "warm_restarts"  # warm_restarts (CosineAnnealingWarmRestarts) | cosine (warmup + cosine)
-    restart_epochs: int = 10  # warm_restarts: epochs per cycle (T_0)
-    warmup_epochs: float = 0.0  # cosine: linear warmup length
-    min_lr: float = 1e-6
-    mixup_alpha: float = 0.0  # >0 with cutmix_alpha: one of MixUp / CutMix per batch
-    cutmix_alpha: float = 0.0
-    ema_decay: float = 0.0  # >0: keep an EMA of the weights (torch.optim.swa_utils)
-    patience: int = 0  # >0: early stopping after this many epochs without a better val macro-F1
-    gradcam: bool = False  # write Grad-CAM overlays of the test split at the end
-
-    def __post_init__(self):
-        _choice("recipe", self.recipe, RECIPES)
-        _choice("--arch", self.arch, ARCHS)
-        _choice("--device", self.device, DEVICES)
-        _choice("--decode", self.decode, DECODES)
-        if self.decode == "gpu" and self.device == "cpu":
-            raise HamdataError("--decode gpu: decodes on the GPU, but --device cpu was asked; use --device auto or cuda, "
-                               "or --decode cpu")
-        _choice("loss", self.loss, LOSSES)
-        _choice("schedule", self.schedule, SCHEDULES)
-        for name in ("epochs", "batch_size", "image_size", "restart_epochs"):
-            _positive_int(name, getattr(self, name))
-        for name in ("workers", "max_steps", "stop_after", "patience"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise HamdataError(f"{_option(name)}: expected an integer >= 0, got {value!r}")
-        for name in ("lr", "weight_decay", "focal_gamma", "label_smoothing", "warmup_epochs", "min_lr",
-                     "mixup_alpha", "cutmix_alpha", "ema_decay"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise HamdataError(f"{_option(name)}: expected a number >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if self.lr <= 0:
-            raise HamdataError(f"--lr: expected a number > 0, got {self.lr}")
-        if self.ema_decay >= 1 or self.label_smoothing >= 1:
-            raise HamdataError("ema_decay and label_smoothing must be below 1")
-        if not self.weights:
-            raise HamdataError("--weights: expected imagenet, none or a file")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, record: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(record) - known)
-        if unknown:
-            raise HamdataError(f"training config: unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
-        return cls(**record)
-
-    def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
-
-
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise HamdataError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
-
-
-def _positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise HamdataError(f"{_option(name)}: expected a positive integer, got {value!r}")
-
-
-def recipe_config(name: str, **overrides) -> TrainConfig:
-    """The recipe's default config with ``overrides`` (None values are ignored)."""
-    if name == "phase4":
-        from .phase4 import CONFIG
-    elif name == "phase5":
-        from .phase5 import CONFIG
-    else:
-        raise HamdataError(f"unknown recipe {name!r}: expected one of {', '.join(RECIPES)}")
-    return CONFIG.replace(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: str | None = None, echo=print) -> dict:
-    """Train recipe ``name``; returns a summary dict (out, history, test metrics, ...).
-
-    ``config``: a TrainConfig, or a dict of overrides of the recipe's defaults. With
-    ``resume`` (a run folder or its last.pt) the run's own config is used and
-    ``config`` may only hold the options that can change (epochs, device, workers,
-    stop_after, shards).
-    """
-    from .run import run
-
-    if resume is not None:
-        if isinstance(config, TrainConfig):
-            raise HamdataError("run_recipe(resume=...): pass a dict of the options to change, not a TrainConfig")
-        return run(resume=resume, overrides={**(config or {}), "recipe": name}, echo=echo)
-    if not isinstance(config, TrainConfig):
-        config = recipe_config(name, **(config or {}))
-    elif config.recipe != name:
-        raise HamdataError(f"run_recipe({name!r}): the config is for recipe {config.recipe!r}")
-    return run(config, echo=echo)
+__all__ = ["TrainConfig", "evaluate_checkpoint", "recipe_config", "run_recipe"]
 
 
 def evaluate_checkpoint(checkpoint, **options) -> dict:

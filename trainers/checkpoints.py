@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hamdata import runfiles
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.workspace import _alive as process_alive
+from hamdata.workspace import atomic_write, process_alive
 
 from .models import build_model
 
@@ -30,9 +31,7 @@ TRAINING_FIELDS = ("optimizer", "scheduler", "scaler", "ema", "rng", "progress")
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write to a temporary file, then rename: a kill during the save leaves the previous ``path`` whole."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, writer=lambda tmp: torch.save(state, tmp))
 
 
 def remove_stale_temporaries(out: Path) -> None:
@@ -59,7 +58,7 @@ def _load_failure(path: Path, exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {short_reason(text.split('. ')[0])}"
 
 
-def load_checkpoint(path, default_name: str = "best.pt") -> tuple[Path, dict]:
+def load_checkpoint(path, default_name: str = runfiles.BEST) -> tuple[Path, dict]:
     """A hamdata checkpoint (a file, or a run folder's ``default_name``), checked for its fields and class list.
 
     A file cut short, random bytes, another zip or pickle, or a dict without the fields is one HamdataError.

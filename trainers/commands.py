@@ -1,4 +1,4 @@
-"""Click commands of the trainers: ``train phase4|phase5``, ``evaluate``, ``predict``.
+"""Click commands of the trainers: ``train <recipe>`` (one per config.RECIPES), ``evaluate``, ``predict``.
 
 cli.py calls ``register(main)`` at import. Nothing here imports torch at
 module level, so the data commands stay fast; each command imports it when run.
@@ -6,14 +6,15 @@ module level, so the data commands stay fast; each command imports it when run.
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import click
 
+from hamdata import runfiles
 from hamdata.errors import exit_on_user_error
 
-from . import RECIPES, TrainConfig
+from .config import ARCHS, DECODES, DEVICES, EVAL_SPLITS, RECIPES, TrainConfig
+from .recipes import recipe_config, recipe_doc, run_recipe
 
 COMMON = ("shards", "out", "train_set", "arch", "weights", "epochs", "batch_size", "lr", "image_size", "device",
           "workers", "decode", "seed", "max_steps", "stop_after")
@@ -22,32 +23,26 @@ COMMON = ("shards", "out", "train_set", "arch", "weights", "epochs", "batch_size
 user_errors = exit_on_user_error("interrupted: the last checkpoint of the run is intact")
 
 
-def _defaults(name: str) -> TrainConfig:
-    from . import recipe_config
-
-    return recipe_config(name)
-
-
 def _train_options(d: TrainConfig):
     """The options every recipe takes; None means the recipe's default (shown in --help)."""
     options = [
         click.option("--shards", default=None, help=f"Build folder (dataset.json, train/ val/ test/).  [default: {d.shards}]"),
         click.option("--out", default=None, help="Run folder.  [default: runs/<recipe>-<timestamp>]"),
         click.option("--train-set", default=None, help=f"auto (the one balanced-N, else train), train or balanced-N.  [default: {d.train_set}]"),
-        click.option("--arch", default=None, type=click.Choice(["mobilenet_v3_large", "efficientnet_b0", "resnet18"]), help=f"Backbone.  [default: {d.arch}]"),
+        click.option("--arch", default=None, type=click.Choice(ARCHS), help=f"Backbone.  [default: {d.arch}]"),
         click.option("--weights", default=None, help=f"imagenet (torchvision, downloads once), none, or a state-dict / checkpoint file.  [default: {d.weights}]"),
         click.option("--epochs", default=None, type=int, help=f"Epochs.  [default: {d.epochs}]"),
         click.option("--batch-size", default=None, type=int, help=f"Batch per process.  [default: {d.batch_size}]"),
         click.option("--lr", default=None, type=float, help=f"Peak learning rate (AdamW).  [default: {d.lr:g}]"),
         click.option("--image-size", default=None, type=int, help=f"Side of the crop the network sees.  [default: {d.image_size}]"),
-        click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]), help="auto: CUDA when there is a GPU.  [default: auto]"),
+        click.option("--device", default=None, type=click.Choice(DEVICES), help=f"auto: CUDA when there is a GPU.  [default: {d.device}]"),
         click.option("--workers", default=None, type=int, help=f"DataLoader processes per training process.  [default: {d.workers}]"),
-        click.option("--decode", default=None, type=click.Choice(["cpu", "gpu"]),
+        click.option("--decode", default=None, type=click.Choice(DECODES),
                      help="cpu: loader workers decode and augment; gpu: they only read tars, and the JPEGs are decoded "
                           "(nvJPEG) and augmented on the GPU (falls back to cpu, with a warning, where there is none).  "
                           f"[default: {d.decode}]"),
         click.option("--seed", default=None, type=int, help=f"Seed for weights, sampling and augmentation.  [default: {d.seed}]"),
-        click.option("--resume", default=None, help="Continue the run in this folder (or from this last.pt)."),
+        click.option("--resume", default=None, help=f"Continue the run in this folder (or from this {runfiles.LAST})."),
         click.option("--max-steps", default=None, type=int, help="At most this many steps per epoch (smoke runs)."),
         click.option("--stop-after", default=None, type=int, help="Stop after this epoch, resumable (split a run into jobs)."),
     ]
@@ -71,14 +66,10 @@ def _print_summary(summary: dict) -> None:
 
 
 def _train_command(name: str, wrap) -> click.Command:
-    defaults = _defaults(name)
-
-    @click.command(name, help=importlib.import_module(f"trainers.{name}").__doc__, context_settings={"max_content_width": 100})
-    @_train_options(defaults)
+    @click.command(name, help=recipe_doc(name), context_settings={"max_content_width": 100})
+    @_train_options(recipe_config(name))
     @wrap
     def command(resume, **options):
-        from . import run_recipe
-
         given = {k: v for k, v in options.items() if v is not None}
         _print_summary(run_recipe(name, given, resume=resume, echo=click.echo))
 
@@ -89,10 +80,10 @@ def _evaluate_command(wrap) -> click.Command:
     @click.command("evaluate")
     @click.argument("checkpoint")
     @click.option("--shards", default=None, help="Build folder.  [default: the one the checkpoint was trained on]")
-    @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val"]))
+    @click.option("--split", default="test", show_default=True, type=click.Choice(EVAL_SPLITS))
     @click.option("--tta", is_flag=True, help="Average the 8 flips and 90-degree rotations.")
     @click.option("--out", default=None, help="Output folder.  [default: eval-<checkpoint>-<split> beside the checkpoint]")
-    @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+    @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
     @click.option("--batch-size", default=64, show_default=True, type=int)
     @click.option("--workers", default=2, show_default=True, type=int)
     @wrap
@@ -111,7 +102,7 @@ def _predict_command(wrap) -> click.Command:
     @click.argument("checkpoint")
     @click.argument("images", nargs=-1, required=True)
     @click.option("--tta", is_flag=True, help="Average the 8 flips and 90-degree rotations.")
-    @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+    @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
     @wrap
     def predict(checkpoint, images, tta, device, as_json):
@@ -132,9 +123,9 @@ def register(main: click.Group, user_errors_decorator=None) -> None:
     """Add ``train`` (with one subcommand per recipe), ``evaluate`` and ``predict`` to ``main``."""
     wrap = user_errors_decorator or user_errors
 
-    @main.group(context_settings={"max_content_width": 100})
+    @main.group(help=f"Train a recipe on a build's shards ({', '.join(RECIPES)}).", context_settings={"max_content_width": 100})
     def train():
-        """Train a recipe on a build's shards (phase4, phase5)."""
+        pass
 
     for name in RECIPES:
         train.add_command(_train_command(name, wrap))

@@ -43,6 +43,7 @@ from hamdata.errors import HamdataError
 from hamdata.manifest import read_card, shards_of
 from hamdata.shards import sha256_file
 
+from .config import TRAIN_SETS
 from .decode import CROP_RATIO, CROP_SCALE, JITTER, augment_cpu, decode_rgb, pack
 
 SHUFFLE_BUFFER = 1000  # samples held for shuffling (undecoded: ~5-50 KB each)
@@ -329,7 +330,7 @@ def find_train_set(build, choice: str, card: dict) -> tuple[TrainSet, str]:
         return TrainSet("train", build, shards, counts, balanced=False), note
     folder = Path(choice) if ("/" in choice or choice not in found) and Path(choice).is_dir() else build / choice
     if not (folder / "dataset.json").is_file():
-        raise HamdataError(f"--train-set {choice}: no {folder / 'dataset.json'}; expected auto, train"
+        raise HamdataError(f"--train-set {choice}: no {folder / 'dataset.json'}; expected {', '.join(TRAIN_SETS)}"
                            + (f" or one of {', '.join(found)}" if found else " or a balanced-N folder (the build has none)"))
     sub = read_card(folder)
     if sub.get("kind") != "balanced":

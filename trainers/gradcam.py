@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hamdata.classes import CLASSES
+from hamdata.plots import new_figure, save_png
+from hamdata.runfiles import gradcam_name
 
 
 def pick_examples(labels: np.ndarray, predicted: np.ndarray) -> list[tuple[int, str]]:
@@ -49,22 +52,16 @@ def grad_cam(model: nn.Module, layer: nn.Module, image: torch.Tensor, target: in
 
 def save_overlay(path: Path, image_uint8: np.ndarray, cam: np.ndarray, title: str) -> None:
     """Image, heat map and their blend side by side, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    heat = plt.get_cmap("jet")(cam)[..., :3]
+    heat = matplotlib.colormaps["jet"](cam)[..., :3]
     blend = (0.55 * image_uint8 / 255.0 + 0.45 * heat).clip(0, 1)
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    fig = new_figure(9, 3.4)
+    axes = fig.subplots(1, 3)
     for ax, data, name in zip(axes, (image_uint8, heat, blend), ("image", "Grad-CAM", "overlay")):
         ax.imshow(data)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def write_gradcams(env, model, config, shards, ids, labels, probs, out: Path) -> list[Path]:
@@ -84,7 +81,7 @@ def write_gradcams(env, model, config, shards, ids, labels, probs, out: Path) ->
         i, kind = wanted[image_id]
         truth, guess = CLASSES[labels[i]], CLASSES[predicted[i]]
         cam = grad_cam(model, layer, env.batch(batch["images"])[0].float(), int(predicted[i]))
-        path = out / f"{truth}_{kind}_{image_id}.png"
+        path = out / gradcam_name(truth, kind, image_id)
         title = f"{image_id}: true {truth}, predicted {guess} ({probs[i][predicted[i]]:.2f}); Grad-CAM of {guess}"
         save_overlay(path, batch["images"][0].permute(1, 2, 0).numpy(), cam, title)
         written.append(path)

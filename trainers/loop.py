@@ -1,9 +1,10 @@
 """The pieces of the training loop both recipes share: processes and devices (DDP),
-optimizer and schedule, one training epoch, and predictions of a split (with TTA).
+the optimizer, one training epoch, and predictions of a split (with TTA).
 
 The run built from them (run folders, resume, checkpoint saving, the final test
 evaluation) is in ``run.py``; checkpoint files in ``checkpoints.py``; evaluate and
-predict of a saved checkpoint in ``predict.py``.
+predict of a saved checkpoint in ``predict.py``; the learning-rate schedules in
+``schedules.py``; EMA and MixUp/CutMix in ``regularize.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 
-from . import TrainConfig
+from .config import TrainConfig
 from .data import StreamSpec, make_loader, normalize
 from .decode import batch_images
 
@@ -99,18 +100,6 @@ def barrier(dist: Dist) -> None:
 
 class NonFiniteLoss(HamdataError):
     pass
-
-
-def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
-    """The config's schedule, stepped once per optimizer step."""
-    if config.schedule == "warm_restarts":
-        from .phase5 import warm_restarts
-
-        return warm_restarts(optimizer, config.restart_epochs * steps_per_epoch, config.min_lr)
-    from .phase4 import warmup_cosine
-
-    return warmup_cosine(optimizer, config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch),
-                         min(1.0, config.min_lr / config.lr))
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

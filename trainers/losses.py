@@ -23,6 +23,22 @@ def inverse_frequency_alpha(counts: Sequence[float]) -> list[float]:
     return [v * scale if c > 0 else 1.0 for v, c in zip(inverse, counts)]
 
 
+def class_balanced_alpha(counts: Sequence[float], beta: float) -> list[float]:
+    """Cui et al. (CVPR 2019): weights proportional to 1 / effective number = (1 - beta) / (1 - beta^n_c).
+
+    Normalised to mean 1 over the classes present; a class with no samples gets 1.0 (as in
+    ``inverse_frequency_alpha``). beta = 0 gives equal weights, beta -> 1 tends to 1 / n_c.
+    """
+    if not 0 <= beta < 1:
+        raise ValueError(f"beta must be in [0, 1), got {beta}")
+    present = [c for c in counts if c > 0]
+    if not present:
+        return [1.0] * len(counts)
+    raw = [(1.0 - beta) / (1.0 - beta ** c) if c > 0 else 0.0 for c in counts]
+    scale = len(present) / sum(raw)
+    return [v * scale if c > 0 else 1.0 for v, c in zip(raw, counts)]
+
+
 class FocalLoss(nn.Module):
     """-alpha_y (1 - p_y)^gamma log p_y, averaged over the batch (Lin et al., 2017).
 

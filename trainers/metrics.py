@@ -1,4 +1,4 @@
-"""Classification metrics, the ISIC 2018 prediction CSV and the plots of a run.
+"""Classification metrics, the ISIC 2018 prediction CSV and the confusion matrix of an evaluation.
 
 Everything here works on plain numpy arrays (labels as indices in CLASSES,
 probabilities with one column per class in CLASSES order), so it is tested
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
+from hamdata import runfiles
 from hamdata.classes import CLASS_INDEX, CLASSES, ISIC2018_COLUMNS, isic_column
+from hamdata.plots import new_figure, save_png
 
 ISIC_HEADER = ("image",) + ISIC2018_COLUMNS
 
@@ -108,22 +110,13 @@ def read_isic_csv(path: Path) -> tuple[list[str], np.ndarray]:
     return [r[0] for r in body], np.array([[float(r[c]) for c in columns] for r in body]).reshape(-1, len(CLASSES))
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion(labels, probs, path: Path, title: str) -> None:
     """Counts and row-normalised confusion matrix side by side."""
-    plt = _pyplot()
     cm = confusion_matrix(labels, np.asarray(probs).argmax(1), labels=np.arange(len(CLASSES)))
     rows = cm.sum(1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    fig = new_figure(12, 5.2)
+    axes = fig.subplots(1, 2)
     for ax, data, name in ((axes[0], cm, "counts"), (axes[1], norm, "recall (row-normalised)")):
         ax.imshow(data, cmap="Blues", vmin=0)
         for (i, j), v in np.ndenumerate(data):
@@ -136,43 +129,16 @@ def plot_confusion(labels, probs, path: Path, title: str) -> None:
         ax.set_ylabel("true")
         ax.set_title(name)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_curves(history: list[dict], path: Path, title: str) -> None:
-    """Train loss, validation macro-F1 / balanced accuracy and learning rate per epoch."""
-    plt = _pyplot()
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    axes[0].plot(epochs, [h["train_loss"] for h in history], marker="o")
-    axes[0].set_title("train loss")
-    for key, label in (("val_macro_f1", "val macro-F1"), ("val_balanced_accuracy", "val balanced acc"),
-                       ("val_ema_macro_f1", "val macro-F1 (EMA)")):
-        if any(key in h for h in history):
-            axes[1].plot(epochs, [h.get(key) for h in history], marker="o", label=label)
-    axes[1].set_ylim(0, 1)
-    axes[1].legend()
-    axes[1].set_title("validation")
-    axes[2].plot(epochs, [h["lr"] for h in history], marker="o")
-    axes[2].set_title("learning rate (end of epoch)")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def write_evaluation(out: Path, image_ids, labels, probs, info: dict) -> dict:
     """metrics.json, classification_report.txt, confusion_matrix.png, predictions_isic2018.csv in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = {**info, **classification_metrics(labels, probs)}
-    write_isic_csv(out / "predictions_isic2018.csv", image_ids, probs)
-    (out / "classification_report.txt").write_text(report_text(labels, probs), encoding="utf-8")
-    plot_confusion(labels, probs, out / "confusion_matrix.png",
+    write_isic_csv(out / runfiles.PREDICTIONS, image_ids, probs)
+    (out / runfiles.REPORT).write_text(report_text(labels, probs), encoding="utf-8")
+    plot_confusion(labels, probs, out / runfiles.CONFUSION,
                    f"{info.get('split', '')} split: macro-F1 {metrics['macro_f1']:.3f}, balanced acc {metrics['balanced_accuracy']:.3f}")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / runfiles.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return metrics

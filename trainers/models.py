@@ -3,11 +3,13 @@
 ``--weights imagenet`` goes through torchvision's weights API (downloaded once
 into $TORCH_HOME, as users expect); ``none`` starts from random weights; a
 file is a state dict (a torchvision model's, or this project's checkpoint).
+Add a torchvision architecture: its row in ARCH_LAYERS and its name in config.ARCHS.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torchvision
@@ -16,12 +18,21 @@ from torch import nn
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 
-from . import ARCHS
+from .config import ARCHS
 
-# The module holding the classifier's last Linear layer, and the Grad-CAM target layer.
-HEADS = {"mobilenet_v3_large": "classifier.3", "efficientnet_b0": "classifier.1", "resnet18": "fc"}
+
+class ArchLayers(NamedTuple):
+    head: str  # the module holding the classifier's last Linear layer
+    cam: str  # the last convolutional stage, Grad-CAM's target
+
+
+# One row per torchvision architecture in config.ARCHS (the name is torchvision's model name).
+ARCH_LAYERS = {
+    "mobilenet_v3_large": ArchLayers(head="classifier.3", cam="features"),
+    "efficientnet_b0": ArchLayers(head="classifier.1", cam="features"),
+    "resnet18": ArchLayers(head="fc", cam="layer4"),
+}
 BN_MOMENTUM = 0.1
-CAM_LAYERS = {"mobilenet_v3_large": "features", "efficientnet_b0": "features", "resnet18": "layer4"}
 
 
 def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
@@ -32,11 +43,12 @@ def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
 
 def new_head(model: nn.Module, arch: str, num_classes: int) -> nn.Module:
     """Replace the ImageNet classifier by a freshly initialised ``num_classes`` one."""
-    old = model.get_submodule(HEADS[arch])
+    head_name = ARCH_LAYERS[arch].head
+    old = model.get_submodule(head_name)
     head = nn.Linear(old.in_features, num_classes)
     nn.init.normal_(head.weight, 0, 0.01)
     nn.init.zeros_(head.bias)
-    _set_module(model, HEADS[arch], head)
+    _set_module(model, head_name, head)
     return model
 
 
@@ -68,7 +80,7 @@ def _load_file(model: nn.Module, arch: str, path: Path) -> None:
     if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
         raise HamdataError(f"--weights {path}: expected a state dict (parameter name -> tensor)")
     own = model.state_dict()
-    head = HEADS[arch] + "."
+    head = ARCH_LAYERS[arch].head + "."
     usable = {k: v for k, v in blob.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in usable and not k.startswith(head)]
     if missing:
@@ -103,4 +115,4 @@ def build_model(arch: str, weights: str = "none", num_classes: int = len(CLASSES
 
 def cam_layer(model: nn.Module, arch: str) -> nn.Module:
     """The last convolutional stage, whose activations Grad-CAM weighs."""
-    return model.get_submodule(CAM_LAYERS[arch])
+    return model.get_submodule(ARCH_LAYERS[arch].cam)

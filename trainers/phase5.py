@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from trainers import TrainConfig
+from .config import TrainConfig
 
 CONFIG = TrainConfig(
     recipe="phase5",
@@ -33,10 +33,3 @@ CONFIG = TrainConfig(
     restart_epochs=10,
     min_lr=1e-6,
 )
-
-
-def warm_restarts(optimizer, cycle_steps: int, min_lr: float):
-    """CosineAnnealingWarmRestarts with its cycle in optimizer steps (stepped once per batch)."""
-    import torch
-
-    return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cycle_steps, eta_min=min_lr)

@@ -12,6 +12,7 @@ from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 
 from .checkpoints import load_checkpoint, model_from_checkpoint
+from .config import EVAL_SPLITS
 from .data import open_build, split_shards
 from .loop import Dist, Env, make_env, predict_split, resolve_device, tta_views
 from .metrics import write_evaluation
@@ -27,8 +28,8 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
                         batch_size: int = 64, workers: int = 0, echo=print) -> dict:
     """Metrics, report, confusion matrix and ISIC CSV of a checkpoint on a split of a build."""
     path, state = load_checkpoint(checkpoint)
-    if split not in ("test", "val"):
-        raise HamdataError(f"--split: expected test or val, got {split!r}")
+    if split not in EVAL_SPLITS:
+        raise HamdataError(f"--split: expected {' or '.join(EVAL_SPLITS)}, got {split!r}")
     build = Path(shards or state["data"]["build"])
     card = open_build(build)
     if card["config"]["preprocess"] != state["data"]["preprocess"]:

@@ -10,7 +10,6 @@ to a temporary file and renamed, so a crash never leaves a torn one.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,19 +18,23 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from hamdata import runfiles
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
+from hamdata.plots import plot_history, save_png
+from hamdata.workspace import atomic_write
 
-from . import TrainConfig
 from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, short_reason, load_checkpoint, remove_stale_temporaries,
                           rng_state, save_checkpoint, set_rng_state)
+from .config import TrainConfig
 from .data import StreamSpec, TrainSet, find_train_set, make_loader, open_build, repeat_factors, split_shards
 from .loop import (Dist, Env, NonFiniteLoss, barrier, batches_per_rank, broadcast, init_distributed, make_env,
-                   make_optimizer, make_scheduler, predict_split, resolve_device, train_one_epoch)
+                   make_optimizer, predict_split, resolve_device, train_one_epoch)
 from .losses import make_loss
-from .metrics import plot_curves, write_evaluation
+from .metrics import write_evaluation
 from .models import build_model
-from .phase4 import make_ema, make_mix
+from .regularize import make_ema, make_mix
+from .schedules import make_scheduler
 
 # May change on --resume; nothing else may. A new --epochs also moves the end of phase4's cosine schedule.
 RESUMABLE = ("epochs", "device", "workers", "decode", "stop_after")
@@ -60,7 +63,7 @@ def _run_dir(config: TrainConfig, dist: Dist, resuming: bool) -> Path:
     if dist.main:
         if config.out:
             out = Path(config.out)
-            if not resuming and (out / "last.pt").exists():
+            if not resuming and (out / runfiles.LAST).exists():
                 answer = ("error", f"--out {out} holds a run already; continue it with --resume {out} or choose another folder")
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -78,14 +81,12 @@ def _run_dir(config: TrainConfig, dist: Dist, resuming: bool) -> Path:
 
 
 def _write_json(path: Path, record) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def read_history(out: Path, upto: int | None = None) -> list[dict]:
     """metrics.jsonl lines (of epochs <= upto, rewriting the file when it had more: a resumed run)."""
-    path = out / "metrics.jsonl"
+    path = out / runfiles.HISTORY
     if not path.is_file():
         return []
     lines, torn = [], False
@@ -96,9 +97,7 @@ def read_history(out: Path, upto: int | None = None) -> list[dict]:
             torn = torn or bool(text.strip())
     if torn or (upto is not None and any(h["epoch"] > upto for h in lines)):
         lines = [h for h in lines if upto is None or h["epoch"] <= upto]
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(json.dumps(h, sort_keys=True) + "\n" for h in lines), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in lines))
     return lines
 
 
@@ -114,7 +113,7 @@ def run(config: TrainConfig | None = None, *, resume=None, overrides: dict | Non
     """Train (or, with ``resume``, continue) a run; returns its summary."""
     state = None
     if resume is not None:
-        path, state = load_checkpoint(resume, "last.pt")
+        path, state = load_checkpoint(resume, runfiles.LAST)
         if "optimizer" not in state:
             raise HamdataError(f"--resume {path}: holds weights only; resume from a run's last.pt (or its folder)")
         missing = [name for name in TRAINING_FIELDS if name not in state]
@@ -268,7 +267,7 @@ def _epoch(plan: Plan, t: Trainer, epoch: int) -> dict:
         stats = train_one_epoch(plan.env, t.net, plan.train_loader(epoch), t.opt, t.sched, t.scaler, t.loss_fn,
                                 mix=t.mix, ema=t.ema, epoch=epoch)
     except NonFiniteLoss as exc:
-        last = plan.out / "last.pt"
+        last = plan.out / runfiles.LAST
         keep = f"the last good checkpoint is {last} (epoch {t.progress.epoch})" if last.exists() else "no checkpoint was written yet"
         raise NonFiniteLoss(f"{exc}: stopped; {keep}") from None
     line = {"epoch": epoch + 1, "train_loss": stats["loss"], "lr": t.opt.param_groups[0]["lr"], "steps": stats["steps"],
@@ -301,7 +300,7 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo) -> dict:
         echo(f"resuming {out} after epoch {t.progress.epoch} of {config.epochs}")
     history = read_history(out, upto=t.progress.epoch) if dist.main else []
     if dist.main:
-        _write_json(out / "config.json", {**plan.meta, "device": str(plan.env.device), "world_size": dist.world,
+        _write_json(out / runfiles.CONFIG, {**plan.meta, "device": str(plan.env.device), "world_size": dist.world,
                                           "train_set_note": plan.note, "steps_per_epoch": plan.steps, "loss": repr(t.loss_fn),
                                           "versions": {"torch": torch.__version__, "torchvision": __import__("torchvision").__version__}})
     stopped = ""
@@ -311,7 +310,7 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo) -> dict:
         if dist.main:
             history.append(line)
             _save_epoch(out, plan.meta, line, t.model, t.ema, better, better_ema, t.training_state())
-            plot_curves(history, out / "curves.png", f"{config.recipe} {config.arch} on {plan.train_set.name}")
+            save_png(plot_history(history, f"{config.recipe} {config.arch} on {plan.train_set.name}"), out / runfiles.CURVES)
         echo(_epoch_text(line, config.epochs))
         barrier(dist)
         if config.patience and t.progress.stale >= config.patience:
@@ -342,14 +341,14 @@ def _validate(env: Env, model, split, config: TrainConfig, name: str) -> dict:
 
 def _save_epoch(out: Path, meta: dict, line: dict, model, ema, better: bool, better_ema: bool, training: dict) -> None:
     """metrics.jsonl first, then checkpoints: a last.pt always has its metrics line."""
-    with open(out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+    with open(out / runfiles.HISTORY, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(line, sort_keys=True) + "\n")
     weights = {**meta, "epoch": line["epoch"], "val": {k: v for k, v in line.items() if k.startswith("val")}}
     if better:
-        save_checkpoint(out / "best.pt", {**weights, "model": model.state_dict()})
+        save_checkpoint(out / runfiles.BEST, {**weights, "model": model.state_dict()})
     if better_ema:
-        save_checkpoint(out / "best_ema.pt", {**weights, "model": ema.module.state_dict(), "weights_of": "ema"})
-    save_checkpoint(out / "last.pt", {**weights, "model": model.state_dict(), **training})
+        save_checkpoint(out / runfiles.BEST_EMA, {**weights, "model": ema.module.state_dict(), "weights_of": "ema"})
+    save_checkpoint(out / runfiles.LAST, {**weights, "model": model.state_dict(), **training})
 
 
 def _epoch_text(line: dict, epochs: int) -> str:
@@ -365,7 +364,7 @@ def _epoch_text(line: dict, epochs: int) -> str:
 def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
     """The best checkpoint (plain or EMA, by validation macro-F1) on the test split, written into the run folder."""
     env, config, out, progress = plan.env, plan.config, plan.out, t.progress
-    name = "best_ema.pt" if t.ema is not None and progress.best_ema_f1 > progress.best_f1 else "best.pt"
+    name = runfiles.BEST_EMA if t.ema is not None and progress.best_ema_f1 > progress.best_f1 else runfiles.BEST
     barrier(env.dist)
     _, best = load_checkpoint(out / name)
     t.model.load_state_dict(best["model"])
@@ -381,6 +380,6 @@ def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
         if config.gradcam:
             from .gradcam import write_gradcams
 
-            result["gradcam"] = [str(p) for p in write_gradcams(env, t.model, config, plan.test[0], ids, labels, probs, out / "gradcam")]
+            result["gradcam"] = [str(p) for p in write_gradcams(env, t.model, config, plan.test[0], ids, labels, probs, out / runfiles.GRADCAM)]
     barrier(env.dist)
     return result

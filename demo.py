@@ -1,7 +1,9 @@
 """`demo`: the whole pipeline on a synthetic HAM10000, in one work folder.
 
-The work folder is marked as a demo folder so that a rerun may replace what
-an earlier demo wrote, but never a folder the user made for something else.
+It composes both packages (hamdata's data steps, then a short trainers run), so
+it sits above them, beside cli.py: hamdata never imports trainers. The work
+folder is marked as a demo folder so that a rerun may replace what an earlier
+demo wrote, but never a folder the user made for something else.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .errors import HamdataError
+from hamdata.errors import HamdataError
 
 MARKER = ".hamdata-demo"
 
@@ -28,13 +30,13 @@ def run_demo(work: Path, n_images: int = 1000, workers: int = 2, seed: int = 42,
 
     ``epochs=0`` skips training. Returns the paths it made.
     """
-    from .balance import BalanceConfig, balance_build
-    from .build import BuildConfig, build_shards
-    from .report import write_report
-    from .split import SplitConfig
-    from .stats import run_stats
-    from .synth import make_synthetic
-    from .verify import verify_tree
+    from hamdata.balance import BalanceConfig, balance_build
+    from hamdata.build import BuildConfig, build_shards
+    from hamdata.report import write_report
+    from hamdata.split import SplitConfig
+    from hamdata.stats import run_stats
+    from hamdata.synth import make_synthetic
+    from hamdata.verify import verify_tree
 
     _claim(work)
     data, shards, run_dir = work / "data", work / "shards", work / "runs" / "phase5"

@@ -1,0 +1,328 @@
+"""Find a HAM10000 copy on disk and read its images.
+
+``open_source(DIR)`` tries the layout detectors in ``DETECTORS``, in order;
+the first that recognises DIR gives the ``Source``:
+
+- ``isic2018``: ``ISIC2018_Task3_Training_Input/`` with
+  ``ISIC2018_Task3_Training_GroundTruth.csv`` (one-hot) and, when present,
+  ``ISIC2018_Task3_Training_LesionGroupings.csv``; the CSVs may sit in DIR, in
+  the input folder, or in a folder named after the CSV (as the ISIC zips unpack).
+- ``kaggle``: ``HAM10000_metadata.csv`` with ``HAM10000_images_part_1/`` and
+  ``_part_2/`` (Kaggle also ships lower-case copies of both folders).
+- ``dataverse``: the same folders or ``HAM10000_images_part_{1,2}.zip``, metadata
+  as ``HAM10000_metadata.csv``, ``.tab`` or without extension, maybe with a
+  ``dataset`` column (kept).
+- ``flat``: ``<image_id>.jpg|.jpeg|.png`` in DIR (or DIR/images/) beside one
+  metadata CSV.
+
+An image_id found in several folders is taken once, from the first folder in
+a fixed order (exact upper-case folder names first, then other spellings, then
+zips), so Kaggle's duplicate folders never give duplicate samples.
+
+To add a layout: write ``_detect_<name>(root) -> Source | None`` that returns
+None when ``root`` is not that layout and raises HamdataError when it is but
+something is wrong; read its metadata with hamdata.metadata and end with
+``_make_source``; insert it in ``DETECTORS`` where it cannot take over an
+input an earlier entry recognises today; add what it looks for to
+``_LOOKED_FOR``. Metadata parsing and validation live in hamdata.metadata.
+
+``read_image_bytes`` reads an image by its locator (a file path or
+``zip:<zip path>!<member>``), safely from forked worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+import re
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from hamdata.errors import HamdataError
+from hamdata.metadata import (
+    ISIC2018_GROUPINGS,
+    has_required_columns,
+    listing,
+    parse_isic2018,
+    parse_metadata,
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+_HAM_METADATA = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
+_HAM_PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
+_ISIC_INPUT = "ISIC2018_Task3_Training_Input"
+_ISIC_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
+_ZIP_LOCATOR = re.compile(r"zip:(?P<zip>.+?\.zip)!(?P<member>.+)", re.IGNORECASE | re.DOTALL)
+_LOOKED_FOR = (
+    "expected HAM10000_metadata.csv (or .tab) with HAM10000_images_part_1/ and _part_2/ "
+    "folders or zips (Kaggle, Harvard Dataverse), ISIC2018_Task3_Training_Input/ with "
+    "ISIC2018_Task3_Training_GroundTruth.csv (ISIC 2018 Task 3), or <image_id>.jpg files "
+    "beside one metadata CSV with columns image_id and dx (flat)"
+)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: DataFrames do not compare to a bool
+class Source:
+    """A HAM10000 copy found on disk: validated metadata and the images found."""
+
+    root: Path
+    layout: str  # "kaggle" | "dataverse" | "isic2018" | "flat"
+    metadata_path: Path
+    metadata: pd.DataFrame  # METADATA_COLUMNS (+ "dataset"), validated, file order
+    images: dict[str, str]  # image_id -> file path or "zip:<zip path>!<member>"
+    warnings: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- images
+
+
+def _image_id(name: str) -> str | None:
+    """The image_id a file name stands for, or None for other files (and "._x.jpg" forks)."""
+    stem, ext = os.path.splitext(name)
+    if name.startswith(".") or not stem or ext.lower() not in IMAGE_EXTENSIONS:
+        return None
+    return stem
+
+
+def _add(found: dict[str, str], image_id: str, locator: str, container: Path) -> None:
+    if image_id in found:
+        raise HamdataError(
+            f"{container}: two files for image {image_id}: {found[image_id]} and {locator}: "
+            f"expected one image per image_id"
+        )
+    found[image_id] = locator
+
+
+def _scan_folder(folder: Path) -> dict[str, str]:
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if e.is_file())
+    except OSError as e:
+        raise HamdataError(f"cannot list {folder}: {e.strerror or e}") from None
+    found: dict[str, str] = {}
+    for name in names:
+        if (image_id := _image_id(name)) is not None:
+            _add(found, image_id, str(folder / name), folder)
+    return found
+
+
+def _scan_zip(path: Path) -> dict[str, str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
+    except (OSError, zipfile.BadZipFile) as e:
+        raise HamdataError(f"{path} is not a readable zip file: {e}") from None
+    found: dict[str, str] = {}
+    for name in names:
+        if (image_id := _image_id(posixpath.basename(name))) is not None:
+            _add(found, image_id, f"zip:{path}!{name}", path)
+    return found
+
+
+def _find_images(containers: list[Path]) -> dict[str, str]:
+    """Images of all containers; an id in several containers is taken from the first."""
+    found: dict[str, str] = {}
+    for container in containers:
+        scan = _scan_zip if container.suffix.lower() == ".zip" else _scan_folder
+        for image_id, locator in scan(container).items():
+            found.setdefault(image_id, locator)
+    return found
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def _child(root: Path, name: str, want_dir: bool) -> Path | None:
+    """root/name, matched case-insensitively (exact spelling preferred)."""
+    matches = sorted(
+        (p.name != name, p.name, p) for p in root.iterdir()
+        if p.name.lower() == name.lower() and (p.is_dir() if want_dir else p.is_file())
+    )
+    return matches[0][2] if matches else None
+
+
+def _first_file(folders: list[Path], name: str) -> Path | None:
+    for folder in folders:
+        if folder.is_dir() and (path := _child(folder, name, want_dir=False)):
+            return path
+    return None
+
+
+def _part_containers(root: Path) -> list[Path]:
+    """The part folders, then the part zips; exact spellings before other cases."""
+    folders = {p.lower() for p in _HAM_PARTS}
+    zips = {p.lower() + ".zip" for p in _HAM_PARTS}
+    exact = set(_HAM_PARTS) | {p + ".zip" for p in _HAM_PARTS}
+    ranked = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.lower() in folders:
+            ranked.append((0 if p.name in exact else 1, p.name, p))
+        elif p.is_file() and p.name.lower() in zips:
+            ranked.append((2 if p.name in exact else 3, p.name, p))
+    return [p for _, _, p in sorted(ranked)]
+
+
+def _make_source(root, layout, metadata_path, metadata, warnings, containers) -> Source:
+    """The Source of validated metadata with the images of `containers` (folders or zips).
+
+    An error when no metadata row has an image; images without a row are ignored with a warning.
+    """
+    found = _find_images(containers)
+    ids = list(metadata["image_id"])
+    images = {i: found[i] for i in ids if i in found}
+    if not images:
+        raise HamdataError(
+            f"no images found for the {len(ids)} rows of {metadata_path}: expected "
+            f"<image_id>.jpg, .jpeg or .png in {', '.join(str(c) for c in containers)}"
+        )
+    extra = sorted(set(found) - set(ids))
+    if extra:
+        warnings = warnings + [
+            f"{len(extra)} images have no row in {metadata_path} and are ignored: {listing(extra)}"
+        ]
+    return Source(root, layout, metadata_path, metadata, images, tuple(warnings))
+
+
+def _detect_isic2018(root: Path) -> Source | None:
+    folder = _child(root, _ISIC_INPUT, want_dir=True)
+    if folder is None:
+        return None
+    # the ISIC zips unpack each CSV into a folder named after it
+    places = [root, folder, root / Path(_ISIC_TRUTH).stem, root / Path(ISIC2018_GROUPINGS).stem]
+    truth = _first_file(places, _ISIC_TRUTH)
+    if truth is None:
+        raise HamdataError(
+            f"{root} has {folder.name}/ but no {_ISIC_TRUTH}: looked in "
+            f"{', '.join(str(d) for d in places[:3])}"
+        )
+    groups = _first_file(places, ISIC2018_GROUPINGS)
+    metadata, warnings = parse_isic2018(truth, groups)
+    return _make_source(root, "isic2018", truth, metadata, warnings, [folder])
+
+
+def _ham_metadata(root: Path) -> tuple[Path | None, list[str]]:
+    """HAM10000_metadata.csv, else .tab, else without extension."""
+    paths = [p for n in _HAM_METADATA if (p := _child(root, n, want_dir=False))]
+    if len(paths) > 1:
+        ignored = ", ".join(p.name for p in paths[1:])
+        return paths[0], [f"{root}: using {paths[0].name}, ignoring {ignored}"]
+    return (paths[0] if paths else None), []
+
+
+def _detect_ham10000(root: Path) -> Source | None:
+    containers = _part_containers(root)
+    if not containers:
+        return None
+    path, warnings = _ham_metadata(root)
+    if path is None:
+        raise HamdataError(
+            f"{root} has {containers[0].name} but no {', '.join(_HAM_METADATA)} file: "
+            f"expected the metadata table beside the image folders"
+        )
+    metadata, more = parse_metadata(path)
+    dataverse = (
+        path.suffix.lower() != ".csv"
+        or "dataset" in metadata.columns
+        or any(c.suffix.lower() == ".zip" for c in containers)
+    )
+    layout = "dataverse" if dataverse else "kaggle"
+    return _make_source(root, layout, path, metadata, warnings + more, containers)
+
+
+def _flat_metadata(root: Path) -> tuple[Path | None, list[str]]:
+    path, warnings = _ham_metadata(root)
+    if path is not None:
+        return path, warnings
+    csvs = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    candidates = [p for p in csvs if has_required_columns(p)]
+    if len(candidates) > 1:
+        raise HamdataError(
+            f"{root}: several metadata CSVs ({', '.join(p.name for p in candidates)}): "
+            f"expected exactly one CSV with columns image_id and dx"
+        )
+    return (candidates[0] if candidates else None), []
+
+
+def _detect_flat(root: Path) -> Source | None:
+    images_dir = root / "images"
+    folders = [root] + ([images_dir] if images_dir.is_dir() else [])
+    path, warnings = _flat_metadata(root)
+    if path is None:
+        if _find_images(folders):
+            raise HamdataError(
+                f"{root} has images but no metadata CSV: expected one *.csv with columns "
+                f"image_id and dx beside them"
+            )
+        return None
+    metadata, more = parse_metadata(path)
+    return _make_source(root, "flat", path, metadata, warnings + more, folders)
+
+
+# The layout detectors open_source tries, in order: the first Source returned
+# wins and a HamdataError stops the search, so the order decides how a folder
+# that fits several layouts is read. Flat stays last: it takes any folder with
+# images and a metadata CSV.
+DETECTORS: tuple[Callable[[Path], Source | None], ...] = (
+    _detect_isic2018,  # isic2018
+    _detect_ham10000,  # kaggle, dataverse
+    _detect_flat,  # flat
+)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def open_source(data_dir) -> Source:
+    """Detect the layout of `data_dir`, read and validate its metadata, find its images."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise HamdataError(f"data directory {root} {what}: {_LOOKED_FOR}")
+    root = root.resolve()
+    for detect in DETECTORS:
+        try:
+            source = detect(root)
+        except OSError as e:  # e.g. an unreadable folder
+            raise HamdataError(f"cannot read {e.filename or root}: {e.strerror or e}") from None
+        if source is not None:
+            return source
+    raise HamdataError(f"no HAM10000 copy found in {root}: {_LOOKED_FOR}")
+
+
+@functools.lru_cache(maxsize=8)
+def _open_zip(path: str, pid: int) -> zipfile.ZipFile:
+    # pid is part of the key: a ZipFile inherited through fork shares its file
+    # offset with the parent, so each worker process opens its own.
+    return zipfile.ZipFile(path)
+
+
+def read_image_bytes(locator: str) -> bytes:
+    """Bytes of an image: a file path, or "zip:<zip path>!<member>"."""
+    match = _ZIP_LOCATOR.fullmatch(locator)
+    if match is None:
+        try:
+            return Path(locator).read_bytes()
+        except FileNotFoundError:
+            raise HamdataError(f"image file {locator} not found") from None
+        except OSError as e:
+            raise HamdataError(f"cannot read image file {locator}: {e.strerror or e}") from None
+    zip_path, member = match["zip"], match["member"]
+    try:
+        return _open_zip(zip_path, os.getpid()).read(member)
+    except FileNotFoundError:
+        raise HamdataError(f"zip file {zip_path} not found") from None
+    except KeyError:
+        raise HamdataError(f"{zip_path} has no member {member!r}") from None
+    except (OSError, zipfile.BadZipFile, zlib.error) as e:
+        raise HamdataError(f"cannot read {member!r} from {zip_path}: {e}") from None
+
+
+def missing_images(source: Source) -> list[str]:
+    """Sorted image_ids of the metadata for which no image was found."""
+    return sorted(set(source.metadata["image_id"]) - set(source.images))

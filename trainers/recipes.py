@@ -1,0 +1,54 @@
+"""The recipe registry: a recipe is a module trainers/<name>.py named in config.RECIPES.
+
+A recipe module holds only its documentation (the docstring, shown by
+``train <name> --help``) and ``CONFIG``, a TrainConfig of its defaults; the
+pieces it switches on (schedules, EMA, MixUp/CutMix, losses, backbones) are
+shared modules chosen by the config's fields. Add a recipe: write its module,
+add its name to RECIPES. Nothing but this module imports a recipe module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from hamdata.errors import HamdataError
+
+from .config import RECIPES, TrainConfig
+
+
+def recipe_module(name: str) -> ModuleType:
+    if name not in RECIPES:
+        raise HamdataError(f"unknown recipe {name!r}: expected one of {', '.join(RECIPES)}")
+    return importlib.import_module(f"{__package__}.{name}")
+
+
+def recipe_doc(name: str) -> str:
+    """The recipe's documentation: its module docstring."""
+    return recipe_module(name).__doc__
+
+
+def recipe_config(name: str, **overrides) -> TrainConfig:
+    """The recipe's default config with ``overrides`` (None values are ignored)."""
+    return recipe_module(name).CONFIG.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: str | None = None, echo=print) -> dict:
+    """Train recipe ``name``; returns a summary dict (out, history, test metrics, ...).
+
+    ``config``: a TrainConfig, or a dict of overrides of the recipe's defaults. With
+    ``resume`` (a run folder or its last.pt) the run's own config is used and
+    ``config`` may only hold the options that can change (epochs, device, workers,
+    stop_after, shards).
+    """
+    from .run import run
+
+    if resume is not None:
+        if isinstance(config, TrainConfig):
+            raise HamdataError("run_recipe(resume=...): pass a dict of the options to change, not a TrainConfig")
+        return run(resume=resume, overrides={**(config or {}), "recipe": name}, echo=echo)
+    if not isinstance(config, TrainConfig):
+        config = recipe_config(name, **(config or {}))
+    elif config.recipe != name:
+        raise HamdataError(f"run_recipe({name!r}): the config is for recipe {config.recipe!r}")
+    return run(config, echo=echo)
