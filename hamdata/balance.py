@@ -25,7 +25,8 @@ from tqdm import tqdm
 from .augment import POLICIES, augment_seed, describe_policy, make_recipe, replay
 from .classes import CLASSES, label_of
 from .errors import HamdataError
-from .manifest import CARD_NAME, MANIFEST_NAME, ManifestWriter, card_skeleton, read_card, read_manifest, shards_of, write_card
+from .manifest import (CARD_NAME, MANIFEST_NAME, ManifestWriter, card_skeleton, read_card, read_manifest, shards_of,
+                       write_card, write_info)
 from .parallel import ordered_map
 from .preprocess import ImageError, decode_image, encode_image
 from .shards import IMAGE_EXTS, TAR_ERRORS, ShardWriter, iter_members, sample_json, sha256_file, tar_error_detail
@@ -240,7 +241,9 @@ def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, ov
     workers = max(1, int(workers or 1))
     with workspace as tmp:
         shards = _write_samples(tmp, plan, images, metas, card["config"], workers, progress)
-        write_card(tmp, _balanced_card(card, cfg, plan, shards, build, target_dir))
+        balanced = _balanced_card(card, cfg, plan, shards, build, target_dir)
+        write_info(tmp, balanced, build=card)
+        write_card(tmp, balanced)
     seconds = time.perf_counter() - started
     return {"out": str(target_dir), "samples": len(plan.samples),
             "classes": {dx: cp.summary() for dx, cp in plan.classes.items()}, "warnings": list(plan.warnings),

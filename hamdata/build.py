@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .classes import CLASSES, label_of
 from .errors import HamdataError
-from .manifest import MANIFEST_NAME, ManifestWriter, card_skeleton, count_table, write_card
+from .manifest import MANIFEST_NAME, ManifestWriter, card_skeleton, count_table, write_card, write_info
 from .parallel import ordered_map
 from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
 from .shards import ShardWriter, sample_json
@@ -199,6 +199,7 @@ def build_shards(cfg: BuildConfig, workers: int | None = None, overwrite: bool =
         card["skipped"].sort(key=lambda s: s["image_id"])
         card["input"] = {"root": str(data.resolve()), "layout": source.layout, "metadata": str(source.metadata_path),
                          "rows": len(source.metadata), "warnings": list(source.warnings)}
+        write_info(tmp, card)
         write_card(tmp, card)
     seconds = time.perf_counter() - started
     written = sum(s["samples"] for s in card["shards"])

@@ -1,7 +1,8 @@
 """dataset.json (the dataset card) and manifest.csv (one row per sample): write and read.
 
 dataset.json is written last, into a folder that is moved into place only
-when complete, so its presence means the build finished.
+when complete, so its presence means the build finished. Beside it,
+_info.json lists the splits in the format of timm's WebDataset reader.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .errors import HamdataError
 FORMAT_VERSION = 1
 CARD_NAME = "dataset.json"
 MANIFEST_NAME = "manifest.csv"
+INFO_NAME = "_info.json"  # what timm.data.create_dataset("wds/...", root=FOLDER, split=NAME) reads
 MANIFEST_COLUMNS = (
     "key", "split", "label", "dx", "image_id", "lesion_id",
     "source", "parent", "recipe", "shard", "sha256",
@@ -82,6 +84,31 @@ def write_card(folder: Path, card: dict) -> None:
     (folder / CARD_NAME).write_text(text, encoding="utf-8")
 
 
+def timm_info(card: dict, build: dict | None = None) -> dict:
+    """The _info.json of a build or balanced set: per split, its shard files relative to the folder, their sample
+    counts and the total, in dataset.json's shard order (the layout that timm's WebDataset reader reads:
+    timm/data/readers/reader_wds.py, _parse_split_info; a split is then chosen by name, with no brace pattern or
+    sample count typed by hand).
+
+    build: for a balanced set, the card of its build, whose val and test splits are listed too, through the
+    set's path to its build (``../val/val-000000.tar``): trained on the set, a model is validated on real data.
+    """
+    splits = {split: [(s["path"], s["samples"]) for s in shards_of(card, split)] for split in split_names(card)}
+    for split in split_names(build or {}):
+        if split not in splits:
+            splits[split] = [(f"{card['build']['path']}/{s['path']}", s["samples"]) for s in shards_of(build, split)]
+    name = "hamdata" if card.get("kind") == "build" else f"hamdata-balanced-{card.get('config', {}).get('target')}"
+    return {"name": name, "splits": {split: {"name": split, "num_samples": sum(n for _, n in files),
+                                             "filenames": [f for f, _ in files], "shard_lengths": [n for _, n in files]}
+                                     for split, files in splits.items()}}
+
+
+def write_info(folder: Path, card: dict, build: dict | None = None) -> None:
+    """_info.json (see timm_info), written from the finished card before the card itself, which comes last."""
+    text = json.dumps(timm_info(card, build), indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+    (folder / INFO_NAME).write_text(text, encoding="utf-8")
+
+
 def read_card(folder: Path) -> dict:
     """The dataset card of a build; a clear error when there is none or it is damaged."""
     path = Path(folder) / CARD_NAME
@@ -112,6 +139,11 @@ def read_manifest(folder: Path) -> pd.DataFrame:
     if tuple(table.columns) != MANIFEST_COLUMNS:
         raise HamdataError(f"{path}: expected columns {','.join(MANIFEST_COLUMNS)}, got {','.join(table.columns)}")
     return table
+
+
+def split_names(card: dict) -> list[str]:
+    """The splits of a card, in its order: those its counts list, then any that only its shards name."""
+    return list(dict.fromkeys([*card.get("counts", {}), *(s["split"] for s in card.get("shards", []))]))
 
 
 def shards_of(card: dict, split: str | None = None) -> list[dict]:

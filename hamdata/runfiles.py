@@ -19,6 +19,8 @@ REPORT = "classification_report.txt"
 CONFUSION = "confusion_matrix.png"
 PREDICTIONS = "predictions_isic2018.csv"  # the ISIC 2018 Task 3 submission format
 GRADCAM = "gradcam"  # folder of gradcam_name() PNGs
+RELIABILITY = "reliability.png"  # reliability diagram of a calibrated evaluation (evaluate/ensemble --calibrate)
+ENSEMBLE = "ensemble.json"  # an ensemble's members, their scores, the selection and the temperature
 
 RUN_MARKERS = (HISTORY, METRICS)  # either makes a folder a run
 

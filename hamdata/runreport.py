@@ -32,10 +32,16 @@ def run_sections(folder: Path, report_name: str = "report.html") -> list[h.Secti
     config, config_problem = read_json(folder / rf.CONFIG)
     metrics, metrics_problem = read_json(folder / rf.METRICS)
     history, bad = read_history(folder / rf.HISTORY)
-    problems = [p for p in (config_problem, metrics_problem) if p]
-    return [_metrics_section(folder, metrics, problems), _curves_section(folder, history, bad),
-            _confusion_section(folder), _gradcam_section(folder), _config_section(config),
-            _files_section(folder, report_name)]
+    ensemble, ensemble_problem = read_json(folder / rf.ENSEMBLE)
+    problems = [p for p in (config_problem, metrics_problem, ensemble_problem) if p]
+    sections = [_metrics_section(folder, metrics, problems)]
+    if ensemble:
+        sections.append(_ensemble_section(ensemble, metrics or {}))
+    else:
+        sections.append(_curves_section(folder, history, bad))
+    sections += [_calibration_section(folder, metrics or {}), _confusion_section(folder), _gradcam_section(folder),
+                 _config_section(config), _files_section(folder, report_name)]
+    return sections
 
 
 def read_json(path: Path) -> tuple[dict | None, str]:
@@ -70,7 +76,10 @@ def _metrics_section(folder: Path, metrics: dict | None, problems: list[str]) ->
     section = h.Section("metrics", "Metrics").add(*[h.note(p) for p in problems])
     if metrics:
         headline = [(k, metrics.get(k)) for k in ("split", "samples", "accuracy", "balanced_accuracy", "macro_f1",
-                                                   "macro_auc", "checkpoint", "epoch", "tta")]
+                                                   "macro_auc", "checkpoint", "epoch", "tta", "by_lesion", "csv_holds")
+                    if k in metrics]
+        if isinstance(metrics.get("image_level"), dict):
+            headline += [(f"image-level {k}", v) for k, v in metrics["image_level"].items()]
         section.add(h.facts(headline))
         per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
         columns = sorted({c for v in per_class.values() if isinstance(v, dict) for c in v},
@@ -102,6 +111,37 @@ def _curves_section(folder: Path, history: list[dict], bad: int) -> h.Section:
         section.add(f'<div class="plots wide">{h.embed_file(folder / rf.CURVES, rf.CURVES)}</div>')
     else:
         section.add(h.muted(f"no training history ({rf.HISTORY}) in this folder: an evaluation folder?"))
+    return section
+
+
+def _ensemble_section(ensemble: dict, metrics: dict) -> h.Section:
+    """Every member's score on the split beside the ensemble's, with its weight and the selection."""
+    section = h.Section("ensemble", "Ensemble members")
+    keys = ("macro_f1", "balanced_accuracy", "accuracy", "macro_auc")
+    rows = [[m.get("name"), m.get("arch"), m.get("image_size"), m.get("metadata"), m.get("temperature"), m.get("weight"),
+             *[(m.get("scores") or {}).get(k) for k in keys]] for m in ensemble.get("members", [])]
+    rows.append(["ensemble", "", "", "", ensemble.get("temperature"), 1.0, *[metrics.get(k) for k in keys]])
+    section.add(h.table(["member", "arch", "image size", "metadata", "temperature", "weight", *keys], rows))
+    if ensemble.get("selection"):
+        sel = ensemble["selection"]
+        section.add(h.muted(f"greedy forward selection on the val split by macro-F1 (repeats allowed): "
+                            f"kept {sel.get('rounds_kept')} of {len(sel.get('trace', []))} rounds; val macro-F1 per round "
+                            + ", ".join(f"{v:.3f}" for v in sel.get("trace", []))))
+    if ensemble.get("by_lesion"):
+        section.add(h.muted("all scores are lesion-voted (each image carries its lesion's mean probabilities); "
+                            "do not compare them with image-level figures"))
+    return section
+
+
+def _calibration_section(folder: Path, metrics: dict) -> h.Section:
+    section = h.Section("calibration", "Calibration")
+    calibration = metrics.get("calibration")
+    if not isinstance(calibration, dict):
+        return section.add(h.muted("not calibrated (evaluate --calibrate or ensemble --calibrate fit a temperature)"))
+    section.add(h.facts([(k, calibration.get(k)) for k in ("temperature", "fitted_on", "val_nll_before", "val_nll_after",
+                                                            "val_ece_before", "val_ece_after", "bins")]))
+    if (folder / rf.RELIABILITY).is_file():
+        section.add(f'<div class="plots">{h.embed_file(folder / rf.RELIABILITY, "reliability diagram (val split)")}</div>')
     return section
 
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .classes import CLASSES
 from .errors import HamdataError
-from .manifest import CARD_NAME, MANIFEST_NAME, read_card, read_manifest
+from .manifest import CARD_NAME, INFO_NAME, MANIFEST_NAME, read_card, read_manifest, timm_info
 from .shards import IMAGE_EXTS, JSON_FIELDS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
 from .split import audit_leakage
 
@@ -65,6 +65,7 @@ def verify_folder(folder: Path, parent: Path | None = None, progress: bool = Tru
     if missing:
         problems.append(f"{folder / MANIFEST_NAME}: {len(missing)} rows have no sample in any shard (first: {', '.join(sorted(missing)[:3])})")
     problems += _check_counts(folder, card, manifest)
+    problems += _check_info(folder, card, parent)
     problems += _check_extra_files(folder, card)
     records = pd.DataFrame(seen, columns=["key", "image_id", "lesion_id", "split", "parent"])
     problems += [f"{folder}: {p}" for p in audit_leakage(records)] if len(records) else []
@@ -152,8 +153,49 @@ def _check_counts(folder: Path, card: dict, manifest: pd.DataFrame) -> list[str]
     return problems
 
 
+def _check_info(folder: Path, card: dict, parent: Path | None) -> list[str]:
+    """_info.json (timm's split index), when there is one, against the splits and shards of dataset.json (and, for
+    a balanced set, the val and test splits of its build, ``parent``).
+
+    A build made before _info.json existed has none, and that is no problem.
+    """
+    path = folder / INFO_NAME
+    if not path.is_file():
+        return []
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [f"{path}: unreadable ({exc})"]
+    splits = info.get("splits") if isinstance(info, dict) else None
+    if not isinstance(splits, dict):
+        return [f"{path}: expected an object with \"splits\" (timm's WebDataset info format)"]
+    build = None
+    if parent is not None:
+        try:
+            build = read_card(parent)
+        except HamdataError:  # _check_parents says so; the set's own splits are still checked
+            pass
+    expected = timm_info(card, build)["splits"]
+    problems = []
+    if (parent is None or build is not None) and sorted(splits) != sorted(expected):
+        problems.append(f"{path}: splits {sorted(splits)}, expected {sorted(expected)} (from {CARD_NAME})")
+    for split in sorted(splits.keys() & expected.keys()):
+        entry = splits[split] if isinstance(splits[split], dict) else {}
+        for field, want in expected[split].items():
+            if entry.get(field) != want:
+                problems.append(f"{path}: {split} {field} is {_brief(entry.get(field))}, {CARD_NAME} gives {_brief(want)}")
+    return problems
+
+
+def _brief(value) -> str:
+    """A value for a problem line: a long list shortened to its start and length."""
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{', '.join(map(repr, value[:3]))}, ... ({len(value)} items)]"
+    return repr(value)
+
+
 def _check_extra_files(folder: Path, card: dict) -> list[str]:
-    listed = {s["path"] for s in card.get("shards", [])} | {CARD_NAME, MANIFEST_NAME}
+    listed = {s["path"] for s in card.get("shards", [])} | {CARD_NAME, MANIFEST_NAME, INFO_NAME}
     problems = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()

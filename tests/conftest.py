@@ -38,6 +38,16 @@ def build(tmp_path_factory) -> Path:
     return build_once(tmp_path_factory, 160, 32, shard_size=25)
 
 
+@pytest.fixture(scope="session")
+def balanced(build, tmp_path_factory) -> Path:
+    """A balanced set of `build`, 6 samples per class (seed 1), written outside it (so its path back to the build
+    is a long one), once per session; read it only. test_balance and test_report define balanced sets of their own."""
+    from hamdata.balance import BalanceConfig, balance_build
+
+    out = tmp_path_factory.mktemp("balanced")
+    return Path(balance_build(build, BalanceConfig(target=6, seed=1), out=out, workers=1, progress=False)["out"])
+
+
 def pytest_configure(config):
     """One torch thread, as the trainers' figures in the tests were measured: on the 2-vCPU CI
     machine two threads contend with the loader and the other process, and train several times slower."""

@@ -197,6 +197,13 @@ def test_balanced_set_has_target_per_class(build, balanced):
     build_card = read_card(build)
     assert card["train_stats"] == build_card["train_stats"]
     assert card["build"]["path"] == ".."
+    info = json.loads((folder / "_info.json").read_text())  # timm's split index: its train, its build's val and test
+    assert info["splits"]["train"] == {"name": "train", "num_samples": 210, "filenames": [s["path"] for s in card["shards"]],
+                                       "shard_lengths": [s["samples"] for s in card["shards"]]}
+    for split in ("val", "test"):
+        entries = [s for s in build_card["shards"] if s["split"] == split]
+        assert info["splits"][split]["filenames"] == [f"../{s['path']}" for s in entries]
+        assert info["splits"][split]["num_samples"] == sum(s["samples"] for s in entries)
     assert card["plan"] == summary["classes"] and set(card["policies"]) == set(CLASSES)
     assert {d["version"] for d in card["policy_definitions"].values()} == {POLICY_VERSION}
     for dx, row in summary["classes"].items():
@@ -208,6 +215,19 @@ def test_verify_accepts_the_balanced_set(build, balanced):
     from hamdata.verify import verify_tree
 
     assert verify_tree(build, progress=False) == []
+
+
+def test_verify_checks_the_balanced_sets_info_against_its_build(build, balanced, tmp_path):
+    from hamdata.verify import verify_tree
+
+    copy = tmp_path / "shards"
+    shutil.copytree(build, copy)
+    path = copy / "balanced-30" / "_info.json"
+    info = json.loads(path.read_text())
+    info["splits"]["val"]["filenames"] = ["val/val-000000.tar"]  # not by way of the set's path to its build
+    path.write_text(json.dumps(info))
+    assert verify_tree(copy, progress=False) == [
+        f"{path}: val filenames is ['val/val-000000.tar'], dataset.json gives ['../val/val-000000.tar']"]
 
 
 def test_parents_are_train_samples_and_json_provenance(build, balanced):

@@ -112,7 +112,7 @@ def test_same_sha256_whatever_workers(synth_data, synth_build, tmp_path):
     card1, card2 = (json.loads((o / "dataset.json").read_text()) for o in (out1, out2))
     assert [s["sha256"] for s in card1["shards"]] == [s["sha256"] for s in card2["shards"]]
     assert len(card1["shards"]) >= 4
-    for name in ["manifest.csv"] + [s["path"] for s in card1["shards"]]:
+    for name in ["manifest.csv", "_info.json"] + [s["path"] for s in card1["shards"]]:
         assert (out1 / name).read_bytes() == (out2 / name).read_bytes(), name
     assert card1["train_stats"] == card2["train_stats"]
 

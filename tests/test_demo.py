@@ -1,6 +1,7 @@
 """The demo end to end, small: every step runs and leaves what it promises."""
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -12,7 +13,8 @@ def test_demo_runs_every_step_and_evaluates_the_run(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "300", "--workers", "2",
                                        "--target", "60", "--epochs", "2"])
     assert result.exit_code == 0, result.output
-    for step in ("synth", "build-shards", "balance --target 60", "stats", "verify", "train phase5", "report"):
+    for step in ("synth", "build-shards", "balance --target 60", "stats", "verify", "train phase5", "train phase6",
+                 "ensemble phase5 + phase6", "report"):
         assert step in result.output, step
     shards, run = work / "shards", work / "runs" / "phase5"
     assert (shards / "dataset.json").is_file() and (shards / "balanced-60" / "dataset.json").is_file()
@@ -22,6 +24,16 @@ def test_demo_runs_every_step_and_evaluates_the_run(tmp_path):
     assert metrics["split"] == "test" and metrics["samples"] == sum(",test," in row for row in manifest)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert len((run / "predictions_isic2018.csv").read_text().splitlines()) == metrics["samples"] + 1
+    run6, ensemble = work / "runs" / "phase6", work / "runs" / "ensemble"
+    config6 = json.loads((run6 / "config.json").read_text())
+    assert config6["config"]["metadata"] is True and config6["config"]["loss"] == "cb_focal"
+    assert set(config6["data"]["metadata"]) == {"age_mean", "age_std", "sexes", "sites"}
+    assert json.loads((run6 / "metrics.json").read_text())["samples"] == metrics["samples"]
+    record = json.loads((ensemble / "ensemble.json").read_text())
+    assert [Path(m["checkpoint"]).parent.name for m in record["members"]] == ["phase5", "phase6"]
+    assert record["by_lesion"] and record["tta"]
+    assert json.loads((ensemble / "metrics.json").read_text())["samples"] == metrics["samples"]
+    assert (ensemble / "report.html").is_file() and (run6 / "report.html").is_file()
     again = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "300", "--workers", "1",
                                       "--target", "60", "--epochs", "0"])
     assert again.exit_code == 0, again.output  # a demo folder may be reused

@@ -23,14 +23,6 @@ from hamdata.classes import CLASSES
 SIZE = (32, 32)  # of conftest's `build`, the session's shared one (160 images, 25 a tar: several per split), read only
 
 
-@pytest.fixture(scope="module")
-def balanced(build, tmp_path_factory) -> Path:
-    from hamdata.balance import BalanceConfig, balance_build
-
-    out = tmp_path_factory.mktemp("readers-balanced")  # not inside the shared build
-    return Path(balance_build(build, BalanceConfig(target=6, seed=1), out=out, workers=1, progress=False)["out"])
-
-
 def manifest(folder: Path) -> dict[str, dict]:
     with open(folder / "manifest.csv", newline="", encoding="utf-8") as handle:
         return {row["key"]: row for row in csv.DictReader(handle)}

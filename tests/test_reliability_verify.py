@@ -254,6 +254,50 @@ def test_label_disagrees_with_json_even_when_everything_else_agrees(build):
     assert (code, lines) == (1, [f"{tar}: sample {key}: label {new['label']} disagrees with json dx {new['dx']!r}"])
 
 
+def edit_info(build: Path, change) -> Path:
+    """_info.json (timm's split index) after ``change`` (a function of its dict) was applied to it."""
+    path = build / "_info.json"
+    info = json.loads(path.read_text())
+    change(info)
+    path.write_text(json.dumps(info))
+    return path
+
+
+def test_tampered_info_json_one_line_per_mismatch(build):
+    train = json.loads((build / "_info.json").read_text())["splits"]["train"]
+    files, lengths, n = train["filenames"], train["shard_lengths"], train["num_samples"]
+    assert len(files) >= 2
+
+    def tamper(info):
+        split = info["splits"]["train"]
+        split["num_samples"] += 1
+        split["filenames"] = files[::-1]
+        split["shard_lengths"][0] -= 1
+        del info["splits"]["test"]
+
+    path = edit_info(build, tamper)
+    code, lines = verify(build)
+    assert code == 1 and sorted(lines) == sorted([
+        f"{path}: splits ['train', 'val'], expected ['test', 'train', 'val'] (from dataset.json)",
+        f"{path}: train num_samples is {n + 1}, dataset.json gives {n}",
+        f"{path}: train filenames is {files[::-1]!r}, dataset.json gives {files!r}",
+        f"{path}: train shard_lengths is {[lengths[0] - 1, *lengths[1:]]!r}, dataset.json gives {lengths!r}",
+    ])
+
+
+def test_damaged_info_json(build):
+    path = build / "_info.json"
+    path.write_bytes(path.read_bytes()[:50])
+    code, lines = verify(build)
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"{path}: unreadable ("), lines
+
+
+def test_build_without_info_json_still_verifies(build):
+    """Builds made before _info.json existed have none."""
+    (build / "_info.json").unlink()
+    assert verify(build) == (0, [])
+
+
 def test_damaged_dataset_card(build):
     card = build / "dataset.json"
     card.write_bytes(card.read_bytes()[:100])

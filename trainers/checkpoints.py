@@ -104,7 +104,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def model_from_checkpoint(state: dict, device: torch.device, path="checkpoint") -> nn.Module:
-    model = build_model(state["arch"], "none")
+    model = build_model(state["arch"], "none", metadata=state["data"].get("metadata"))
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, ValueError, AttributeError) as exc:

@@ -11,13 +11,13 @@ import json
 import click
 
 from hamdata import runfiles
-from hamdata.errors import exit_on_user_error
+from hamdata.errors import HamdataError, exit_on_user_error
 
-from .config import ARCHS, DECODES, DEVICES, EVAL_SPLITS, RECIPES, TrainConfig
+from .config import ARCHS, DECODES, DEVICES, EVAL_SPLITS, LOSSES, RECIPES, TrainConfig
 from .recipes import recipe_config, recipe_doc, run_recipe
 
 COMMON = ("shards", "out", "train_set", "arch", "weights", "epochs", "batch_size", "lr", "image_size", "device",
-          "workers", "decode", "seed", "max_steps", "stop_after")
+          "workers", "decode", "seed", "max_steps", "stop_after", "loss", "cb_beta", "metadata")
 
 
 user_errors = exit_on_user_error("interrupted: the last checkpoint of the run is intact")
@@ -42,6 +42,11 @@ def _train_options(d: TrainConfig):
                           "(nvJPEG) and augmented on the GPU (falls back to cpu, with a warning, where there is none).  "
                           f"[default: {d.decode}]"),
         click.option("--seed", default=None, type=int, help=f"Seed for weights, sampling and augmentation.  [default: {d.seed}]"),
+        click.option("--loss", default=None, type=click.Choice(LOSSES),
+                     help=f"focal: alpha ~ 1/n; cb_focal: class-balanced alpha (Cui et al.), over the training stream's counts.  [default: {d.loss}]"),
+        click.option("--cb-beta", default=None, type=float, help=f"cb_focal: beta of the effective number.  [default: {d.cb_beta:g}]"),
+        click.option("--metadata/--no-metadata", default=None,
+                     help=f"Fuse age, sex and site (an MLP beside the image features).  [default: {'on' if d.metadata else 'off'}]"),
         click.option("--resume", default=None, help=f"Continue the run in this folder (or from this {runfiles.LAST})."),
         click.option("--max-steps", default=None, type=int, help="At most this many steps per epoch (smoke runs)."),
         click.option("--stop-after", default=None, type=int, help="Stop after this epoch, resumable (split a run into jobs)."),
@@ -86,13 +91,17 @@ def _evaluate_command(wrap) -> click.Command:
     @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
     @click.option("--batch-size", default=64, show_default=True, type=int)
     @click.option("--workers", default=2, show_default=True, type=int)
+    @click.option("--by-lesion", is_flag=True, help="Lesion-level voting: every image of a lesion gets the mean of their probabilities.")
+    @click.option("--calibrate", is_flag=True,
+                  help="Fit a temperature on the val split, store it in the checkpoint (predict and ensemble apply it) and apply it.")
     @wrap
-    def evaluate(checkpoint, shards, split, tta, out, device, batch_size, workers):
+    def evaluate(checkpoint, shards, split, tta, out, device, batch_size, workers, by_lesion, calibrate):
         """Metrics, classification report, confusion matrix and ISIC 2018 CSV of a checkpoint (file or run folder)."""
         from . import evaluate_checkpoint
 
         evaluate_checkpoint(checkpoint, shards=shards, split=split, tta=tta, out=out, device=device,
-                            batch_size=batch_size, workers=workers, echo=click.echo)
+                            batch_size=batch_size, workers=workers, by_lesion=by_lesion, calibrate_on_val=calibrate,
+                            echo=click.echo)
 
     return evaluate
 
@@ -104,12 +113,27 @@ def _predict_command(wrap) -> click.Command:
     @click.option("--tta", is_flag=True, help="Average the 8 flips and 90-degree rotations.")
     @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+    @click.option("--age", default=None, type=float, help="Metadata of the one image: age in years.")
+    @click.option("--sex", default=None, help="Metadata of the one image: male, female or unknown.")
+    @click.option("--site", default=None, help="Metadata of the one image: anatomical site (HAM10000 localization).")
+    @click.option("--metadata", "metadata_csv", default=None, type=click.Path(dir_okay=False),
+                  help="Metadata of many images: a CSV with columns image,age,sex,localization.")
     @wrap
-    def predict(checkpoint, images, tta, device, as_json):
+    def predict(checkpoint, images, tta, device, as_json, age, sex, site, metadata_csv):
         """Class probabilities of raw images, preprocessed as the checkpoint's build was."""
-        from .predict import predict_images
+        from .predict import predict_images, read_metadata_csv
 
-        for result in predict_images(checkpoint, images, tta=tta, device=device):
+        metadata = None
+        single = any(v is not None for v in (age, sex, site))
+        if single and metadata_csv:
+            raise HamdataError("predict: give --age/--sex/--site for one image, or --metadata CSV, not both")
+        if single:
+            if len(images) != 1:
+                raise HamdataError(f"--age/--sex/--site describe one image, but {len(images)} were given; use --metadata CSV")
+            metadata = {images[0]: {"age": age, "sex": sex, "localization": site}}
+        elif metadata_csv:
+            metadata = read_metadata_csv(metadata_csv, images)
+        for result in predict_images(checkpoint, images, tta=tta, device=device, metadata=metadata, echo=click.echo):
             if as_json:
                 click.echo(json.dumps(result))
             else:
@@ -117,6 +141,31 @@ def _predict_command(wrap) -> click.Command:
                 click.echo(f"{result['image']}: {result['dx']} ({probs})")
 
     return predict
+
+
+def _ensemble_command(wrap) -> click.Command:
+    @click.command("ensemble")
+    @click.argument("members", nargs=-1, required=True)
+    @click.option("--shards", default=None, help="Build folder.  [default: the one the first member was trained on]")
+    @click.option("--split", default="test", show_default=True, type=click.Choice(EVAL_SPLITS))
+    @click.option("--tta", is_flag=True, help="Each member averages the 8 flips and 90-degree rotations.")
+    @click.option("--by-lesion", is_flag=True, help="Lesion-level voting of the ensemble's probabilities.")
+    @click.option("--select", default=None, type=click.Choice(["greedy"]),
+                  help="greedy: forward selection of members (repeats allowed) on the val split by macro-F1.")
+    @click.option("--calibrate", is_flag=True, help="Fit one temperature to the ensemble on the val split and apply it.")
+    @click.option("--out", default=None, help="Output folder.  [default: runs/ensemble-<split>-<timestamp>]")
+    @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
+    @click.option("--batch-size", default=64, show_default=True, type=int)
+    @click.option("--workers", default=2, show_default=True, type=int)
+    @wrap
+    def ensemble(members, shards, split, tta, by_lesion, select, calibrate, out, device, batch_size, workers):
+        """Soft voting over runs or checkpoints (MEMBERS: run folders use their best.pt); writes what evaluate writes."""
+        from .ensemble import run_ensemble
+
+        run_ensemble(list(members), shards=shards, split=split, tta=tta, by_lesion=by_lesion, select=select,
+                     calibrate=calibrate, out=out, device=device, batch_size=batch_size, workers=workers, echo=click.echo)
+
+    return ensemble
 
 
 def register(main: click.Group, user_errors_decorator=None) -> None:
@@ -131,3 +180,4 @@ def register(main: click.Group, user_errors_decorator=None) -> None:
         train.add_command(_train_command(name, wrap))
     main.add_command(_evaluate_command(wrap))
     main.add_command(_predict_command(wrap))
+    main.add_command(_ensemble_command(wrap))

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from hamdata.errors import HamdataError
 
 # The recipe registry: each name is a module trainers/<name>.py holding a documented CONFIG (see recipes.py).
-RECIPES = ("phase4", "phase5")
-ARCHS = ("mobilenet_v3_large", "efficientnet_b0", "resnet18")  # each has its row in models.ARCH_LAYERS
-LOSSES = ("focal", "cross_entropy")  # losses.make_loss
+RECIPES = ("phase4", "phase5", "phase6")
+ARCHS = ("mobilenet_v3_large", "efficientnet_b0", "resnet18", "convnext_tiny", "efficientnet_b3", "efficientnet_v2_s",
+         "resnet50")  # each has its row in models.ARCH_LAYERS
+LOSSES = ("focal", "cb_focal", "cross_entropy")  # losses.make_loss
 SCHEDULES = ("warm_restarts", "cosine")  # schedules.make_scheduler
 DEVICES = ("auto", "cpu", "cuda")
 DECODES = ("cpu", "gpu")
@@ -47,8 +48,9 @@ class TrainConfig:
     max_steps: int = 0  # >0: at most this many steps per epoch (smoke runs)
     stop_after: int = 0  # >0: stop after this epoch as if interrupted (resumable)
     resample: bool = True  # class-aware repeat-factor resampling on an unbalanced train set
-    loss: str = "focal"  # focal | cross_entropy
+    loss: str = "focal"  # focal (alpha ~ 1/n_c) | cb_focal (alpha ~ 1/effective number, Cui et al.) | cross_entropy
     focal_gamma: float = 2.0
+    cb_beta: float = 0.9999  # cb_focal: effective number (1 - beta^n) / (1 - beta)
     label_smoothing: float = 0.0  # cross_entropy only
     schedule: str = "warm_restarts"  # warm_restarts (CosineAnnealingWarmRestarts) | cosine (warmup + cosine)
     restart_epochs: int = 10  # warm_restarts: epochs per cycle (T_0)
@@ -59,6 +61,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # >0: keep an EMA of the weights (torch.optim.swa_utils)
     patience: int = 0  # >0: early stopping after this many epochs without a better val macro-F1
     gradcam: bool = False  # write Grad-CAM overlays of the test split at the end
+    metadata: bool = False  # fuse age, sex and site (trainers.fusion) with the image features
+    metadata_dropout: float = 0.1  # training: probability that a sample's metadata is set to missing
 
     def __post_init__(self):
         _choice("recipe", self.recipe, RECIPES)
@@ -84,6 +88,13 @@ class TrainConfig:
             object.__setattr__(self, name, float(value))
         if self.lr <= 0:
             raise HamdataError(f"--lr: expected a number > 0, got {self.lr}")
+        if not isinstance(self.metadata, bool):
+            raise HamdataError(f"--metadata: expected true or false, got {self.metadata!r}")
+        for name in ("cb_beta", "metadata_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise HamdataError(f"{_option(name)}: expected a number in [0, 1), got {value!r}")
+            object.__setattr__(self, name, float(value))
         if self.ema_decay >= 1 or self.label_smoothing >= 1:
             raise HamdataError("ema_decay and label_smoothing must be below 1")
         if not self.weights:

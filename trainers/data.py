@@ -25,6 +25,7 @@ workers then only reading tars and yielding the image bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import zlib
@@ -41,10 +42,11 @@ from torchvision.transforms import v2
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.manifest import read_card, shards_of
-from hamdata.shards import sha256_file
+from hamdata.shards import TAR_ERRORS, iter_members, sha256_file, tar_error_detail
 
 from .config import TRAIN_SETS
 from .decode import CROP_RATIO, CROP_SCALE, JITTER, augment_cpu, decode_rgb, pack
+from .fusion import MetadataEncoding, drop_metadata
 
 SHUFFLE_BUFFER = 1000  # samples held for shuffling (undecoded: ~5-50 KB each)
 CROP_PCT = 0.875  # eval: resize to size / CROP_PCT, then centre-crop size
@@ -172,6 +174,26 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     return (images.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
+@functools.lru_cache(maxsize=4)
+def metadata_encoding(text: str) -> MetadataEncoding:
+    """The StreamSpec's encoding (a JSON string, so that the spec stays hashable and cheap to pickle)."""
+    return MetadataEncoding.from_dict(json.loads(text))
+
+
+def sample_metadata(sample: dict, encoding: MetadataEncoding) -> np.ndarray:
+    """A sample's (age, sex, localization), from its json member, as the encoding's vector."""
+    return encoding.encode_record(json.loads(sample["json"]) if "json" in sample else {})
+
+
+def metadata_batch(samples: list[dict], spec: "StreamSpec", seed: int | None = None) -> torch.Tensor:
+    """(B, dim) float32 metadata of a batch; in training (seed given) some rows dropped to missing."""
+    encoding = metadata_encoding(spec.metadata)
+    vectors = np.stack([sample_metadata(s, encoding) for s in samples])
+    if seed is not None:
+        vectors = drop_metadata(vectors, encoding.missing(), spec.metadata_dropout, np.random.default_rng([seed, 6]))
+    return torch.from_numpy(vectors)
+
+
 def train_batch(samples: list[dict], size: int, seed: int, decode: str) -> dict:
     """A training batch: cpu: decoded and augmented here (uint8 images, NHWC in memory);
     gpu: the image bytes packed into one tensor, with the seed and size of its augmentation."""
@@ -184,9 +206,12 @@ def train_batch(samples: list[dict], size: int, seed: int, decode: str) -> dict:
 
 
 def collate(samples: list[tuple]) -> dict:
-    images, labels, keys, ids = zip(*samples)
-    return {"images": torch.stack(images), "labels": torch.tensor(labels, dtype=torch.int64),
-            "keys": list(keys), "image_ids": list(ids)}
+    images, labels, keys, ids, meta = zip(*samples)
+    batch = {"images": torch.stack(images), "labels": torch.tensor(labels, dtype=torch.int64),
+             "keys": list(keys), "image_ids": list(ids)}
+    if meta[0] is not None:
+        batch["meta"] = torch.from_numpy(np.stack(meta))
+    return batch
 
 
 # ------------------------------------------------------------------ the dataset
@@ -207,6 +232,8 @@ class StreamSpec:
     batches: int = 0  # train: exact number of batches of this rank
     factors: tuple[float, ...] = ()  # train: repeat factor by class index (empty: none)
     decode: str = "cpu"  # train: cpu (workers decode and augment) | gpu (workers yield raw bytes; see trainers.decode)
+    metadata: str = ""  # a fitted MetadataEncoding as JSON: batches carry "meta" (B, dim); empty: no metadata
+    metadata_dropout: float = 0.0  # train: probability that a sample's metadata is set to missing
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -238,7 +265,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             stages.append(wds.batched(spec.batch_size, collation_fn=list, partial=False))
             stages.append(lambda src: self._train_batches(src, spec, seed_of(spec.seed, spec.epoch, slot, 5)))
         else:
-            stages.append(lambda src: self._decoded(src, eval_preset(spec.image_size)))
+            stages.append(lambda src: self._decoded(src, eval_preset(spec.image_size), spec))
             stages.append(wds.batched(spec.batch_size, collation_fn=collate, partial=True))
         return iter(wds.DataPipeline(*stages))
 
@@ -246,13 +273,18 @@ class ShardStream(torch.utils.data.IterableDataset):
     def _train_batches(batches: Iterable[list], spec: StreamSpec, seed: int) -> Iterator[dict]:
         """Augmentation draws from a per-batch seed (the same in cpu and gpu mode), not the global RNG."""
         for j, samples in enumerate(batches):
-            yield train_batch(samples, spec.image_size, seed_of(seed, j), spec.decode)
+            batch = train_batch(samples, spec.image_size, seed_of(seed, j), spec.decode)
+            if spec.metadata:
+                batch["meta"] = metadata_batch(samples, spec, seed_of(seed, j))
+            yield batch
 
     @staticmethod
-    def _decoded(samples: Iterable[dict], transform) -> Iterator[tuple]:
+    def _decoded(samples: Iterable[dict], transform, spec: StreamSpec) -> Iterator[tuple]:
+        encoding = metadata_encoding(spec.metadata) if spec.metadata else None
         for sample in samples:
             image = torch.from_numpy(decode_sample(sample)).permute(2, 0, 1)
-            yield transform(image), int(sample["cls"]), sample["__key__"], sample_image_id(sample)
+            meta = sample_metadata(sample, encoding) if encoding else None
+            yield transform(image), int(sample["cls"]), sample["__key__"], sample_image_id(sample), meta
 
 
 def make_loader(spec: StreamSpec, workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
@@ -344,3 +376,22 @@ def find_train_set(build, choice: str, card: dict) -> tuple[TrainSet, str]:
     balanced = len({n for n in counts.values() if n > 0}) == 1
     name = folder.name if folder.resolve().parent == build.resolve() else str(folder)
     return TrainSet(name, folder, shards, counts, balanced=balanced), note or "chosen with --train-set"
+
+
+def split_records(shards: tuple[str, ...]) -> list[dict]:
+    """The json record of every sample in ``shards`` (images are not read)."""
+    records = []
+    for path in shards:
+        try:
+            for member in iter_members(Path(path), read=lambda key, ext: ext == "json"):
+                if member.ext == "json":
+                    records.append(json.loads(member.data))
+        except TAR_ERRORS as exc:
+            raise HamdataError(f"{path}: damaged shard ({tar_error_detail(exc)}); run `hamdata verify` on the build") from None
+    return records
+
+
+def fit_metadata(build: Path, card: dict) -> dict:
+    """The metadata encoding, fitted on the build's train split (originals only), as a dict."""
+    shards, _ = split_shards(build, card, "train")
+    return MetadataEncoding.fit(split_records(shards), where=f"the train split of {build}").to_dict()

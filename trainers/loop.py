@@ -147,6 +147,13 @@ def all_finite(loss: torch.Tensor, dist: Dist) -> bool:
     return not bad.item()
 
 
+def forward(model, x: torch.Tensor, batch: dict, env: Env) -> torch.Tensor:
+    """The model's logits; a metadata-fusion model also gets the batch's metadata."""
+    if "meta" in batch:
+        return model(x, batch["meta"].to(env.device, non_blocking=True))
+    return model(x)
+
+
 def train_one_epoch(env: Env, model, loader, opt, sched, scaler, loss_fn, *, mix=None, ema=None, epoch: int = 0) -> dict:
     """One pass over ``loader``; returns mean loss (over all ranks), steps, images and seconds."""
     model.train()
@@ -163,7 +170,7 @@ def train_one_epoch(env: Env, model, loader, opt, sched, scaler, loss_fn, *, mix
         if mix is not None:
             x, y = mix(x, y)
         with env.autocast():
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(forward(model, x, batch, env), y)
         if not all_finite(loss, env.dist):
             value = loss.item() if not torch.isfinite(loss) else "non-finite on another process"
             raise NonFiniteLoss(f"loss is {value} at epoch {epoch + 1}, step {steps}")
@@ -198,7 +205,7 @@ def predict_batches(env: Env, model, loader, tta: bool = False) -> tuple[list, l
         x = env.batch(batch["images"])
         views = tta_views(x) if tta else [x]
         with env.autocast():
-            p = torch.stack([torch.softmax(model(v).float(), 1) for v in views]).mean(0)
+            p = torch.stack([torch.softmax(forward(model, v, batch, env).float(), 1) for v in views]).mean(0)
         ids += batch["image_ids"]
         labels += batch["labels"].tolist()
         probs.append(p.cpu().numpy())
@@ -206,9 +213,13 @@ def predict_batches(env: Env, model, loader, tta: bool = False) -> tuple[list, l
 
 
 def predict_split(env: Env, model, shards, expected: int, *, image_size: int, batch_size: int, workers: int,
-                  tta: bool = False, what: str = "split") -> tuple[list, np.ndarray, np.ndarray]:
-    """Predictions for every sample of a split (all ranks together), sorted by image id, checked complete."""
-    spec = StreamSpec(tuple(shards), "eval", image_size, batch_size, seed=0, epoch=0, rank=env.dist.rank, world=env.dist.world)
+                  tta: bool = False, what: str = "split", metadata: str = "") -> tuple[list, np.ndarray, np.ndarray]:
+    """Predictions for every sample of a split (all ranks together), sorted by image id, checked complete.
+
+    metadata: the model's MetadataEncoding as JSON (a fusion model), empty for an image-only model.
+    """
+    spec = StreamSpec(tuple(shards), "eval", image_size, batch_size, seed=0, epoch=0, rank=env.dist.rank, world=env.dist.world,
+                      metadata=metadata)
     mine = predict_batches(env, model, make_loader(spec, workers, pin_memory=env.cuda), tta)
     ids, labels, probs = [], [], []
     for part_ids, part_labels, part_probs in gather(mine, env.dist):

@@ -1,4 +1,4 @@
-"""Focal loss with per-class alpha, for hard or soft (MixUp / CutMix) targets."""
+"""Focal loss with per-class alpha (inverse frequency, or class-balanced after Cui et al.), for hard or soft targets."""
 
 from __future__ import annotations
 
@@ -66,8 +66,17 @@ class FocalLoss(nn.Module):
         return f"gamma={self.gamma}, alpha={None if self.alpha is None else [round(a, 3) for a in self.alpha.tolist()]}"
 
 
-def make_loss(config, stream_counts: Sequence[float]) -> nn.Module:
-    """The config's loss; focal alpha from the inverse class frequency of the training stream."""
+def loss_alpha(config, stream_counts: Sequence[float]) -> list[float] | None:
+    """The per-class alpha of the config's focal loss over the training stream's class counts; None otherwise."""
     if config.loss == "focal":
-        return FocalLoss(inverse_frequency_alpha(stream_counts), config.focal_gamma)
+        return inverse_frequency_alpha(stream_counts)
+    if config.loss == "cb_focal":
+        return class_balanced_alpha(stream_counts, config.cb_beta)
+    return None
+
+
+def make_loss(config, stream_counts: Sequence[float]) -> nn.Module:
+    """The config's loss; a focal loss's alpha from the class counts of the training stream (``loss_alpha``)."""
+    if config.loss in ("focal", "cb_focal"):
+        return FocalLoss(loss_alpha(config, stream_counts), config.focal_gamma)
     return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)

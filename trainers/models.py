@@ -19,6 +19,7 @@ from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 
 from .config import ARCHS
+from .fusion import FusionNet, MetadataEncoding
 
 
 class ArchLayers(NamedTuple):
@@ -31,6 +32,10 @@ ARCH_LAYERS = {
     "mobilenet_v3_large": ArchLayers(head="classifier.3", cam="features"),
     "efficientnet_b0": ArchLayers(head="classifier.1", cam="features"),
     "resnet18": ArchLayers(head="fc", cam="layer4"),
+    "convnext_tiny": ArchLayers(head="classifier.2", cam="features"),
+    "efficientnet_b3": ArchLayers(head="classifier.1", cam="features"),
+    "efficientnet_v2_s": ArchLayers(head="classifier.1", cam="features"),
+    "resnet50": ArchLayers(head="fc", cam="layer4"),
 }
 BN_MOMENTUM = 0.1
 
@@ -77,6 +82,8 @@ def _load_file(model: nn.Module, arch: str, path: Path) -> None:
         if blob.get("arch") != arch:
             raise HamdataError(f"--weights {path}: a {blob.get('arch')} checkpoint, but this run uses --arch {arch}")
         blob = blob["model"]
+    if isinstance(blob, dict) and any(k.startswith("backbone.") for k in blob):  # a fusion model: its image part
+        blob = {k[len("backbone."):]: v for k, v in blob.items() if k.startswith("backbone.")}
     if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
         raise HamdataError(f"--weights {path}: expected a state dict (parameter name -> tensor)")
     own = model.state_dict()
@@ -100,8 +107,12 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> nn.Module:
     return model
 
 
-def build_model(arch: str, weights: str = "none", num_classes: int = len(CLASSES)) -> nn.Module:
-    """A torchvision ``arch`` with a ``num_classes`` head; ``weights``: imagenet | none | FILE."""
+def build_model(arch: str, weights: str = "none", num_classes: int = len(CLASSES), metadata: dict | None = None) -> nn.Module:
+    """A torchvision ``arch`` with a ``num_classes`` head; ``weights``: imagenet | none | FILE.
+
+    metadata: a fitted MetadataEncoding as a dict: the backbone's classifier gives way to a FusionNet
+    (pooled image features + the metadata MLP -> one linear classifier).
+    """
     if arch not in ARCHS:
         raise HamdataError(f"--arch: expected one of {', '.join(ARCHS)}, got {arch!r}")
     if weights == "imagenet":
@@ -110,9 +121,15 @@ def build_model(arch: str, weights: str = "none", num_classes: int = len(CLASSES
         model = new_head(torchvision.models.get_model(arch, weights=None), arch, num_classes)
         if weights != "none":
             _load_file(model, arch, Path(weights))
+    if metadata is not None:
+        head = ARCH_LAYERS[arch].head
+        features = model.get_submodule(head).in_features
+        _set_module(model, head, nn.Identity())
+        model = FusionNet(model, features, MetadataEncoding.from_dict(metadata).missing(), num_classes)
     return set_bn_momentum(model, BN_MOMENTUM)
 
 
 def cam_layer(model: nn.Module, arch: str) -> nn.Module:
     """The last convolutional stage, whose activations Grad-CAM weighs."""
-    return model.get_submodule(ARCH_LAYERS[arch].cam)
+    backbone = model.backbone if isinstance(model, FusionNet) else model
+    return backbone.get_submodule(ARCH_LAYERS[arch].cam)

@@ -1,21 +1,32 @@
-"""Any saved checkpoint: evaluate it on a split of a build, or predict classes of raw images."""
+"""Any saved checkpoint: evaluate it on a split of a build (with lesion voting and calibration), or predict raw images.
+
+A checkpoint may carry a temperature (``evaluate --calibrate`` stores it);
+evaluate, predict and ensemble then apply it to the model's probabilities.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from hamdata import runfiles
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
+from hamdata.manifest import read_manifest
 
-from .checkpoints import load_checkpoint, model_from_checkpoint
+from .calibration import apply_temperature, calibration_summary, fit_temperature, lesion_mean, plot_reliability, reliability_bins
+from .checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import EVAL_SPLITS
 from .data import open_build, split_shards
+from .fusion import MetadataEncoding
 from .loop import Dist, Env, make_env, predict_split, resolve_device, tta_views
-from .metrics import write_evaluation
+from .metrics import classification_metrics, write_evaluation
+
+SUMMARY = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "samples")
 
 
 def _checkpoint_env(state: dict, device: str, path: Path) -> tuple[Env, nn.Module]:
@@ -24,23 +35,114 @@ def _checkpoint_env(state: dict, device: str, path: Path) -> tuple[Env, nn.Modul
     return env, model_from_checkpoint(state, dev, path)
 
 
-def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool = False, out=None, device: str = "auto",
-                        batch_size: int = 64, workers: int = 0, echo=print) -> dict:
-    """Metrics, report, confusion matrix and ISIC CSV of a checkpoint on a split of a build."""
-    path, state = load_checkpoint(checkpoint)
+def metadata_json(state: dict) -> str:
+    """The checkpoint's metadata encoding as the loader takes it; empty for an image-only model."""
+    encoding = state["data"].get("metadata")
+    return json.dumps(encoding, sort_keys=True) if encoding else ""
+
+
+def temperature_of(state: dict) -> float:
+    return float((state.get("calibration") or {}).get("temperature", 1.0))
+
+
+def open_eval_build(state: dict, shards, split: str, echo) -> tuple[Path, dict]:
+    """The build a checkpoint is evaluated on (--shards, else its training build), checked."""
     if split not in EVAL_SPLITS:
         raise HamdataError(f"--split: expected {' or '.join(EVAL_SPLITS)}, got {split!r}")
     build = Path(shards or state["data"]["build"])
     card = open_build(build)
     if card["config"]["preprocess"] != state["data"]["preprocess"]:
         echo(f"warning: {build} was preprocessed differently from the checkpoint's training build")
+    return build, card
+
+
+def split_probabilities(path: Path, state: dict, build: Path, card: dict, split: str, *, tta: bool, device: str,
+                        batch_size: int, workers: int, calibrated: bool = True) -> tuple[list, np.ndarray, np.ndarray]:
+    """(image ids, labels, probabilities) of a checkpoint on a split, sorted by image id, with its stored temperature."""
     env, model = _checkpoint_env(state, device, path)
     ids, labels, probs = predict_split(env, model, *split_shards(build, card, split), image_size=state["data"]["image_size"],
-                                       batch_size=batch_size, workers=workers, tta=tta, what=f"{split} split")
-    out = Path(out) if out else path.parent / f"eval-{path.stem}-{split}{'-tta' if tta else ''}"
-    info = {"split": split, "checkpoint": str(path), "build": str(build), "epoch": state.get("epoch"), "tta": tta}
-    metrics = write_evaluation(out, ids, labels, probs, info)
-    echo(f"{split} ({path.name}{', TTA' if tta else ''}): macro-F1 {metrics['macro_f1']:.3f}, balanced acc "
+                                       batch_size=batch_size, workers=workers, tta=tta, what=f"{split} split",
+                                       metadata=metadata_json(state))
+    return ids, labels, apply_temperature(probs, temperature_of(state)) if calibrated else probs
+
+
+def lesions_of(build: Path, image_ids: list[str]) -> list[str]:
+    """The lesion id of each image, from the build's manifest.csv."""
+    table = read_manifest(build)
+    lesion = dict(zip(table["image_id"], table["lesion_id"]))
+    missing = [i for i in image_ids if i not in lesion]
+    if missing:
+        raise HamdataError(f"{build / 'manifest.csv'}: no row for image {missing[0]} ({len(missing)} missing)")
+    return [lesion[i] or i for i in image_ids]  # no lesion id: the image is its own lesion
+
+
+def finish_evaluation(out: Path, build: Path, ids, labels, probs, info: dict, by_lesion: bool,
+                      calibration: dict | None = None) -> dict:
+    """Write what evaluate writes; with ``by_lesion`` the CSV and the top-level figures are lesion-voted."""
+    info = dict(info, by_lesion=by_lesion)
+    if by_lesion:
+        lesions = lesions_of(build, ids)
+        info["image_level"] = {k: v for k, v in classification_metrics(labels, probs).items() if k in SUMMARY}
+        info["lesions"] = len(set(lesions))
+        info["csv_holds"] = ("lesion-level probabilities: every image carries the mean over its lesion's images in the "
+                             "split; the top-level figures are computed from them, image_level from the images alone")
+        probs = lesion_mean(probs, lesions)
+    else:
+        info["csv_holds"] = "image-level probabilities; the top-level figures are computed from them"
+    if calibration is not None:
+        info["calibration"] = {k: v for k, v in calibration.items() if k not in ("bins_before", "bins_after")}
+        plot_reliability(calibration["bins_before"], calibration["bins_after"], out / runfiles.RELIABILITY,
+                         f"val split: ECE {calibration['val_ece_before']:.3f} -> {calibration['val_ece_after']:.3f} "
+                         f"(T = {calibration['temperature']:.2f})")
+    return write_evaluation(out, ids, labels, probs, info)
+
+
+def calibrate(val_probs: np.ndarray, val_labels: np.ndarray) -> dict:
+    """Fit one temperature on the val split; NLL, ECE and reliability bins before and after."""
+    temperature = fit_temperature(val_probs, val_labels)
+    summary = calibration_summary(val_probs, val_labels, temperature)
+    summary["bins_before"] = reliability_bins(val_probs, val_labels)
+    summary["bins_after"] = reliability_bins(apply_temperature(val_probs, temperature), val_labels)
+    if summary["at_search_bound"]:
+        summary["warning"] = (f"the temperature stopped at the edge of its search range ({temperature:.3g}): the val "
+                              "split is (nearly) all right or all wrong, too easy or too small to calibrate on")
+    return summary
+
+
+def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool = False, out=None, device: str = "auto",
+                        batch_size: int = 64, workers: int = 0, by_lesion: bool = False, calibrate_on_val: bool = False,
+                        echo=print) -> dict:
+    """Metrics, report, confusion matrix and ISIC CSV of a checkpoint on a split of a build.
+
+    by_lesion: every image of a lesion gets the mean of their probabilities. calibrate_on_val: fit a
+    temperature on the val split, store it in the checkpoint (predict and ensemble then apply it) and
+    apply it here; the NLL and ECE before and after go into metrics.json, a reliability diagram beside it.
+    """
+    path, state = load_checkpoint(checkpoint)
+    build, card = open_eval_build(state, shards, split, echo)
+    options = {"tta": tta, "device": device, "batch_size": batch_size, "workers": workers}
+    calibration = None
+    if calibrate_on_val:
+        _, val_labels, val_probs = split_probabilities(path, state, build, card, "val", calibrated=False, **options)
+        calibration = calibrate(val_probs, val_labels)
+        if calibration.get("warning"):
+            echo(f"warning: {calibration['warning']}")
+        state["calibration"] = {k: calibration[k] for k in ("temperature", "fitted_on", "val_nll_before", "val_nll_after",
+                                                            "val_ece_before", "val_ece_after")}
+        state["calibration"]["build"] = str(build)
+        save_checkpoint(path, state)
+        echo(f"calibration: T = {calibration['temperature']:.3f} on the val split (NLL {calibration['val_nll_before']:.3f} -> "
+             f"{calibration['val_nll_after']:.3f}, ECE {calibration['val_ece_before']:.3f} -> "
+             f"{calibration['val_ece_after']:.3f}); stored in {path}")
+    ids, labels, probs = split_probabilities(path, state, build, card, split, **options)
+    suffix = ("-tta" if tta else "") + ("-lesion" if by_lesion else "")
+    out = Path(out) if out else path.parent / f"eval-{path.stem}-{split}{suffix}"
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"split": split, "checkpoint": str(path), "build": str(build), "epoch": state.get("epoch"), "tta": tta,
+            "temperature": temperature_of(state)}
+    metrics = finish_evaluation(out, build, ids, labels, probs, info, by_lesion, calibration)
+    level = "lesion-voted" if by_lesion else "images"
+    echo(f"{split} ({path.name}{', TTA' if tta else ''}, {level}): macro-F1 {metrics['macro_f1']:.3f}, balanced acc "
          f"{metrics['balanced_accuracy']:.3f}, accuracy {metrics['accuracy']:.3f} on {metrics['samples']} images -> {out}")
     return {"out": str(out), "metrics": metrics}
 
@@ -65,15 +167,67 @@ def prepare_image(path: Path, state: dict) -> torch.Tensor:
     return eval_preset(data["image_size"])(decode(encoded))
 
 
-def predict_images(checkpoint, images, tta: bool = False, device: str = "auto") -> list[dict]:
-    """Class probabilities of raw images: [{"image", "dx", "probabilities": {dx: p}}]."""
+def read_metadata_csv(path, images) -> dict[str, dict]:
+    """``--metadata CSV`` (image,age,sex,localization): the row of each image, matched by file name or stem."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise HamdataError(f"--metadata {path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("image", "age", "sex", "localization") if c not in table.columns]
+    if missing:
+        raise HamdataError(f"--metadata {path}: no column {', '.join(missing)}; expected image,age,sex,localization")
+    rows = {str(r["image"]).strip(): r for r in table.to_dict("records")}
+    found = {}
+    for image in images:
+        name, stem = Path(image).name, Path(image).stem
+        row = rows.get(name) or rows.get(stem) or rows.get(str(image))
+        if row is None:
+            raise HamdataError(f"--metadata {path}: no row for image {name} (column image holds a file name or id)")
+        found[str(image)] = {"age": row["age"] or None, "sex": row["sex"], "localization": row["localization"]}
+    return found
+
+
+def _metadata_vectors(state: dict, images, metadata: dict | None, echo) -> list[np.ndarray | None]:
+    """Each image's encoded metadata for a fusion checkpoint (missing where none given); None for image-only ones."""
+    encoding = state["data"].get("metadata")
+    if encoding is None:
+        if metadata:
+            echo("warning: this checkpoint does not use metadata; --age/--sex/--site/--metadata are ignored")
+        return [None] * len(images)
+    encoding = MetadataEncoding.from_dict(encoding)
+    if not metadata:
+        echo("note: a metadata-fusion checkpoint given no metadata: predicting as for missing age, sex and site")
+    warned = set()
+    vectors = []
+    for image in images:
+        record = (metadata or {}).get(str(image), {})
+        for value in encoding.unseen(record.get("sex"), record.get("localization")):
+            if value not in warned and not value.endswith("'unknown'"):
+                warned.add(value)
+                echo(f"warning: {value} never occurs in the training data; read as unknown")
+        vectors.append(encoding.encode_record(record))
+    return vectors
+
+
+def predict_images(checkpoint, images, tta: bool = False, device: str = "auto", metadata: dict | None = None,
+                   echo=print) -> list[dict]:
+    """Class probabilities of raw images: [{"image", "dx", "probabilities": {dx: p}}].
+
+    metadata: {image path: {"age", "sex", "localization"}} for a metadata-fusion checkpoint.
+    """
     path, state = load_checkpoint(checkpoint)
     env, model = _checkpoint_env(state, device, path)
+    vectors = _metadata_vectors(state, images, metadata, echo)
+    temperature = temperature_of(state)
     results = []
-    for path in images:
-        x = env.batch(prepare_image(Path(path), state).unsqueeze(0))
+    for image, vector in zip(images, vectors):
+        x = env.batch(prepare_image(Path(image), state).unsqueeze(0))
+        extra = () if vector is None else (torch.from_numpy(vector[None]).to(env.device),)
         with torch.no_grad(), env.autocast():
             views = tta_views(x) if tta else [x]
-            p = torch.stack([torch.softmax(model(v).float(), 1) for v in views]).mean(0)[0].cpu().tolist()
-        results.append({"image": str(path), "dx": CLASSES[int(np.argmax(p))], "probabilities": dict(zip(CLASSES, p))})
+            p = torch.stack([torch.softmax(model(v, *extra).float(), 1) for v in views]).mean(0).cpu().numpy()
+        p = apply_temperature(p, temperature)[0].tolist()
+        results.append({"image": str(image), "dx": CLASSES[int(np.argmax(p))], "probabilities": dict(zip(CLASSES, p))})
     return results

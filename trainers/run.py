@@ -27,7 +27,7 @@ from hamdata.workspace import atomic_write
 from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, short_reason, load_checkpoint, remove_stale_temporaries,
                           rng_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig
-from .data import StreamSpec, TrainSet, find_train_set, make_loader, open_build, repeat_factors, split_shards
+from .data import StreamSpec, TrainSet, find_train_set, fit_metadata, make_loader, open_build, repeat_factors, split_shards
 from .loop import (Dist, Env, NonFiniteLoss, barrier, batches_per_rank, broadcast, init_distributed, make_env,
                    make_optimizer, predict_split, resolve_device, train_one_epoch)
 from .losses import make_loss
@@ -168,12 +168,18 @@ class Plan:
     steps: int  # batches per epoch and rank
     meta: dict  # what every checkpoint carries besides weights
 
+    @property
+    def metadata(self) -> str:
+        """The fitted metadata encoding as JSON (what the loader streams), empty without fusion."""
+        encoding = self.meta["data"].get("metadata")
+        return json.dumps(encoding, sort_keys=True) if encoding else ""
+
     def train_loader(self, epoch: int):
         c, d = self.config, self.env.dist
         factors = tuple(self.factors[dx] for dx in CLASSES) if self.factors else ()
         decode = "gpu" if c.decode == "gpu" and self.env.cuda else "cpu"  # no GPU: _fit said so once
         spec = StreamSpec(self.train_set.shards, "train", c.image_size, c.batch_size, c.seed, epoch, d.rank, d.world, self.steps, factors,
-                          decode)
+                          decode, self.metadata, c.metadata_dropout)
         return make_loader(spec, c.workers, self.env.cuda)
 
 
@@ -223,31 +229,33 @@ def _plan(config: TrainConfig, state: dict | None, dist: Dist) -> Plan:
             "train_resampling": factors, "preprocess": card["config"]["preprocess"],
             "format": card["config"].get("format", "jpg"), "quality": card["config"].get("quality", 95),
             "mean": card["train_stats"]["mean"], "std": card["train_stats"]["std"], "image_size": config.image_size}
+    if config.metadata:  # fitted on the build's train split; a resumed run keeps the encoding it trained with
+        data["metadata"] = state["data"]["metadata"] if state else fit_metadata(build, card)
     meta = {"format": CHECKPOINT_FORMAT, "classes": list(CLASSES), "arch": config.arch, "config": config.to_dict(), "data": data}
     return Plan(config, make_env(dist, device, card["train_stats"]), out, train_set, note, factors, val, test, steps, meta)
 
 
-def _initial_model(config: TrainConfig, dist: Dist, resuming: bool) -> nn.Module:
+def _initial_model(config: TrainConfig, dist: Dist, resuming: bool, metadata: dict | None) -> nn.Module:
     """The model with its starting weights; with several processes rank 0 fetches ImageNet weights first."""
     weights = "none" if resuming else config.weights
     torch.manual_seed(config.seed)
     if weights != "imagenet" or dist.world == 1:
-        return build_model(config.arch, weights)
+        return build_model(config.arch, weights, metadata=metadata)
     model, error = None, None
     if dist.main:
         try:
-            model = build_model(config.arch, weights)
+            model = build_model(config.arch, weights, metadata=metadata)
         except HamdataError as exc:
             error = str(exc)
     error = broadcast(error, dist)
     if error:
         raise HamdataError(error)
-    return model if dist.main else build_model(config.arch, weights)  # from the cache rank 0 filled
+    return model if dist.main else build_model(config.arch, weights, metadata=metadata)  # from the cache rank 0 filled
 
 
 def _trainer(plan: Plan, resuming: bool) -> Trainer:
     config, env = plan.config, plan.env
-    model = _initial_model(config, env.dist, resuming).to(env.device)
+    model = _initial_model(config, env.dist, resuming, plan.meta["data"].get("metadata")).to(env.device)
     if env.cuda:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(config, model)
@@ -273,9 +281,9 @@ def _epoch(plan: Plan, t: Trainer, epoch: int) -> dict:
     line = {"epoch": epoch + 1, "train_loss": stats["loss"], "lr": t.opt.param_groups[0]["lr"], "steps": stats["steps"],
             "images_per_s": stats["images"] / stats["seconds"] if stats["seconds"] else 0.0,
             "train_seconds": stats["seconds"], "loader_wait_s": stats["loader_wait_s"]}
-    line.update(_validate(plan.env, t.model, plan.val, plan.config, "val"))
+    line.update(_validate(plan, t.model))
     if t.ema is not None:
-        line.update({f"val_ema_{k[4:]}": v for k, v in _validate(plan.env, t.ema.module, plan.val, plan.config, "val").items()})
+        line.update({f"val_ema_{k[4:]}": v for k, v in _validate(plan, t.ema.module).items()})
     line["seconds"] = time.perf_counter() - started
     return line
 
@@ -285,6 +293,9 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo) -> dict:
     plan = _plan(config, state, dist)
     config, out = plan.config, plan.out
     echo(describe_train_set(plan.train_set, plan.factors, plan.note))
+    if config.loss == "cb_focal" and (plan.factors or plan.train_set.balanced):
+        echo("note: cb_focal's alpha comes from the class counts of the training stream, which resampling or a balanced "
+             "set already evened out, so it is near uniform: the imbalance is corrected once, by the data")
     if config.decode == "gpu" and not plan.env.cuda:
         echo("warning: --decode gpu: no CUDA GPU is visible; the loader workers decode and augment on the CPU instead")
     t = _trainer(plan, resuming=state is not None)
@@ -302,6 +313,7 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo) -> dict:
     if dist.main:
         _write_json(out / runfiles.CONFIG, {**plan.meta, "device": str(plan.env.device), "world_size": dist.world,
                                           "train_set_note": plan.note, "steps_per_epoch": plan.steps, "loss": repr(t.loss_fn),
+                                          "loss_alpha": _alpha_of(t.loss_fn),
                                           "versions": {"torch": torch.__version__, "torchvision": __import__("torchvision").__version__}})
     stopped = ""
     for epoch in range(t.progress.epoch, config.epochs):
@@ -330,13 +342,20 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo) -> dict:
     return {**summary, "stopped": stopped, "seconds": time.perf_counter() - started}
 
 
-def _validate(env: Env, model, split, config: TrainConfig, name: str) -> dict:
+def _alpha_of(loss_fn) -> dict | None:
+    """A focal loss's per-class alpha by class name (config.json records it), None for other losses."""
+    alpha = getattr(loss_fn, "alpha", None)
+    return None if alpha is None else dict(zip(CLASSES, alpha.tolist()))
+
+
+def _validate(plan: Plan, model) -> dict:
     from .metrics import balanced_accuracy, macro_f1
 
-    _, labels, probs = predict_split(env, model, *split, image_size=config.image_size, batch_size=config.batch_size,
-                                     workers=config.workers, what=f"{name} split")
+    config = plan.config
+    _, labels, probs = predict_split(plan.env, model, *plan.val, image_size=config.image_size, batch_size=config.batch_size,
+                                     workers=config.workers, what="val split", metadata=plan.metadata)
     predicted = probs.argmax(1)
-    return {f"{name}_macro_f1": macro_f1(labels, predicted), f"{name}_balanced_accuracy": balanced_accuracy(labels, predicted)}
+    return {"val_macro_f1": macro_f1(labels, predicted), "val_balanced_accuracy": balanced_accuracy(labels, predicted)}
 
 
 def _save_epoch(out: Path, meta: dict, line: dict, model, ema, better: bool, better_ema: bool, training: dict) -> None:
@@ -369,7 +388,7 @@ def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
     _, best = load_checkpoint(out / name)
     t.model.load_state_dict(best["model"])
     ids, labels, probs = predict_split(env, t.model, *plan.test, image_size=config.image_size, batch_size=config.batch_size,
-                                       workers=config.workers, what="test split")
+                                       workers=config.workers, what="test split", metadata=plan.metadata)
     result = {"evaluated": name}
     if env.dist.main:
         info = {"split": "test", "checkpoint": str(out / name), "epoch": best["epoch"], "tta": False}
