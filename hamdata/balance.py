@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .augment import POLICIES, augment_seed, describe_policy, make_recipe, replay
 from .classes import CLASSES, label_of
 from .errors import HamdataError
+from .locks import hold
 from .manifest import (CARD_NAME, MANIFEST_NAME, ManifestWriter, card_skeleton, read_card, read_manifest, shards_of,
                        write_card, write_info)
 from .parallel import ordered_map
@@ -232,6 +233,13 @@ def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, ov
     target_dir = (Path(out) if out is not None else build) / f"balanced-{cfg.target}"
     workspace = Workspace(target_dir, overwrite=overwrite)
     workspace.check()
+    with hold(target_dir):  # one writer per output, from before the work until the set is in place
+        workspace.check()
+        return _balance(build, card, train, cfg, target_dir, workspace, workers, progress, started)
+
+
+def _balance(build: Path, card: dict, train, cfg: BalanceConfig, target_dir: Path, workspace: Workspace, workers: int,
+             progress: bool, started: float) -> dict:
     plan = plan_balance(train, cfg)
     images, metas = index_train_shards(build, card)
     absent = sorted({s.origin for s in plan.samples} - (images.keys() & metas.keys()))

@@ -29,6 +29,7 @@ from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image
 from .shards import ShardWriter, sample_json
 from .layouts import missing_images, open_source, read_image_bytes
 from .split import SPLITS, SplitConfig, decide_split
+from .locks import hold
 from .workspace import Workspace
 
 
@@ -183,6 +184,13 @@ def build_shards(cfg: BuildConfig, workers: int | None = None, overwrite: bool =
     _check_paths(data, out)
     workspace = Workspace(out, overwrite=overwrite)
     workspace.check()
+    with hold(out):  # one writer per output, from before the work until the build is in place
+        workspace.check()
+        return _build(cfg, data, out, workspace, workers, progress, started)
+
+
+def _build(cfg: BuildConfig, data: Path, out: Path, workspace: Workspace, workers: int | None, progress: bool,
+           started: float) -> dict:
     source = open_source(data)
     missing = missing_images(source)
     if missing and not cfg.allow_missing:

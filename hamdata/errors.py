@@ -11,7 +11,17 @@ import sys
 
 
 class HamdataError(Exception):
-    """A problem with the user's input, options or environment."""
+    """A problem with the user's input, options or environment.
+
+    Raised in a PyTorch DataLoader worker, it comes back to the main process rebuilt from a message of many lines
+    ("Caught HamdataError in DataLoader worker process 0. Original Traceback ... HamdataError: MESSAGE"); it keeps
+    only MESSAGE, so that it is still one line for the user.
+    """
+
+    def __init__(self, message="", *args):
+        if isinstance(message, str) and message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message, *args)
 
 
 def exit_on_user_error(interrupted: str):

@@ -30,6 +30,7 @@ from . import htmlpage as h
 from .classes import CLASS_NAMES, CLASSES
 from .errors import HamdataError
 from .htmlpage import MAX_ROWS
+from .locks import hold
 from .manifest import CARD_NAME, read_card, read_manifest
 from .plots import new_figure
 from .preprocess import PreprocessConfig, decode_image, encode_image, preprocess
@@ -55,7 +56,8 @@ def write_report(folder, out=None, *, per_class: int = PER_CLASS, seed: int = 0)
         target = target / REPORT_NAME
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, text)  # a reader never sees half a page
+        with hold(target):  # one writer per page
+            atomic_write(target, text)  # a reader never sees half a page
     except OSError as exc:
         raise HamdataError(os_error_message(exc, target)) from None
     return target

@@ -20,15 +20,20 @@ from .errors import HamdataError
 from .manifest import CARD_NAME, INFO_NAME, MANIFEST_NAME, read_card, read_manifest, timm_info
 from .shards import IMAGE_EXTS, JSON_FIELDS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
 from .split import audit_leakage
+from .workspace import writer_of
 
 AUG_KEY = re.compile(r"^(?P<parent>[^.]+)_aug\d{4,}$")
 ALLOWED_EXTRA = ("stats", "report.html")
-LEFTOVER = re.compile(r"^\..+\.(tmp|old)-\d+$")  # Workspace's .NAME.tmp-PID and .NAME.old-PID
+LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(tmp|old)-\d+$")  # Workspace's .NAME.tmp-PID and .NAME.old-PID
+LOCK = re.compile(r"^\..+\.lock$")  # hamdata.locks' .NAME.lock: an empty file a killed command may leave; harmless
 
 
 def verify_tree(folder: Path, progress: bool = True) -> list[str]:
     """Problems of the build at ``folder`` and of every ``balanced-*`` set inside it."""
     folder = Path(folder)
+    busy = being_written(folder)
+    if busy:
+        return [busy]
     try:
         build = read_card(folder).get("build", {}).get("path")
     except HamdataError:
@@ -38,8 +43,14 @@ def verify_tree(folder: Path, progress: bool = True) -> list[str]:
     problems = verify_folder(folder, progress=progress)
     for sub in sorted(folder.glob("balanced-*")):
         if sub.is_dir():
-            problems += verify_folder(sub, parent=folder, progress=progress)
+            problems += [being_written(sub)] if writer_of(sub) else verify_folder(sub, parent=folder, progress=progress)
     return problems
+
+
+def being_written(folder: Path) -> str | None:
+    """The problem line of a folder that a command is writing now (a half-written state is never "intact")."""
+    pid = writer_of(folder)
+    return f"{folder}: being written by pid {pid}; verify it once that command has finished" if pid else None
 
 
 def verify_folder(folder: Path, parent: Path | None = None, progress: bool = True) -> list[str]:
@@ -200,9 +211,13 @@ def _check_extra_files(folder: Path, card: dict) -> list[str]:
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
         top = rel.split("/", 1)[0]
-        if LEFTOVER.match(top):  # a killed balance's hidden folder: one line for it, not one per file
+        leftover = LEFTOVER.match(top)
+        if leftover:  # a killed balance's hidden folder (or a running one's): one line for it, not one per file
             if rel == top:
-                problems.append(f"{path}: left over from an interrupted run; delete it")
+                busy = being_written(folder / leftover["name"])
+                problems.append(busy or f"{path}: left over from an interrupted run; delete it")
+            continue
+        if LOCK.match(rel):
             continue
         if path.is_dir() or rel in listed or top.startswith("balanced-") or top in ALLOWED_EXTRA:
             continue

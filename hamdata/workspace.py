@@ -2,16 +2,21 @@
 
 An interrupted or failed command leaves at most a hidden ``.NAME.tmp-PID``
 folder (removed by the next run), never a folder that holds a dataset.json.
+One command at a time writes an output (``hamdata.locks``); an output that
+appeared meanwhile all the same (another tool, a copy) is never replaced
+without ``overwrite``: the finished work is left beside it as ``NAME.conflict-PID``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 from pathlib import Path
 
 from .errors import HamdataError
+from .locks import hold, holder_of
 
 
 def process_alive(pid: int) -> bool:
@@ -38,6 +43,20 @@ def os_error_reason(exc: OSError) -> str:
 def os_error_message(exc: OSError, path) -> str:
     """One line for an OSError that is the user's environment, not a bug."""
     return f"cannot write {exc.filename or path}: {os_error_reason(exc)}"
+
+
+def writer_of(target) -> str | None:
+    """The pid of a command writing ``target`` now (it holds the lock, or a live ``.NAME.tmp-PID`` is beside it),
+    None when none is. Only looks."""
+    target = Path(target)
+    pid = holder_of(target)
+    if pid is not None:
+        return pid
+    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if tmp.is_dir() and pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
+            return pid
+    return None
 
 
 def temporary_name(target: Path) -> Path:
@@ -71,13 +90,23 @@ def atomic_write(target, data: bytes | str | None = None, *, writer=None) -> Pat
     return target
 
 
+def conflict_name(target: Path) -> Path:
+    """``NAME.conflict-PID``: where finished work goes when ``target`` appeared while it was written (not hidden:
+    it is complete, and the user is told to look at it)."""
+    return target.parent / f"{target.name}.conflict-{os.getpid()}"
+
+
 class Workspace:
-    """Context manager yielding a temporary folder that becomes ``target`` on success."""
+    """Context manager yielding a temporary folder that becomes ``target`` on success.
+
+    It holds ``target``'s lock (``hamdata.locks.hold``) from before its checks until the commit.
+    """
 
     def __init__(self, target: Path, overwrite: bool = False):
         self.target = Path(target)
         self.overwrite = overwrite
         self.tmp = temporary_name(self.target)
+        self._lock = contextlib.ExitStack()
 
     def check(self) -> None:
         """Refuse early, before any work, to replace an existing output without --overwrite."""
@@ -98,12 +127,19 @@ class Workspace:
                 shutil.rmtree(old, ignore_errors=True)
 
     def __enter__(self) -> Path:
-        self.check()
+        self.check()  # a path that cannot be an output is refused before the lock creates anything
+        self._lock.enter_context(hold(self.target))
+        try:
+            self.check()  # another command may have finished writing it since the caller's own check
+        except BaseException:
+            self._lock.close()
+            raise
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self._remove_stale()
             self.tmp.mkdir()
         except OSError as exc:
+            self._lock.close()
             raise HamdataError(self._message(exc)) from None
         return self.tmp
 
@@ -112,6 +148,10 @@ class Workspace:
         return f"cannot write {self.target}: {os_error_reason(exc)}; nothing was written"
 
     def __exit__(self, kind, exc, tb) -> bool:
+        with self._lock:
+            return self._finish(kind, exc)
+
+    def _finish(self, kind, exc) -> bool:
         if kind is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             if isinstance(exc, OSError) and exc.errno in REASONS:
@@ -125,13 +165,27 @@ class Workspace:
         return False
 
     def _commit(self) -> None:
+        if not self.overwrite and self._occupied():  # it appeared while we worked: check() had found it free
+            where = conflict_name(self.target)
+            os.replace(self.tmp, where)
+            raise HamdataError(f"{self.target} appeared while this command ran and was not replaced (pass --overwrite "
+                               f"to replace it); the finished work is in {where}")
         old = None
         if self.target.exists():
-            if any(self.target.iterdir()):
+            if self.target.is_dir() and not any(self.target.iterdir()):
+                self.target.rmdir()
+            else:
                 old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
                 os.replace(self.target, old)
-            else:
-                self.target.rmdir()
-        os.replace(self.tmp, self.target)
+        try:
+            os.replace(self.tmp, self.target)
+        except OSError:
+            if old is not None:  # put the previous output back: a failed move must not lose it
+                os.replace(old, self.target)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+    def _occupied(self) -> bool:
+        target = self.target
+        return target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir())))

@@ -56,7 +56,8 @@ def copy_build(base: Path, work: Path) -> Path:
 
 
 def hidden(build: Path) -> list[str]:
-    return sorted(p.name for p in build.iterdir() if p.name.startswith(f".{SET}."))
+    # .SET.lock (hamdata.locks) may stay after a kill: it is harmless and the next run takes it over
+    return sorted(p.name for p in build.iterdir() if p.name.startswith(f".{SET}.") and p.name != f".{SET}.lock")
 
 
 def start(build: Path, workers: int, *extra: str, hook: str = SLOW) -> subprocess.Popen:

@@ -48,6 +48,8 @@ def _train_options(d: TrainConfig):
         click.option("--metadata/--no-metadata", default=None,
                      help=f"Fuse age, sex and site (an MLP beside the image features).  [default: {'on' if d.metadata else 'off'}]"),
         click.option("--resume", default=None, help=f"Continue the run in this folder (or from this {runfiles.LAST})."),
+        click.option("--allow-other-build", is_flag=True,
+                     help="With --resume: continue although the build (or balanced set) differs from the one the run started on."),
         click.option("--max-steps", default=None, type=int, help="At most this many steps per epoch (smoke runs)."),
         click.option("--stop-after", default=None, type=int, help="Stop after this epoch, resumable (split a run into jobs)."),
     ]
@@ -74,9 +76,9 @@ def _train_command(name: str, wrap) -> click.Command:
     @click.command(name, help=recipe_doc(name), context_settings={"max_content_width": 100})
     @_train_options(recipe_config(name))
     @wrap
-    def command(resume, **options):
+    def command(resume, allow_other_build, **options):
         given = {k: v for k, v in options.items() if v is not None}
-        _print_summary(run_recipe(name, given, resume=resume, echo=click.echo))
+        _print_summary(run_recipe(name, given, resume=resume, echo=click.echo, allow_other_build=allow_other_build))
 
     return command
 

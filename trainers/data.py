@@ -91,12 +91,59 @@ def quota(batches: int, worker: int, workers: int) -> int:
     return batches // workers + int(worker < batches % workers)
 
 
-def read_tars(paths: list[str]) -> Iterator[dict]:
-    """Raw samples (``__key__``, ``jpg``/``png``, ``cls``, ``json`` bytes) of tars in order."""
-    return wds.tarfile_samples([{"url": p} for p in paths])
+class BuildReplaced(HamdataError):
+    """The build (or balanced set) a run reads was replaced while it ran."""
 
 
-def slot_samples(shards: list[str], *, seed: int, epoch: int, slot: int, n_slots: int, cycle: bool) -> Iterator[dict]:
+# dataset.json files found unchanged in this process: path -> (inode, size, mtime), so that a check costs one stat
+_UNCHANGED: dict[str, tuple] = {}
+
+
+def shard_sums(card: dict) -> tuple[str, ...]:
+    """The fingerprint of a build or balanced set: the sha256 of each of its shards, in dataset.json's order."""
+    return tuple(s.get("sha256", "") for s in card.get("shards", []))
+
+
+def check_unchanged(guard: tuple) -> None:
+    """Raise BuildReplaced when a folder's dataset.json no longer lists the shards it listed when the run started.
+
+    guard: ((folder, shard_sums), ...). A stat per folder when nothing changed; the card is read again otherwise.
+    """
+    for folder, sums in guard:
+        path = Path(folder) / "dataset.json"
+        try:
+            st = path.stat()
+            seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if _UNCHANGED.get(str(path)) == seen:
+                continue
+            same = shard_sums(json.loads(path.read_bytes())) == tuple(sums)
+        except (OSError, ValueError):  # gone or half-way through being moved
+            same = False
+        if not same:
+            raise BuildReplaced(f"{folder} was replaced during the run (its dataset.json no longer lists the shards the "
+                                "run started on)")
+        _UNCHANGED[str(path)] = seen
+
+
+def _opened(paths: list[str], guard: tuple) -> Iterator[dict]:
+    for path in paths:
+        stream = open(path, "rb")
+        check_unchanged(guard)  # after the open: the file read is the one the unchanged card lists
+        yield {"url": path, "stream": stream}
+
+
+def read_tars(paths: list[str], guard: tuple = ()) -> Iterator[dict]:
+    """Raw samples (``__key__``, ``jpg``/``png``, ``cls``, ``json`` bytes) of tars in order.
+
+    guard: see check_unchanged, done as each tar is opened, so that a stream never mixes two builds.
+    """
+    if not guard:
+        return wds.tarfile_samples([{"url": p} for p in paths])
+    return wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander(_opened(paths, guard)))
+
+
+def slot_samples(shards: list[str], *, seed: int, epoch: int, slot: int, n_slots: int, cycle: bool,
+                 guard: tuple = ()) -> Iterator[dict]:
     """The samples one slot reads in one epoch, disjoint from every other slot's.
 
     With ``cycle`` the slot goes round its samples forever, each pass in a new shard order.
@@ -107,7 +154,7 @@ def slot_samples(shards: list[str], *, seed: int, epoch: int, slot: int, n_slots
     rng = np.random.default_rng([seed, epoch, slot, 7])
     while True:
         seen = 0
-        for sample in read_tars(mine):
+        for sample in read_tars(mine, guard):
             if by_shard or slot_of(sample["__key__"], seed, epoch, n_slots) == slot:
                 seen += 1
                 yield sample
@@ -234,6 +281,7 @@ class StreamSpec:
     decode: str = "cpu"  # train: cpu (workers decode and augment) | gpu (workers yield raw bytes; see trainers.decode)
     metadata: str = ""  # a fitted MetadataEncoding as JSON: batches carry "meta" (B, dim); empty: no metadata
     metadata_dropout: float = 0.0  # train: probability that a sample's metadata is set to missing
+    guard: tuple = ()  # ((folder, shard_sums), ...): stop when one is replaced (check_unchanged)
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -255,7 +303,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         slot, n_slots = spec.rank * workers + worker, spec.world * workers
         train = spec.preset == "train"
         stages = [lambda: slot_samples(list(spec.shards), seed=spec.seed, epoch=spec.epoch, slot=slot,
-                                       n_slots=n_slots, cycle=train)]
+                                       n_slots=n_slots, cycle=train, guard=spec.guard)]
         if train:
             n = quota(spec.batches, worker, workers) * spec.batch_size
             if spec.factors:

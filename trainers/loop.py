@@ -213,13 +213,14 @@ def predict_batches(env: Env, model, loader, tta: bool = False) -> tuple[list, l
 
 
 def predict_split(env: Env, model, shards, expected: int, *, image_size: int, batch_size: int, workers: int,
-                  tta: bool = False, what: str = "split", metadata: str = "") -> tuple[list, np.ndarray, np.ndarray]:
+                  tta: bool = False, what: str = "split", metadata: str = "", guard: tuple = ()) -> tuple[list, np.ndarray, np.ndarray]:
     """Predictions for every sample of a split (all ranks together), sorted by image id, checked complete.
 
     metadata: the model's MetadataEncoding as JSON (a fusion model), empty for an image-only model.
+    guard: the folders whose replacement stops the reading (trainers.data.check_unchanged).
     """
     spec = StreamSpec(tuple(shards), "eval", image_size, batch_size, seed=0, epoch=0, rank=env.dist.rank, world=env.dist.world,
-                      metadata=metadata)
+                      metadata=metadata, guard=guard)
     mine = predict_batches(env, model, make_loader(spec, workers, pin_memory=env.cuda), tta)
     ids, labels, probs = [], [], []
     for part_ids, part_labels, part_probs in gather(mine, env.dist):

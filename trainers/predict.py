@@ -21,7 +21,7 @@ from hamdata.manifest import read_manifest
 from .calibration import apply_temperature, calibration_summary, fit_temperature, lesion_mean, plot_reliability, reliability_bins
 from .checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import EVAL_SPLITS
-from .data import open_build, split_shards
+from .data import open_build, shard_sums, split_shards
 from .fusion import MetadataEncoding
 from .loop import Dist, Env, make_env, predict_split, resolve_device, tta_views
 from .metrics import classification_metrics, write_evaluation
@@ -53,6 +53,10 @@ def open_eval_build(state: dict, shards, split: str, echo) -> tuple[Path, dict]:
     card = open_build(build)
     if card["config"]["preprocess"] != state["data"]["preprocess"]:
         echo(f"warning: {build} was preprocessed differently from the checkpoint's training build")
+    trained_on = (state["data"].get("shards_sha256") or {}).get("build")
+    if trained_on is not None and list(trained_on) != list(shard_sums(card)):
+        echo(f"warning: {build} is not the build the checkpoint was trained on (its shards differ: another, rebuilt or "
+             "replaced build)")
     return build, card
 
 

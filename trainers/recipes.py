@@ -33,20 +33,21 @@ def recipe_config(name: str, **overrides) -> TrainConfig:
     return recipe_module(name).CONFIG.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: str | None = None, echo=print) -> dict:
+def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: str | None = None, echo=print,
+               allow_other_build: bool = False) -> dict:
     """Train recipe ``name``; returns a summary dict (out, history, test metrics, ...).
 
     ``config``: a TrainConfig, or a dict of overrides of the recipe's defaults. With
     ``resume`` (a run folder or its last.pt) the run's own config is used and
     ``config`` may only hold the options that can change (epochs, device, workers,
-    stop_after, shards).
+    stop_after, shards). ``allow_other_build``: resume on a build whose shards differ from the run's.
     """
     from .run import run
 
     if resume is not None:
         if isinstance(config, TrainConfig):
             raise HamdataError("run_recipe(resume=...): pass a dict of the options to change, not a TrainConfig")
-        return run(resume=resume, overrides={**(config or {}), "recipe": name}, echo=echo)
+        return run(resume=resume, overrides={**(config or {}), "recipe": name}, echo=echo, allow_other_build=allow_other_build)
     if not isinstance(config, TrainConfig):
         config = recipe_config(name, **(config or {}))
     elif config.recipe != name:

@@ -9,6 +9,7 @@ to a temporary file and renamed, so a crash never leaves a torn one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -21,13 +22,16 @@ from torch import nn
 from hamdata import runfiles
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
+from hamdata.locks import hold
+from hamdata.manifest import read_card
 from hamdata.plots import plot_history, save_png
 from hamdata.workspace import atomic_write
 
 from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, short_reason, load_checkpoint, remove_stale_temporaries,
                           rng_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig
-from .data import StreamSpec, TrainSet, find_train_set, fit_metadata, make_loader, open_build, repeat_factors, split_shards
+from .data import (BuildReplaced, StreamSpec, TrainSet, find_train_set, fit_metadata, make_loader, open_build, repeat_factors,
+                   shard_sums, split_shards)
 from .loop import (Dist, Env, NonFiniteLoss, barrier, batches_per_rank, broadcast, init_distributed, make_env,
                    make_optimizer, predict_split, resolve_device, train_one_epoch)
 from .losses import make_loss
@@ -57,13 +61,18 @@ def resume_config(state: dict, overrides: dict, path: Path) -> TrainConfig:
     return saved.replace(**{"stop_after": 0, **changed, "out": str(path.parent)})
 
 
-def _run_dir(config: TrainConfig, dist: Dist, resuming: bool) -> Path:
-    """The run folder's path (rank 0 decides, everyone learns it); refuses to write over another run."""
+def _run_dir(config: TrainConfig, dist: Dist, resuming: bool, locks: contextlib.ExitStack) -> Path:
+    """The run folder's path (rank 0 decides, everyone learns it); refuses to write over another run, or into a folder
+    that another command writes (rank 0 holds the folder's lock in ``locks`` for the run)."""
     answer = None
     if dist.main:
         if config.out:
             out = Path(config.out)
-            if not resuming and (out / runfiles.LAST).exists():
+            try:
+                locks.enter_context(hold(out))
+            except HamdataError as exc:
+                answer = ("error", f"--out {exc}")
+            if answer is None and not resuming and (out / runfiles.LAST).exists():
                 answer = ("error", f"--out {out} holds a run already; continue it with --resume {out} or choose another folder")
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -72,6 +81,7 @@ def _run_dir(config: TrainConfig, dist: Dist, resuming: bool) -> Path:
                 if not out.exists():
                     break
                 out = Path("runs") / f"{config.recipe}-{stamp}-{n}"
+            locks.enter_context(hold(out))
         if answer is None:
             answer = ("ok", str(out))
     kind, value = broadcast(answer, dist)
@@ -109,8 +119,12 @@ def describe_train_set(train_set, factors, note: str) -> str:
     return f"training set: {what} of {train_set.folder} ({train_set.samples} samples: {counts}); {how}" + (f" [{note}]" if note else "")
 
 
-def run(config: TrainConfig | None = None, *, resume=None, overrides: dict | None = None, echo=print) -> dict:
-    """Train (or, with ``resume``, continue) a run; returns its summary."""
+def run(config: TrainConfig | None = None, *, resume=None, overrides: dict | None = None, echo=print,
+        allow_other_build: bool = False) -> dict:
+    """Train (or, with ``resume``, continue) a run; returns its summary.
+
+    allow_other_build: let ``resume`` continue on a build whose shards differ from those the run started on.
+    """
     state = None
     if resume is not None:
         path, state = load_checkpoint(resume, runfiles.LAST)
@@ -124,7 +138,8 @@ def run(config: TrainConfig | None = None, *, resume=None, overrides: dict | Non
         raise HamdataError("run: expected a TrainConfig or resume")
     dist = init_distributed(config.device)
     try:
-        return _fit(config, state, dist, echo if dist.main else (lambda *a, **k: None))
+        with contextlib.ExitStack() as locks:
+            return _fit(config, state, dist, echo if dist.main else (lambda *a, **k: None), locks, allow_other_build)
     finally:
         if dist.world > 1 and torch_dist.is_initialized():
             torch_dist.destroy_process_group()
@@ -167,6 +182,7 @@ class Plan:
     test: tuple
     steps: int  # batches per epoch and rank
     meta: dict  # what every checkpoint carries besides weights
+    guard: tuple  # ((folder, shard sha256s), ...) of the build and training set: reading stops if one is replaced
 
     @property
     def metadata(self) -> str:
@@ -179,7 +195,7 @@ class Plan:
         factors = tuple(self.factors[dx] for dx in CLASSES) if self.factors else ()
         decode = "gpu" if c.decode == "gpu" and self.env.cuda else "cpu"  # no GPU: _fit said so once
         spec = StreamSpec(self.train_set.shards, "train", c.image_size, c.batch_size, c.seed, epoch, d.rank, d.world, self.steps, factors,
-                          decode, self.metadata, c.metadata_dropout)
+                          decode, self.metadata, c.metadata_dropout, self.guard)
         return make_loader(spec, c.workers, self.env.cuda)
 
 
@@ -212,27 +228,52 @@ class Trainer:
         set_rng_state(state["rng"])
 
 
-def _plan(config: TrainConfig, state: dict | None, dist: Dist) -> Plan:
+def fingerprint(build: Path, card: dict, train_set: TrainSet) -> dict:
+    """The shard sha256s of the build (and of the balanced set trained on), recorded in config.json and checkpoints."""
+    prints = {"build": list(shard_sums(card))}
+    if train_set.folder.resolve() != build.resolve():
+        prints["train_set"] = list(shard_sums(read_card(train_set.folder)))
+    return prints
+
+
+def _check_same_build(state: dict, prints: dict, build: Path, allow_other_build: bool) -> None:
+    """--resume on a build other than the one the run trained on is refused unless asked for."""
+    before = state["data"].get("shards_sha256")
+    if before is None or before == prints or allow_other_build:  # a checkpoint from before fingerprints: nothing to compare
+        return
+    what = "build" if before.get("build") != prints["build"] else "training set"
+    raise HamdataError(f"--resume: --shards {build}: its {what} is not the one the run trained on (its shards differ: rebuilt "
+                       "or replaced); pass --allow-other-build to continue on it anyway")
+
+
+def _plan(config: TrainConfig, state: dict | None, dist: Dist, locks: contextlib.ExitStack, allow_other_build: bool) -> Plan:
     device = resolve_device(config.device, dist)
     build = Path(config.shards)
     card = open_build(build)
     train_set, note = find_train_set(build, config.train_set, card)
     if state and train_set.counts != state["data"]["train_counts"]:
         raise HamdataError(f"--shards {build}: its {train_set.name} set differs from the one the run trained on")
+    prints = fingerprint(build, card, train_set)
+    if state:
+        _check_same_build(state, prints, build, allow_other_build)
     val, test = split_shards(build, card, "val"), split_shards(build, card, "test")
     steps = batches_per_rank(train_set.samples, dist.world, config.batch_size, config.max_steps)
     config = config.replace(train_set=train_set.name)
-    out = _run_dir(config, dist, resuming=state is not None)
+    out = _run_dir(config, dist, resuming=state is not None, locks=locks)
     config = config.replace(out=str(out))
     factors = repeat_factors(train_set.counts) if config.resample and not train_set.balanced else None
     data = {"build": str(build.resolve()), "train_set": train_set.name, "train_counts": train_set.counts,
             "train_resampling": factors, "preprocess": card["config"]["preprocess"],
             "format": card["config"].get("format", "jpg"), "quality": card["config"].get("quality", 95),
-            "mean": card["train_stats"]["mean"], "std": card["train_stats"]["std"], "image_size": config.image_size}
+            "mean": card["train_stats"]["mean"], "std": card["train_stats"]["std"], "image_size": config.image_size,
+            "shards_sha256": prints}
     if config.metadata:  # fitted on the build's train split; a resumed run keeps the encoding it trained with
         data["metadata"] = state["data"]["metadata"] if state else fit_metadata(build, card)
     meta = {"format": CHECKPOINT_FORMAT, "classes": list(CLASSES), "arch": config.arch, "config": config.to_dict(), "data": data}
-    return Plan(config, make_env(dist, device, card["train_stats"]), out, train_set, note, factors, val, test, steps, meta)
+    guard = ((str(build), tuple(prints["build"])),)
+    if "train_set" in prints:
+        guard += ((str(train_set.folder), tuple(prints["train_set"])),)
+    return Plan(config, make_env(dist, device, card["train_stats"]), out, train_set, note, factors, val, test, steps, meta, guard)
 
 
 def _initial_model(config: TrainConfig, dist: Dist, resuming: bool, metadata: dict | None) -> nn.Module:
@@ -275,22 +316,30 @@ def _epoch(plan: Plan, t: Trainer, epoch: int) -> dict:
         stats = train_one_epoch(plan.env, t.net, plan.train_loader(epoch), t.opt, t.sched, t.scaler, t.loss_fn,
                                 mix=t.mix, ema=t.ema, epoch=epoch)
     except NonFiniteLoss as exc:
-        last = plan.out / runfiles.LAST
-        keep = f"the last good checkpoint is {last} (epoch {t.progress.epoch})" if last.exists() else "no checkpoint was written yet"
-        raise NonFiniteLoss(f"{exc}: stopped; {keep}") from None
+        raise NonFiniteLoss(f"{exc}: stopped; {_last_good(plan, t)}") from None
+    except BuildReplaced as exc:  # never an epoch on a mix of two builds
+        raise BuildReplaced(f"{exc}: stopped; {_last_good(plan, t)}") from None
     line = {"epoch": epoch + 1, "train_loss": stats["loss"], "lr": t.opt.param_groups[0]["lr"], "steps": stats["steps"],
             "images_per_s": stats["images"] / stats["seconds"] if stats["seconds"] else 0.0,
             "train_seconds": stats["seconds"], "loader_wait_s": stats["loader_wait_s"]}
-    line.update(_validate(plan, t.model))
-    if t.ema is not None:
-        line.update({f"val_ema_{k[4:]}": v for k, v in _validate(plan, t.ema.module).items()})
+    try:
+        line.update(_validate(plan, t.model))
+        if t.ema is not None:
+            line.update({f"val_ema_{k[4:]}": v for k, v in _validate(plan, t.ema.module).items()})
+    except BuildReplaced as exc:
+        raise BuildReplaced(f"{exc}: stopped; {_last_good(plan, t)}") from None
     line["seconds"] = time.perf_counter() - started
     return line
 
 
-def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo) -> dict:
+def _last_good(plan: Plan, t: Trainer) -> str:
+    last = plan.out / runfiles.LAST
+    return f"the last good checkpoint is {last} (epoch {t.progress.epoch})" if last.exists() else "no checkpoint was written yet"
+
+
+def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo, locks: contextlib.ExitStack, allow_other_build: bool) -> dict:
     started = time.perf_counter()
-    plan = _plan(config, state, dist)
+    plan = _plan(config, state, dist, locks, allow_other_build)
     config, out = plan.config, plan.out
     echo(describe_train_set(plan.train_set, plan.factors, plan.note))
     if config.loss == "cb_focal" and (plan.factors or plan.train_set.balanced):
@@ -353,7 +402,7 @@ def _validate(plan: Plan, model) -> dict:
 
     config = plan.config
     _, labels, probs = predict_split(plan.env, model, *plan.val, image_size=config.image_size, batch_size=config.batch_size,
-                                     workers=config.workers, what="val split", metadata=plan.metadata)
+                                     workers=config.workers, what="val split", metadata=plan.metadata, guard=plan.guard)
     predicted = probs.argmax(1)
     return {"val_macro_f1": macro_f1(labels, predicted), "val_balanced_accuracy": balanced_accuracy(labels, predicted)}
 
@@ -387,8 +436,11 @@ def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
     barrier(env.dist)
     _, best = load_checkpoint(out / name)
     t.model.load_state_dict(best["model"])
-    ids, labels, probs = predict_split(env, t.model, *plan.test, image_size=config.image_size, batch_size=config.batch_size,
-                                       workers=config.workers, what="test split", metadata=plan.metadata)
+    try:
+        ids, labels, probs = predict_split(env, t.model, *plan.test, image_size=config.image_size, batch_size=config.batch_size,
+                                           workers=config.workers, what="test split", metadata=plan.metadata, guard=plan.guard)
+    except BuildReplaced as exc:
+        raise BuildReplaced(f"{exc}: the test evaluation stopped; the checkpoints in {out} are intact") from None
     result = {"evaluated": name}
     if env.dist.main:
         info = {"split": "test", "checkpoint": str(out / name), "epoch": best["epoch"], "tta": False}
