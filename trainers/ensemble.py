@@ -165,7 +165,7 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
                         "temperature": temperature_of(member.state), "weight": weight, "scores": scores})
     info = {"split": split, "build": str(build), "tta": tta, "ensemble": [str(m.path) for m in team],
             "weights": weights, "temperature": calibration["temperature"] if calibration else 1.0}
-    metrics = finish_evaluation(out, build, ids, labels, probs, info, by_lesion, calibration)
+    metrics = finish_evaluation(out, ids, labels, probs, info, lesions, calibration)
     write_record(out, {"members": records, "weights": weights, "selection": selection, "split": split, "tta": tta,
                        "by_lesion": by_lesion, "build": str(build), "temperature": info["temperature"],
                        "scores": {k: metrics[k] for k in SUMMARY}})

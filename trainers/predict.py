@@ -80,12 +80,13 @@ def lesions_of(build: Path, image_ids: list[str]) -> list[str]:
     return [lesion[i] or i for i in image_ids]  # no lesion id: the image is its own lesion
 
 
-def finish_evaluation(out: Path, build: Path, ids, labels, probs, info: dict, by_lesion: bool,
+def finish_evaluation(out: Path, ids, labels, probs, info: dict, lesions: list[str] | None,
                       calibration: dict | None = None) -> dict:
-    """Write what evaluate writes; with ``by_lesion`` the CSV and the top-level figures are lesion-voted."""
+    """Write what evaluate writes; given the images' ``lesions`` (lesions_of), the CSV and the top-level figures
+    are lesion-voted."""
+    by_lesion = lesions is not None
     info = dict(info, by_lesion=by_lesion)
     if by_lesion:
-        lesions = lesions_of(build, ids)
         info["image_level"] = {k: v for k, v in classification_metrics(labels, probs).items() if k in SUMMARY}
         info["lesions"] = len(set(lesions))
         info["csv_holds"] = ("lesion-level probabilities: every image carries the mean over its lesion's images in the "
@@ -144,7 +145,7 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
     out.mkdir(parents=True, exist_ok=True)
     info = {"split": split, "checkpoint": str(path), "build": str(build), "epoch": state.get("epoch"), "tta": tta,
             "temperature": temperature_of(state)}
-    metrics = finish_evaluation(out, build, ids, labels, probs, info, by_lesion, calibration)
+    metrics = finish_evaluation(out, ids, labels, probs, info, lesions_of(build, ids) if by_lesion else None, calibration)
     level = "lesion-voted" if by_lesion else "images"
     echo(f"{split} ({path.name}{', TTA' if tta else ''}, {level}): macro-F1 {metrics['macro_f1']:.3f}, balanced acc "
          f"{metrics['balanced_accuracy']:.3f}, accuracy {metrics['accuracy']:.3f} on {metrics['samples']} images -> {out}")

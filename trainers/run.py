@@ -312,22 +312,17 @@ def _trainer(plan: Plan, resuming: bool) -> Trainer:
 def _epoch(plan: Plan, t: Trainer, epoch: int) -> dict:
     """Train one epoch and validate the model (and its EMA); returns the metrics.jsonl line."""
     started = time.perf_counter()
-    try:
+    try:  # a NaN loss, or a build replaced under the run (never an epoch on a mix of two builds), stops it here
         stats = train_one_epoch(plan.env, t.net, plan.train_loader(epoch), t.opt, t.sched, t.scaler, t.loss_fn,
                                 mix=t.mix, ema=t.ema, epoch=epoch)
-    except NonFiniteLoss as exc:
-        raise NonFiniteLoss(f"{exc}: stopped; {_last_good(plan, t)}") from None
-    except BuildReplaced as exc:  # never an epoch on a mix of two builds
-        raise BuildReplaced(f"{exc}: stopped; {_last_good(plan, t)}") from None
-    line = {"epoch": epoch + 1, "train_loss": stats["loss"], "lr": t.opt.param_groups[0]["lr"], "steps": stats["steps"],
-            "images_per_s": stats["images"] / stats["seconds"] if stats["seconds"] else 0.0,
-            "train_seconds": stats["seconds"], "loader_wait_s": stats["loader_wait_s"]}
-    try:
+        line = {"epoch": epoch + 1, "train_loss": stats["loss"], "lr": t.opt.param_groups[0]["lr"], "steps": stats["steps"],
+                "images_per_s": stats["images"] / stats["seconds"] if stats["seconds"] else 0.0,
+                "train_seconds": stats["seconds"], "loader_wait_s": stats["loader_wait_s"]}
         line.update(_validate(plan, t.model))
         if t.ema is not None:
             line.update({f"val_ema_{k[4:]}": v for k, v in _validate(plan, t.ema.module).items()})
-    except BuildReplaced as exc:
-        raise BuildReplaced(f"{exc}: stopped; {_last_good(plan, t)}") from None
+    except (NonFiniteLoss, BuildReplaced) as exc:
+        raise type(exc)(f"{exc}: stopped; {_last_good(plan, t)}") from None
     line["seconds"] = time.perf_counter() - started
     return line
 
