@@ -32,27 +32,60 @@ def main():
 
 
 @main.command()
-@click.option("--out", default="data/synth", show_default=True, type=click.Path(file_okay=False), help="Folder to write (Kaggle layout).")
-@click.option("--images", "n_images", default=1000, show_default=True, type=int, help="Number of images (ignored with --metadata).")
+@click.option("--out", default="data/synth", show_default=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--layout", default="kaggle", show_default=True, type=click.Choice(["kaggle", "isic2019", "isic-archive"]),
+              help="HAM10000 (Kaggle layout), ISIC 2019 Task 1 training, or an ISIC-archive export (isic-cli).")
+@click.option("--images", "n_images", default=1000, show_default=True, type=int, help="Number of images drawn (ignored with --metadata).")
 @click.option("--seed", default=42, show_default=True, type=int, help="Seed for metadata and pixels.")
-@click.option("--metadata", type=click.Path(dir_okay=False), default=None, help="Take ids, lesions and labels from this HAM10000 metadata CSV.")
+@click.option("--metadata", type=click.Path(dir_okay=False), default=None, help="Kaggle layout: take ids, lesions and labels from this HAM10000 metadata CSV.")
+@click.option("--size", default=None, help="ISIC layouts: WxH box each image's real shape is scaled down to fit (default 600x450).")
+@click.option("--duplicates-of", type=click.Path(file_okay=False), default=None, help="ISIC layouts: a HAM10000 folder whose images --same-id and --new-id copy.")
+@click.option("--same-id", default=0, show_default=True, type=int, help="Copies of --duplicates-of images under their own ids (re-encoded, quality 85).")
+@click.option("--new-id", default=0, show_default=True, type=int, help="Copies of --duplicates-of images under new ids (cropped, resized, brightened).")
+@click.option("--within", default=0, show_default=True, type=int, help="Copies of this output's own images under new ids.")
 @click.option("--workers", type=int, default=None, help="Processes (default: CPU count).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
 @user_errors
-def synth(out, n_images, seed, metadata, workers, overwrite):
-    """Write a synthetic HAM10000 (600x450 JPEGs, real class proportions, hair)."""
-    from hamdata.synth import make_synthetic
+def synth(out, layout, n_images, seed, metadata, size, duplicates_of, same_id, new_id, within, workers, overwrite):
+    """Write a synthetic HAM10000, ISIC 2019 or ISIC-archive copy (real class proportions, hair), optionally with planted duplicates."""
+    if layout == "kaggle":
+        isic_only = [name for name, value in (("--size", size), ("--duplicates-of", duplicates_of), ("--same-id", same_id),
+                                              ("--new-id", new_id), ("--within", within)) if value]
+        if isic_only:
+            raise HamdataError(f"{', '.join(isic_only)}: only with --layout isic2019 or isic-archive")
+        from hamdata.synth import make_synthetic
 
-    if metadata is not None and not Path(metadata).is_file():
-        raise HamdataError(f"--metadata: no such file: {metadata}")
-    summary = make_synthetic(Path(out), n_images=n_images, seed=seed, metadata=metadata, workers=_workers(workers), overwrite=overwrite)
-    counts = ", ".join(f"{dx} {n}" for dx, n in summary["counts"].items())
-    click.echo(f"wrote {summary['images']} images of {summary['lesions']} lesions to {summary['out']} ({counts})")
+        if metadata is not None and not Path(metadata).is_file():
+            raise HamdataError(f"--metadata: no such file: {metadata}")
+        summary = make_synthetic(Path(out), n_images=n_images, seed=seed, metadata=metadata, workers=_workers(workers), overwrite=overwrite)
+        counts = ", ".join(f"{dx} {n}" for dx, n in summary["counts"].items())
+        click.echo(f"wrote {summary['images']} images of {summary['lesions']} lesions to {summary['out']} ({counts})")
+        return
+    if metadata is not None:
+        raise HamdataError("--metadata: only with --layout kaggle")
+    from hamdata.preprocess import parse_size
+    from hamdata.synth import IMAGE_SIZE
+    from hamdata.synth_isic import LAYOUT_WRITERS
+
+    summary = LAYOUT_WRITERS[layout](Path(out), images=n_images, seed=seed, size=parse_size(size) if size else IMAGE_SIZE,
+                                     duplicates_of=duplicates_of, same_id=same_id, new_id=new_id, within=within,
+                                     workers=_workers(workers), overwrite=overwrite)
+    counts = ", ".join(f"{c} {n}" for c, n in summary["counts"].items())
+    planted = ", ".join(f"{k} {n}" for k, n in summary["planted"].items() if n)
+    click.echo(f"wrote {summary['images']} images ({summary['drawn']} drawn{'; planted ' + planted if planted else ''}) "
+               f"in the {layout} layout to {summary['out']} ({counts})")
 
 
 @main.command("build-shards")
-@click.option("--data", default="data/HAM10000", show_default=True, help="HAM10000 copy (Kaggle, Dataverse, ISIC 2018 or flat layout).")
+@click.option("--data", default=["data/HAM10000"], show_default=True, multiple=True,
+              help="Input folder: HAM10000 (Kaggle, Dataverse, ISIC 2018, flat), ISIC 2019 Task 1 or an ISIC-archive "
+                   "export. Repeat for several inputs; an image id in several is taken from the first.")
 @click.option("--out", default="shards", show_default=True, help="Output folder.")
+@click.option("--classes", "class_set", default="ham10000", show_default=True, type=click.Choice(["ham10000", "isic2019"]),
+              help="Class set of the build: the 7 HAM10000 classes or the 8 ISIC 2019 classes.")
+@click.option("--label-map", default=None, help="CSV collection,label,class over the shipped map (empty class drops a label).")
+@click.option("--keep-duplicates", is_flag=True, help="Keep both images of a duplicate pair (always in one split).")
+@click.option("--no-duplicate-search", is_flag=True, help="Do not search duplicates by content (same ids are still one sample).")
 @click.option("--size", default="256", show_default=True, help="N (NxN) or WxH, e.g. 300x225 to keep the aspect.")
 @click.option("--format", "fmt", default="jpg", show_default=True, type=click.Choice(["jpg", "png"]))
 @click.option("--quality", default=95, show_default=True, type=int, help="JPEG quality.")
@@ -69,15 +102,18 @@ def synth(out, n_images, seed, metadata, workers, overwrite):
 @click.option("--split-manifest", default=None, help="Take the split from this CSV (image_id, split).")
 @click.option("--fresh-split", is_flag=True, help="Split anew even when the canonical HAM10000 split applies.")
 @user_errors
-def build_shards_cmd(data, out, size, fmt, quality, shard_size, workers, on_error, allow_missing, overwrite,
-                     no_hair_removal, no_clahe, val, test_frac, seed, split_manifest, fresh_split):
-    """Preprocess, split by lesion and write WebDataset shards."""
+def build_shards_cmd(data, out, class_set, label_map, keep_duplicates, no_duplicate_search, size, fmt, quality, shard_size,
+                     workers, on_error, allow_missing, overwrite, no_hair_removal, no_clahe, val, test_frac, seed,
+                     split_manifest, fresh_split):
+    """Preprocess, split by lesion, patient and duplicate group, and write WebDataset shards."""
     from hamdata.build import BuildConfig, build_shards
     from hamdata.preprocess import PreprocessConfig, parse_size
     from hamdata.split import SplitConfig
 
     cfg = BuildConfig(
-        data=data, out=out, format=fmt, quality=quality, shard_size=shard_size, on_error=on_error, allow_missing=allow_missing,
+        data=tuple(data), out=out, format=fmt, quality=quality, shard_size=shard_size, on_error=on_error,
+        allow_missing=allow_missing, classes=class_set, label_map=label_map, find_duplicates=not no_duplicate_search,
+        keep_duplicates=keep_duplicates,
         preprocess=PreprocessConfig(hair_removal=not no_hair_removal, clahe=not no_clahe, size=parse_size(size)),
         split=SplitConfig(val=val, test=test_frac, seed=seed, manifest=split_manifest, fresh=fresh_split),
     )
@@ -87,15 +123,19 @@ def build_shards_cmd(data, out, size, fmt, quality, shard_size, workers, on_erro
 
 def format_build_summary(summary: dict) -> str:
     split = summary["split"]
+    fresh = f"val {split.get('val')}, test {split.get('test')}, seed {split.get('seed')}"
     how = {"canonical": f"the canonical HAM10000 split ({split.get('file')})", "file": f"the split in {split.get('file')}",
-           "fresh": f"a fresh lesion-aware split (val {split.get('val')}, test {split.get('test')}, seed {split.get('seed')})"}[split["source"]]
+           "fresh": f"a fresh group-aware split ({fresh})",
+           "canonical+fresh": f"the canonical HAM10000 split for its {split.get('pinned')} images and their groups, "
+                              f"the rest split around them ({fresh})"}[split["source"]]
     lines = [f"warning: {w}" for w in summary["warnings"]]
     lines.append(f"split: {how}")
     for name, per_class in summary["counts"].items():
         lines.append(f"  {name:<5} {sum(per_class.values()):>6}  " + " ".join(f"{dx}={n}" for dx, n in per_class.items()))
     lines.append(f"wrote {summary['samples']} samples in {summary['shards']} shards to {summary['out']} "
                  f"({summary['images_per_second']:.1f} images/s, {summary['workers']} workers); skipped {summary['skipped']}"
-                 + (" (listed in dataset.json)" if summary["skipped"] else ""))
+                 + (" (listed in dataset.json)" if summary["skipped"] else "")
+                 + (f"; {summary['duplicates']} duplicates (listed in dataset.json)" if summary.get("duplicates") else ""))
     return "\n".join(lines)
 
 
@@ -120,7 +160,7 @@ def verify(folder):
 @click.option("--out", default=None, help="Where to save the PNG plots (default: FOLDER/stats).")
 @user_errors
 def stats(folder, out):
-    """EDA of a build or of a raw HAM10000 copy: tables and PNG plots."""
+    """EDA of a build or of a raw copy (HAM10000, ISIC 2019, ISIC archive): tables and PNG plots."""
     from hamdata.stats import run_stats
 
     result = run_stats(Path(folder), Path(out) if out else None)

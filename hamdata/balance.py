@@ -26,8 +26,8 @@ from .augment import POLICIES, augment_seed, describe_policy, make_recipe, repla
 from .classes import CLASSES, label_of
 from .errors import HamdataError
 from .locks import hold
-from .manifest import (CARD_NAME, MANIFEST_NAME, ManifestWriter, card_skeleton, read_card, read_manifest, shards_of,
-                       write_card, write_info)
+from .manifest import (CARD_NAME, MANIFEST_NAME, ManifestWriter, card_classes, card_skeleton, read_card, read_manifest,
+                       shards_of, write_card, write_info)
 from .parallel import ordered_map
 from .preprocess import ImageError, decode_image, encode_image
 from .shards import IMAGE_EXTS, TAR_ERRORS, ShardWriter, iter_members, sample_json, sha256_file, tar_error_detail
@@ -76,7 +76,7 @@ class ClassPlan:
 
 @dataclass(frozen=True)
 class BalancePlan:
-    classes: dict  # dx -> ClassPlan, in CLASSES order
+    classes: dict  # dx -> ClassPlan, in the order of the build's class list
     samples: tuple[PlannedSample, ...]  # in write order
     warnings: tuple[str, ...]
 
@@ -114,31 +114,34 @@ def choose_policy(originals: int, cfg: BalanceConfig) -> str:
     return "strong" if originals < cfg.strong_below * cfg.target else "light"
 
 
-def _train_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+def _train_rows(manifest: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
     missing = {"key", "dx", "lesion_id"} - set(manifest.columns)
     if missing:
         raise HamdataError(f"train manifest: missing columns {', '.join(sorted(missing))}")
     rows = manifest[manifest["split"] == "train"] if "split" in manifest.columns else manifest
-    unknown = sorted(set(rows["dx"]) - set(CLASSES))
+    unknown = sorted(set(rows["dx"]) - set(classes))
     if unknown:
-        raise HamdataError(f"train manifest: dx {unknown[0]!r} is not one of {', '.join(CLASSES)}")
+        raise HamdataError(f"train manifest: dx {unknown[0]!r} is not one of {', '.join(classes)}")
     if rows["key"].duplicated().any():
         raise HamdataError(f"train manifest: key {rows.loc[rows['key'].duplicated(), 'key'].iat[0]!r} appears twice")
     return rows
 
 
-def plan_balance(train_manifest: pd.DataFrame, cfg: BalanceConfig) -> BalancePlan:
+def plan_balance(train_manifest: pd.DataFrame, cfg: BalanceConfig, classes=CLASSES) -> BalancePlan:
     """Which originals are kept and which copies are made, per class, and the order they are written in.
 
-    Only rows with split "train" are ever chosen (rows of other splits are ignored).
+    Only rows with split "train" are ever chosen (rows of other splits are ignored). classes: the build's
+    class list (dataset.json ``classes``); every one of them needs at least one original.
     """
-    rows = _train_rows(train_manifest)
+    class_list = tuple(classes)
+    rows = _train_rows(train_manifest, class_list)
     classes, warnings, samples = {}, [], []
-    for index, dx in enumerate(CLASSES):
+    for index, dx in enumerate(class_list):
         part = rows[rows["dx"] == dx].sort_values("key")
         keys, n = part["key"].tolist(), len(part)
         if n == 0:
-            raise HamdataError(f"the train split has no {dx} samples: balancing needs at least one original of every class")
+            raise HamdataError(f"the train split has no {dx} samples: balancing needs at least one original of every "
+                               f"class of the build ({', '.join(class_list)})")
         policy = choose_policy(n, cfg)
         if n >= cfg.target:
             rng = np.random.default_rng([cfg.seed, index, _KEEP])
@@ -151,7 +154,7 @@ def plan_balance(train_manifest: pd.DataFrame, cfg: BalanceConfig) -> BalancePla
         classes[dx] = ClassPlan(dx, n, tuple(kept), tuple(copies), policy)
         samples += [PlannedSample(key, dx, key) for key in kept] + copies
     samples.sort(key=lambda s: s.key)
-    order = np.random.default_rng([cfg.seed, len(CLASSES), _ORDER]).permutation(len(samples))
+    order = np.random.default_rng([cfg.seed, len(class_list), _ORDER]).permutation(len(samples))
     return BalancePlan(classes, tuple(samples[i] for i in order), tuple(warnings))
 
 
@@ -240,7 +243,7 @@ def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, ov
 
 def _balance(build: Path, card: dict, train, cfg: BalanceConfig, target_dir: Path, workspace: Workspace, workers: int,
              progress: bool, started: float) -> dict:
-    plan = plan_balance(train, cfg)
+    plan = plan_balance(train, cfg, card_classes(card))
     images, metas = index_train_shards(build, card)
     absent = sorted({s.origin for s in plan.samples} - (images.keys() & metas.keys()))
     if absent:
@@ -248,7 +251,7 @@ def _balance(build: Path, card: dict, train, cfg: BalanceConfig, target_dir: Pat
                            f"(first: {', '.join(absent[:3])}); run `verify {build}`")
     workers = max(1, int(workers or 1))
     with workspace as tmp:
-        shards = _write_samples(tmp, plan, images, metas, card["config"], workers, progress)
+        shards = _write_samples(tmp, plan, images, metas, card["config"], card_classes(card), workers, progress)
         balanced = _balanced_card(card, cfg, plan, shards, build, target_dir)
         write_info(tmp, balanced, build=card)
         write_card(tmp, balanced)
@@ -258,8 +261,8 @@ def _balance(build: Path, card: dict, train, cfg: BalanceConfig, target_dir: Pat
             "samples_per_second": len(plan.samples) / seconds if seconds else 0.0, "workers": workers, "seconds": seconds}
 
 
-def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, build_cfg: dict, workers: int,
-                   progress: bool) -> list[dict]:
+def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, build_cfg: dict, classes: tuple[str, ...],
+                   workers: int, progress: bool) -> list[dict]:
     fmt, quality = build_cfg["format"], build_cfg["quality"]
     tasks = (CopyTask(s.key, images[s.origin], s.recipe, fmt, quality) for s in plan.samples if s.recipe is not None)
     copies = ordered_map(make_copy, tasks, workers)
@@ -274,8 +277,9 @@ def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, buil
             else:
                 record.update(source="augmented", parent=sample.origin, recipe=sample.recipe)
                 ext, image, meta = fmt, next(copies), sample_json(record)
-            shard = writer.write(sample.key, ext, image, label_of(sample.dx), meta)
-            manifest.write({"key": sample.key, "split": "train", "label": label_of(sample.dx), "dx": sample.dx,
+            label = label_of(sample.dx, classes)
+            shard = writer.write(sample.key, ext, image, label, meta)
+            manifest.write({"key": sample.key, "split": "train", "label": label, "dx": sample.dx,
                             "image_id": record["image_id"], "lesion_id": record["lesion_id"], "source": record["source"],
                             "parent": record["parent"], "recipe": compact_json(sample.recipe) if sample.recipe else None,
                             "shard": shard, "sha256": hashlib.sha256(image).hexdigest()})
@@ -296,7 +300,8 @@ def _balanced_card(build_card: dict, cfg: BalanceConfig, plan: BalancePlan, shar
     config = asdict(cfg)
     # inherited from the build, so that readers of a balanced set find the image settings where a build has them
     config.update({name: build_cfg.get(name) for name in ("format", "quality", "shard_size", "preprocess")})
-    card = card_skeleton("balanced", config)
+    classes = card_classes(build_card)  # a balanced set has its build's class list
+    card = card_skeleton("balanced", config, classes)
     size = tuple((build_cfg.get("preprocess") or {}).get("size", (256, 256)))
     card.update(
         build={"path": Path(os.path.relpath(build.resolve(), target_dir.resolve())).as_posix(),
@@ -304,7 +309,7 @@ def _balanced_card(build_card: dict, cfg: BalanceConfig, plan: BalancePlan, shar
         policies={dx: cp.policy for dx, cp in plan.classes.items()},
         policy_definitions={name: describe_policy(name, size) for name in POLICIES},
         plan={dx: cp.summary() for dx, cp in plan.classes.items()},
-        counts={"train": {dx: cfg.target for dx in CLASSES}},
+        counts={"train": {dx: cfg.target for dx in classes}},
         shards=shards,
         train_stats=build_card.get("train_stats"),
         warnings=list(plan.warnings),

@@ -21,14 +21,19 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .classes import CLASSES, label_of
+from . import dedup
+from .classes import CLASS_SETS, DEFAULT_CLASS_SET, label_of, resolve_class_set
+from .duplicates import fingerprints, settle
 from .errors import HamdataError
+from .groups import make_groups
+from .inputs import open_inputs
 from .manifest import MANIFEST_NAME, ManifestWriter, card_skeleton, count_table, write_card, write_info
 from .parallel import ordered_map
 from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
-from .shards import ShardWriter, sample_json
-from .layouts import missing_images, open_source, read_image_bytes
+from .shards import INPUT_FIELDS, ShardWriter, sample_json
+from .layouts import read_image_bytes
 from .split import SPLITS, SplitConfig, decide_split
+from .vocabulary import load_label_map
 from .locks import hold
 from .workspace import Workspace
 
@@ -37,7 +42,7 @@ from .workspace import Workspace
 class BuildConfig:
     """Everything that decides the content of a build (workers and overwrite do not)."""
 
-    data: str = "data/HAM10000"
+    data: tuple[str, ...] = ("data/HAM10000",)  # --data, in order (a str is one input)
     out: str = "shards"
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -46,8 +51,18 @@ class BuildConfig:
     shard_size: int = 500
     on_error: str = "fail"
     allow_missing: bool = False
+    classes: str = DEFAULT_CLASS_SET  # --classes: the class set of the build
+    label_map: str | None = None  # --label-map FILE over the shipped map of the class set
+    find_duplicates: bool = True  # search duplicates by content
+    keep_duplicates: bool = False  # keep both images of a duplicate pair (in one split)
 
     def __post_init__(self):
+        if isinstance(self.data, (str, Path)):
+            object.__setattr__(self, "data", (str(self.data),))
+        object.__setattr__(self, "data", tuple(str(d) for d in self.data))
+        if not self.data:
+            raise HamdataError("--data: give at least one input folder")
+        resolve_class_set(self.classes)
         if self.format not in ("jpg", "png"):
             raise HamdataError(f"--format: expected jpg or png, got {self.format!r}")
         if not 1 <= self.quality <= 100:
@@ -133,14 +148,20 @@ def json_value(value):
         return None
     if isinstance(value, (float, np.floating)):
         return int(value) if float(value).is_integer() else float(value)
-    if isinstance(value, np.integer):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
     return str(value)
 
 
+SAMPLE_FIELDS = ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization")
+
+
 def sample_record(row, split: str) -> dict:
-    record = {name: json_value(getattr(row, name)) for name in ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization")}
+    record = {name: json_value(getattr(row, name)) for name in SAMPLE_FIELDS}
     record.update(split=split, source="original", parent=None, recipe=None)
+    for name in INPUT_FIELDS:
+        if hasattr(row, name):
+            record[name] = json_value(getattr(row, name)) if getattr(row, name) != "" else None
     return record
 
 
@@ -168,64 +189,116 @@ def _mean_std(moments: np.ndarray) -> dict:
     return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std], "pixels": int(moments[6])}
 
 
-def _check_paths(data: Path, out: Path) -> None:
-    if not data.exists():
-        raise HamdataError(f"--data: no such folder: {data} (expected a HAM10000 copy; `hamdata synth --out {data}` makes a synthetic one)")
-    if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
-        raise HamdataError(f"--out {out} is inside the input folder {data}; choose a folder outside it")
-    if out.resolve() in data.resolve().parents:  # --overwrite would delete the input with the old build
-        raise HamdataError(f"--data {data} is inside the output folder {out}; choose an --out outside the input")
+def _check_paths(inputs: tuple[str, ...], out: Path) -> None:
+    for data in map(Path, inputs):
+        if not data.exists():
+            raise HamdataError(f"--data: no such folder: {data} (expected a HAM10000 or ISIC copy; `hamdata synth --out {data}` makes a synthetic one)")
+        if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
+            raise HamdataError(f"--out {out} is inside the input folder {data}; choose a folder outside it")
+        if out.resolve() in data.resolve().parents:  # --overwrite would delete the input with the old build
+            raise HamdataError(f"--data {data} is inside the output folder {out}; choose an --out outside the input")
 
 
 def build_shards(cfg: BuildConfig, workers: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Build the shards of ``cfg.data`` into ``cfg.out``; returns a summary for the CLI."""
     started = time.perf_counter()
-    data, out = Path(cfg.data), Path(cfg.out)
-    _check_paths(data, out)
+    out = Path(cfg.out)
+    _check_paths(cfg.data, out)
     workspace = Workspace(out, overwrite=overwrite)
     workspace.check()
     with hold(out):  # one writer per output, from before the work until the build is in place
         workspace.check()
-        return _build(cfg, data, out, workspace, workers, progress, started)
+        return _build(cfg, out, workspace, workers, progress, started)
 
 
-def _build(cfg: BuildConfig, data: Path, out: Path, workspace: Workspace, workers: int | None, progress: bool,
+def _missing_error(inputs, cfg: BuildConfig) -> HamdataError:
+    first = inputs.sources[inputs.missing[0]["input"]]
+    ids = [m["image_id"] for m in inputs.missing]
+    return HamdataError(
+        f"{first.metadata_path}: {len(ids)} of {len(inputs.table) + len(ids)} listed images have no file under "
+        f"{', '.join(cfg.data)} (first: {', '.join(sorted(ids)[:3])}); pass --allow-missing to build the rest"
+    )
+
+
+def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.DataFrame, pd.Series, dict]:
+    """The kept images with their groups, their split, and the card fields about inputs, duplicates and groups."""
+    inputs = open_inputs(cfg.data, load_label_map(cfg.classes, cfg.label_map), cfg.on_error)
+    if inputs.missing and not cfg.allow_missing:
+        raise _missing_error(inputs, cfg)
+    table = inputs.table
+    if cfg.split.manifest:  # a split file that splits a lesion or patient fails now, before the duplicate search
+        decide_split(table.assign(group=make_groups(table, inputs.links).to_numpy()), cfg.split, CLASS_SETS[cfg.classes])
+    search = {"searched": cfg.find_duplicates, "method": dedup.METHOD if cfg.find_duplicates else None,
+              "threshold": dedup.THRESHOLD if cfg.find_duplicates else None, "kept": cfg.keep_duplicates,
+              "same_lesion_pairs": 0, "fingerprinted": 0}
+    found = {"drop": set(), "records": [], "pairs": []}
+    if cfg.find_duplicates:
+        # about 1 ms an image: worker processes only pay for their start-up (seconds) on large builds
+        rows, vectors = fingerprints(list(table["locator"]), workers if len(table) > 5000 else 1, progress)
+        found = settle(table, rows, vectors, cfg.keep_duplicates)
+        search.update(same_lesion_pairs=found["same_lesion_pairs"], fingerprinted=len(rows))
+    dropped = table["image_id"].isin(found["drop"]).to_numpy()
+    links = pd.concat([inputs.links, table[dropped][list(inputs.links.columns)]], ignore_index=True)
+    kept = table[~dropped].reset_index(drop=True)
+    kept["group"] = make_groups(kept, links, found["pairs"]).to_numpy()
+    split, split_record = decide_split(kept, cfg.split, CLASS_SETS[cfg.classes])
+    id_records = [{"kept": d["image_id"], "kept_input": d["kept_input"], "dropped": d["image_id"],
+                   "input": d["dropped_input"], "action": "dropped", "file": d["dropped_file"],
+                   "evidence": {"method": "image id", "detail": d["evidence"]}} for d in inputs.id_duplicates]
+    sizes = kept.groupby("group").size()
+    lesions = kept.groupby("group")["lesion_id"].nunique()
+    records = inputs.records()
+    for record in records:  # samples built from each input, after duplicates are dropped
+        record["samples"] = int((kept["input"] == record["index"]).sum())
+    fields = {
+        "inputs": records,
+        "warnings": inputs.warnings,
+        "missing": [m["image_id"] for m in inputs.missing],
+        "unmapped": inputs.unmapped,
+        "label_map": list(load_label_map(cfg.classes, cfg.label_map).files),
+        "duplicates": id_records + found["records"],
+        "duplicate_search": search,
+        "groups": {"count": int(len(sizes)), "largest": int(sizes.max()) if len(sizes) else 0,
+                   "with_several_lesions": int((lesions > 1).sum())},
+        "split": split_record,
+    }
+    return kept, split, fields
+
+
+def _build(cfg: BuildConfig, out: Path, workspace: Workspace, workers: int | None, progress: bool,
            started: float) -> dict:
-    source = open_source(data)
-    missing = missing_images(source)
-    if missing and not cfg.allow_missing:
-        raise HamdataError(
-            f"{source.metadata_path}: {len(missing)} of {len(source.metadata)} listed images have no file under {data} "
-            f"(first: {', '.join(missing[:3])}); pass --allow-missing to build the rest"
-        )
-    split, split_record = decide_split(source.metadata, cfg.split)
     workers = max(1, workers or os.cpu_count() or 1)
+    kept, split, fields = plan_samples(cfg, workers, progress)
+    classes = CLASS_SETS[cfg.classes]
     with workspace as tmp:
-        card, stage_seconds = _write_build(tmp, source, split, cfg, workers, progress)
-        card["split"] = split_record
-        card["skipped"] = [{"image_id": i, "file": None, "reason": "missing: no image file found"} for i in missing] + card["skipped"]
+        card, stage_seconds = _write_build(tmp, kept, split, cfg, classes, workers, progress)
+        first = fields["inputs"][0]
+        card["split"] = fields.pop("split")
+        card["skipped"] = [{"image_id": i, "file": None, "reason": "missing: no image file found"} for i in fields.pop("missing")] + card["skipped"]
         card["skipped"].sort(key=lambda s: s["image_id"])
-        card["input"] = {"root": str(data.resolve()), "layout": source.layout, "metadata": str(source.metadata_path),
-                         "rows": len(source.metadata), "warnings": list(source.warnings)}
+        card["input"] = {"root": first["root"], "layout": first["layout"], "metadata": first["metadata"],
+                         "rows": first["rows"], "warnings": fields.pop("warnings")}
+        card.update(fields)
         write_info(tmp, card)
         write_card(tmp, card)
     seconds = time.perf_counter() - started
     written = sum(s["samples"] for s in card["shards"])
     return {"out": str(out), "samples": written, "counts": card["counts"], "skipped": len(card["skipped"]),
-            "shards": len(card["shards"]), "split": split_record, "warnings": list(source.warnings),
-            "seconds": seconds, "images_per_second": written / seconds if seconds else 0.0,
+            "shards": len(card["shards"]), "split": card["split"], "warnings": card["input"]["warnings"],
+            "duplicates": len(card["duplicates"]), "seconds": seconds,
+            "images_per_second": written / seconds if seconds else 0.0,
             "stage_seconds": stage_seconds, "workers": workers}
 
 
-def _write_build(tmp: Path, source, split: pd.Series, cfg: BuildConfig, workers: int, progress: bool) -> tuple[dict, dict]:
-    card = card_skeleton("build", cfg.to_dict())
-    ordered = sample_order(source.metadata, split, cfg.split.seed)
+def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConfig, classes, workers: int,
+                 progress: bool) -> tuple[dict, dict]:
+    card = card_skeleton("build", cfg.to_dict(), classes)
+    ordered = sample_order(kept, split, cfg.split.seed)
     rows, tasks = {}, []
     for name, part in ordered:
         for row in part.itertuples(index=False):
-            if row.image_id in source.images:
-                rows[len(tasks)] = (name, row)
-                tasks.append(Task(len(tasks), row.image_id, source.images[row.image_id]))
+            rows[len(tasks)] = (name, row)
+            tasks.append(Task(len(tasks), row.image_id, row.locator))
     writers = {name: ShardWriter(tmp, name, name, name, cfg.shard_size) for name in SPLITS}
     manifest = ManifestWriter(tmp / MANIFEST_NAME)
     moments = np.zeros(7, dtype=np.int64)
@@ -251,10 +324,12 @@ def _write_build(tmp: Path, source, split: pd.Series, cfg: BuildConfig, workers:
                 moments += result.moments
             record = sample_record(row, name)
             t0 = time.perf_counter()
-            shard = writers[name].write(row.image_id, cfg.format, result.data, label_of(row.dx), sample_json(record))
-            manifest.write({"key": row.image_id, "split": name, "label": label_of(row.dx), "dx": row.dx,
+            label = label_of(row.dx, classes)
+            shard = writers[name].write(row.image_id, cfg.format, result.data, label, sample_json(record))
+            manifest.write({"key": row.image_id, "split": name, "label": label, "dx": row.dx,
                             "image_id": row.image_id, "lesion_id": row.lesion_id, "source": "original",
-                            "shard": shard, "sha256": hashlib.sha256(result.data).hexdigest()})
+                            "shard": shard, "sha256": hashlib.sha256(result.data).hexdigest(),
+                            "collection": row.collection, "group": row.group})
             stage_seconds["write"] = stage_seconds.get("write", 0.0) + time.perf_counter() - t0
             written.append((name, row.dx))
         shards = [info.to_dict() for name in SPLITS for info in writers[name].close()]
@@ -266,9 +341,9 @@ def _write_build(tmp: Path, source, split: pd.Series, cfg: BuildConfig, workers:
     finally:
         bar.close()
         manifest.close()
-    counts = count_table(pd.DataFrame(written, columns=["split", "dx"])) if written else {}
+    counts = count_table(pd.DataFrame(written, columns=["split", "dx"]), classes) if written else {}
     card.update(
-        counts={name: counts.get(name, {dx: 0 for dx in CLASSES}) for name in SPLITS},
+        counts={name: counts.get(name, {dx: 0 for dx in classes}) for name in SPLITS},
         shards=shards, skipped=skipped, converted=converted, train_stats=_mean_std(moments),
     )
     return card, stage_seconds

@@ -143,6 +143,12 @@ def figure(image_html: str, caption: str) -> str:
     return f"<figure>{image_html}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
+def placeholder(text: str, caption: str, width: int = THUMB_WIDTH) -> str:
+    """A captioned box of ``width`` px in place of an image that cannot be shown, saying why."""
+    box = f'<div class="note" style="width:{int(width)}px;min-height:{int(width) * 3 // 4}px;font-size:11px">{esc(text)}</div>'
+    return figure(box, caption)
+
+
 # ------------------------------------------------------------------ images
 
 

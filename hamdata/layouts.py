@@ -1,4 +1,4 @@
-"""Find a HAM10000 copy on disk and read its images.
+"""Find an input (a HAM10000 copy, ISIC 2019 Task 1, an ISIC-archive export) on disk and read its images.
 
 ``open_source(DIR)`` tries the layout detectors in ``DETECTORS``, in order;
 the first that recognises DIR gives the ``Source``:
@@ -12,6 +12,11 @@ the first that recognises DIR gives the ``Source``:
 - ``dataverse``: the same folders or ``HAM10000_images_part_{1,2}.zip``, metadata
   as ``HAM10000_metadata.csv``, ``.tab`` or without extension, maybe with a
   ``dataset`` column (kept).
+- ``isic2019``: ``ISIC_2019_Training_Input/`` (or that folder inside itself, as
+  the zip unpacks) with ``ISIC_2019_Training_GroundTruth.csv`` and, when
+  present, ``ISIC_2019_Training_Metadata.csv``; collection ``isic2019``.
+- ``isic-archive``: an isic-cli export, ``metadata.csv`` with an ``isic_id``
+  column beside ``<isic_id>.jpg`` (or in DIR/images/); collection ``isic-archive``.
 - ``flat``: ``<image_id>.jpg|.jpeg|.png`` in DIR (or DIR/images/) beside one
   metadata CSV.
 
@@ -48,9 +53,17 @@ from hamdata.errors import HamdataError
 from hamdata.metadata import (
     ISIC2018_GROUPINGS,
     has_required_columns,
+    header_names,
     listing,
     parse_isic2018,
     parse_metadata,
+)
+from hamdata.metadata_isic import (
+    ARCHIVE_METADATA,
+    ISIC2019_METADATA,
+    ISIC2019_TRUTH,
+    parse_archive,
+    parse_isic2019,
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -59,25 +72,35 @@ _HAM_METADATA = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_met
 _HAM_PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 _ISIC_INPUT = "ISIC2018_Task3_Training_Input"
 _ISIC_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
+_ISIC2019_INPUT = "ISIC_2019_Training_Input"
 _ZIP_LOCATOR = re.compile(r"zip:(?P<zip>.+?\.zip)!(?P<member>.+)", re.IGNORECASE | re.DOTALL)
 _LOOKED_FOR = (
     "expected HAM10000_metadata.csv (or .tab) with HAM10000_images_part_1/ and _part_2/ "
     "folders or zips (Kaggle, Harvard Dataverse), ISIC2018_Task3_Training_Input/ with "
-    "ISIC2018_Task3_Training_GroundTruth.csv (ISIC 2018 Task 3), or <image_id>.jpg files "
+    "ISIC2018_Task3_Training_GroundTruth.csv (ISIC 2018 Task 3), ISIC_2019_Training_Input/ with "
+    "ISIC_2019_Training_GroundTruth.csv (ISIC 2019 Task 1), <isic_id>.jpg files beside an isic-cli "
+    "metadata.csv with an isic_id column (ISIC archive export), or <image_id>.jpg files "
     "beside one metadata CSV with columns image_id and dx (flat)"
 )
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: DataFrames do not compare to a bool
 class Source:
-    """A HAM10000 copy found on disk: validated metadata and the images found."""
+    """An input found on disk: its metadata and the images found.
+
+    HAM10000 layouts (kaggle, dataverse, isic2018, flat; collection "ham10000") give the validated
+    METADATA_COLUMNS table (+ "dataset"); isic2019 and isic-archive give the raw table of
+    hamdata.metadata_isic (RAW_COLUMNS: labels in the collection's words), mapped by hamdata.inputs.
+    """
 
     root: Path
-    layout: str  # "kaggle" | "dataverse" | "isic2018" | "flat"
+    layout: str  # "kaggle" | "dataverse" | "isic2018" | "flat" | "isic2019" | "isic-archive"
     metadata_path: Path
-    metadata: pd.DataFrame  # METADATA_COLUMNS (+ "dataset"), validated, file order
+    metadata: pd.DataFrame  # file order
     images: dict[str, str]  # image_id -> file path or "zip:<zip path>!<member>"
     warnings: tuple[str, ...]
+    collection: str = "ham10000"  # whose words the labels are in: "ham10000" | "isic2019" | "isic-archive"
+    repeated: tuple = ()  # rows whose image_id an earlier row of the same table has ({image_id, file_id, row})
 
 
 # ---------------------------------------------------------------- images
@@ -168,25 +191,28 @@ def _part_containers(root: Path) -> list[Path]:
     return [p for _, _, p in sorted(ranked)]
 
 
-def _make_source(root, layout, metadata_path, metadata, warnings, containers) -> Source:
+def _make_source(root, layout, metadata_path, metadata, warnings, containers, collection="ham10000",
+                 repeated=()) -> Source:
     """The Source of validated metadata with the images of `containers` (folders or zips).
 
+    Files are matched by the table's file_id (its file stem) when it has one, else by image_id.
     An error when no metadata row has an image; images without a row are ignored with a warning.
     """
     found = _find_images(containers)
-    ids = list(metadata["image_id"])
-    images = {i: found[i] for i in ids if i in found}
+    stems = list(metadata["file_id"] if "file_id" in metadata.columns else metadata["image_id"])
+    listed = set(stems) | {r["file_id"] for r in repeated}
+    images = {i: found[f] for i, f in zip(metadata["image_id"], stems) if f in found}
     if not images:
         raise HamdataError(
-            f"no images found for the {len(ids)} rows of {metadata_path}: expected "
+            f"no images found for the {len(stems)} rows of {metadata_path}: expected "
             f"<image_id>.jpg, .jpeg or .png in {', '.join(str(c) for c in containers)}"
         )
-    extra = sorted(set(found) - set(ids))
+    extra = sorted(set(found) - listed)
     if extra:
         warnings = warnings + [
             f"{len(extra)} images have no row in {metadata_path} and are ignored: {listing(extra)}"
         ]
-    return Source(root, layout, metadata_path, metadata, images, tuple(warnings))
+    return Source(root, layout, metadata_path, metadata, images, tuple(warnings), collection, tuple(repeated))
 
 
 def _detect_isic2018(root: Path) -> Source | None:
@@ -204,6 +230,33 @@ def _detect_isic2018(root: Path) -> Source | None:
     groups = _first_file(places, ISIC2018_GROUPINGS)
     metadata, warnings = parse_isic2018(truth, groups)
     return _make_source(root, "isic2018", truth, metadata, warnings, [folder])
+
+
+def _detect_isic2019(root: Path) -> Source | None:
+    folder = _child(root, _ISIC2019_INPUT, want_dir=True)
+    if folder is None:
+        return None
+    nested = _child(folder, _ISIC2019_INPUT, want_dir=True)  # the zip holds a folder of the same name
+    images = nested or folder
+    places = [root, folder, root / Path(ISIC2019_TRUTH).stem, root / Path(ISIC2019_METADATA).stem]
+    truth = _first_file(places, ISIC2019_TRUTH)
+    if truth is None:
+        raise HamdataError(
+            f"{root} has {folder.name}/ but no {ISIC2019_TRUTH}: looked in "
+            f"{', '.join(str(d) for d in places[:3])}"
+        )
+    metadata, repeated, warnings = parse_isic2019(truth, _first_file(places, ISIC2019_METADATA))
+    return _make_source(root, "isic2019", truth, metadata, warnings, [images], "isic2019", repeated)
+
+
+def _detect_archive(root: Path) -> Source | None:
+    path = _child(root, ARCHIVE_METADATA, want_dir=False)
+    if path is None or "isic_id" not in header_names(path):
+        return None
+    images_dir = root / "images"
+    folders = [root] + ([images_dir] if images_dir.is_dir() else [])
+    metadata, repeated, warnings = parse_archive(path)
+    return _make_source(root, "isic-archive", path, metadata, warnings, folders, "isic-archive", repeated)
 
 
 def _ham_metadata(root: Path) -> tuple[Path | None, list[str]]:
@@ -270,7 +323,9 @@ def _detect_flat(root: Path) -> Source | None:
 # images and a metadata CSV.
 DETECTORS: tuple[Callable[[Path], Source | None], ...] = (
     _detect_isic2018,  # isic2018
+    _detect_isic2019,  # isic2019
     _detect_ham10000,  # kaggle, dataverse
+    _detect_archive,  # isic-archive (metadata.csv with isic_id; before flat, which would take its images)
     _detect_flat,  # flat
 )
 
@@ -292,7 +347,7 @@ def open_source(data_dir) -> Source:
             raise HamdataError(f"cannot read {e.filename or root}: {e.strerror or e}") from None
         if source is not None:
             return source
-    raise HamdataError(f"no HAM10000 copy found in {root}: {_LOOKED_FOR}")
+    raise HamdataError(f"no HAM10000 or ISIC copy found in {root}: {_LOOKED_FOR}")
 
 
 @functools.lru_cache(maxsize=8)

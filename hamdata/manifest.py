@@ -16,17 +16,21 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__
-from .classes import CLASSES
+from .classes import CLASSES, check_classes
 from .errors import HamdataError
 
-FORMAT_VERSION = 1
+# 2: the class list belongs to the build (``classes``), samples record their collection and input,
+# dataset.json gains ``inputs``, ``groups``, ``duplicates`` and ``unmapped``. Version 1 cards are still read.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 CARD_NAME = "dataset.json"
 MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "_info.json"  # what timm.data.create_dataset("wds/...", root=FOLDER, split=NAME) reads
-MANIFEST_COLUMNS = (
+MANIFEST_COLUMNS_V1 = (
     "key", "split", "label", "dx", "image_id", "lesion_id",
     "source", "parent", "recipe", "shard", "sha256",
 )
+MANIFEST_COLUMNS = MANIFEST_COLUMNS_V1 + ("collection", "group")  # format 2: a version 1 manifest lacks the last two
 
 
 def library_versions() -> dict:
@@ -58,7 +62,7 @@ class ManifestWriter:
         self._file.close()
 
 
-def card_skeleton(kind: str, config: dict) -> dict:
+def card_skeleton(kind: str, config: dict, classes=CLASSES) -> dict:
     """The fields every dataset.json starts with."""
     return {
         "format_version": FORMAT_VERSION,
@@ -66,16 +70,21 @@ def card_skeleton(kind: str, config: dict) -> dict:
         "tool": {"name": "hamdata", "version": __version__},
         "libraries": library_versions(),
         "config": config,
-        "classes": list(CLASSES),
+        "classes": list(classes),
     }
 
 
-def count_table(rows: pd.DataFrame) -> dict:
-    """{split: {dx: n}} with every class listed, in CLASSES order."""
+def card_classes(card: dict) -> tuple[str, ...]:
+    """The class list of a build or balanced set (a version 1 card without one: the HAM10000 classes)."""
+    return tuple(card.get("classes") or CLASSES)
+
+
+def count_table(rows: pd.DataFrame, classes=CLASSES) -> dict:
+    """{split: {dx: n}} with every class listed, in the order of `classes`."""
     counts = {}
     for split, part in rows.groupby("split", sort=False):
         per_class = part["dx"].value_counts()
-        counts[split] = {dx: int(per_class.get(dx, 0)) for dx in CLASSES}
+        counts[split] = {dx: int(per_class.get(dx, 0)) for dx in classes}
     return counts
 
 
@@ -120,10 +129,10 @@ def read_card(folder: Path) -> dict:
         card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HamdataError(f"{path}: unreadable dataset card ({exc})") from None
-    if not isinstance(card, dict) or card.get("format_version") != FORMAT_VERSION:
-        raise HamdataError(f"{path}: expected format_version {FORMAT_VERSION}, got {card.get('format_version') if isinstance(card, dict) else card!r}")
-    if tuple(card.get("classes", ())) != CLASSES:
-        raise HamdataError(f"{path}: class list {card.get('classes')} differs from hamdata's {list(CLASSES)}")
+    if not isinstance(card, dict) or card.get("format_version") not in READABLE_FORMATS:
+        raise HamdataError(f"{path}: expected format_version {' or '.join(map(str, READABLE_FORMATS))}, "
+                           f"got {card.get('format_version') if isinstance(card, dict) else card!r}")
+    check_classes(card.get("classes"), path)
     return card
 
 
@@ -136,6 +145,8 @@ def read_manifest(folder: Path) -> pd.DataFrame:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise HamdataError(f"{path}: unreadable manifest ({exc})".splitlines()[0]) from None
+    if tuple(table.columns) == MANIFEST_COLUMNS_V1:  # a version 1 build: HAM10000 only, lesions are the groups
+        table = table.assign(collection="ham10000", group="")
     if tuple(table.columns) != MANIFEST_COLUMNS:
         raise HamdataError(f"{path}: expected columns {','.join(MANIFEST_COLUMNS)}, got {','.join(table.columns)}")
     return table

@@ -137,14 +137,14 @@ def _parse_table(text: str, origin) -> tuple[list[str], list[list[str]], list[in
     return header, [r for _, r in kept], [n for n, _ in kept]
 
 
-def _read_table(path: Path) -> tuple[pd.DataFrame, list[int], list[str]]:
+def read_table(path: Path) -> tuple[pd.DataFrame, list[int], list[str]]:
     """Raw string table of a CSV/TSV file, its row numbers and decoding warnings."""
     text, warnings = _decode(path)
     header, records, rows = _parse_table(text, path)
     return pd.DataFrame(records, columns=header, dtype=object), rows, warnings
 
 
-def _column_index(names, wanted, required, origin) -> dict[str, int]:
+def column_index(names, wanted, required, origin) -> dict[str, int]:
     """Position of each wanted column (names stripped, case-insensitive)."""
     found: dict[str, int] = {}
     for i, name in enumerate(names):
@@ -163,7 +163,7 @@ def _column_index(names, wanted, required, origin) -> dict[str, int]:
     return found
 
 
-def _text(value) -> str:
+def cell_text(value) -> str:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
     return str(value).strip()
@@ -172,7 +172,7 @@ def _text(value) -> str:
 # ---------------------------------------------------------------- validation
 
 
-def _check_image_ids(ids: list[str], rows: list[int], origin) -> None:
+def check_image_ids(ids: list[str], rows: list[int], origin) -> None:
     empty = [r for r, i in zip(rows, ids) if not i]
     if empty:
         raise HamdataError(f"{origin}: empty image_id in {_rows(empty)}: expected an image id")
@@ -199,7 +199,7 @@ def _check_dx(raw: list[str], dx: list[str], rows: list[int], origin) -> None:
         )
 
 
-def _parse_ages(raw: list[str], rows: list[int], origin) -> list[float]:
+def parse_ages(raw: list[str], rows: list[int], origin) -> list[float]:
     ages, bad = [], []
     for r, v in zip(rows, raw):
         try:
@@ -242,10 +242,10 @@ def _validate(df: pd.DataFrame, origin, rows=None) -> tuple[pd.DataFrame, list[s
     if len(df) == 0:
         raise HamdataError(f"{origin} has no data rows: expected one row per image")
     rows = list(rows) if rows is not None else list(range(1, len(df) + 1))
-    index = _column_index(df.columns, _KNOWN_COLUMNS, REQUIRED_COLUMNS, origin)
-    col = {c: [_text(v) for v in df.iloc[:, i]] for c, i in index.items()}
+    index = column_index(df.columns, _KNOWN_COLUMNS, REQUIRED_COLUMNS, origin)
+    col = {c: [cell_text(v) for v in df.iloc[:, i]] for c, i in index.items()}
     warnings = []
-    _check_image_ids(col["image_id"], rows, origin)
+    check_image_ids(col["image_id"], rows, origin)
     dx = [v.lower() for v in col["dx"]]
     _check_dx(col["dx"], dx, rows, origin)
     if "lesion_id" not in col:
@@ -256,7 +256,7 @@ def _validate(df: pd.DataFrame, origin, rows=None) -> tuple[pd.DataFrame, list[s
     if absent:
         warnings.append(f"{origin}: no {', '.join(absent)} column: filled as unknown (age empty)")
     empty = [""] * len(df)
-    ages = _parse_ages(col.get("age", empty), rows, origin)
+    ages = parse_ages(col.get("age", empty), rows, origin)
     filled = {c: [v or UNKNOWN for v in col.get(c, empty)] for c in _FILLED_COLUMNS}
     out = pd.DataFrame({
         "lesion_id": lesions,
@@ -276,7 +276,7 @@ def _validate(df: pd.DataFrame, origin, rows=None) -> tuple[pd.DataFrame, list[s
 # ---------------------------------------------------------------- ISIC 2018
 
 
-def _one_hot(value: str):
+def one_hot(value: str):
     try:
         number = float(value)
     except ValueError:
@@ -286,12 +286,12 @@ def _one_hot(value: str):
 
 def _isic_truth(path: Path) -> tuple[pd.DataFrame, list[int], list[str]]:
     """image_id and dx from the one-hot ground truth."""
-    df, rows, warnings = _read_table(path)
+    df, rows, warnings = read_table(path)
     wanted = ("image",) + tuple(c.lower() for c in ISIC2018_COLUMNS)
-    index = _column_index(df.columns, wanted, wanted, path)
-    images = [_text(v) for v in df.iloc[:, index["image"]]]
+    index = column_index(df.columns, wanted, wanted, path)
+    images = [cell_text(v) for v in df.iloc[:, index["image"]]]
     classes = wanted[1:]
-    values = zip(*([_one_hot(_text(v)) for v in df.iloc[:, index[c]]] for c in classes))
+    values = zip(*([one_hot(cell_text(v)) for v in df.iloc[:, index[c]]] for c in classes))
     dx, bad = [], []
     for r, image, row in zip(rows, images, values):
         hot = [c for c, v in zip(classes, row) if v == 1]
@@ -308,14 +308,14 @@ def _isic_truth(path: Path) -> tuple[pd.DataFrame, list[int], list[str]]:
 
 def _isic_groups(path: Path) -> dict[str, tuple[str, str]]:
     """image -> (lesion_id, dx_type) from the lesion groupings."""
-    df, rows, _ = _read_table(path)
+    df, rows, _ = read_table(path)
     wanted = ("image", "lesion_id", "diagnosis_confirm_type")
-    index = _column_index(df.columns, wanted, wanted[:2], path)
-    images = [_text(v) for v in df.iloc[:, index["image"]]]
-    _check_image_ids(images, rows, path)
-    lesions = [_text(v) for v in df.iloc[:, index["lesion_id"]]]
+    index = column_index(df.columns, wanted, wanted[:2], path)
+    images = [cell_text(v) for v in df.iloc[:, index["image"]]]
+    check_image_ids(images, rows, path)
+    lesions = [cell_text(v) for v in df.iloc[:, index["lesion_id"]]]
     if "diagnosis_confirm_type" in index:
-        confirm = [_text(v) for v in df.iloc[:, index["diagnosis_confirm_type"]]]
+        confirm = [cell_text(v) for v in df.iloc[:, index["diagnosis_confirm_type"]]]
     else:
         confirm = [""] * len(images)
     dx_types = [_CONFIRM_TYPES.get(c.lower(), c) for c in confirm]
@@ -353,26 +353,31 @@ def parse_isic2018(truth: Path, groups: Path | None) -> tuple[pd.DataFrame, list
 
 def parse_metadata(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """The validated metadata table of a file, and its warnings (as ``read_metadata``)."""
-    df, rows, warnings = _read_table(path)
+    df, rows, warnings = read_table(path)
     out, more = _validate(df, path, rows)
     return out, warnings + more
 
 
-def has_required_columns(path: Path) -> bool:
-    """Whether the header line of `path` names image_id and dx; False when unreadable.
+def header_names(path: Path) -> set[str]:
+    """The column names of the header line of `path` (stripped, lower case); empty when unreadable.
 
-    A cheap look (first 64 KiB) to pick the metadata CSV among other CSVs.
+    A cheap look (first 64 KiB) to pick a metadata CSV among other CSVs.
     """
     try:
         with open(path, "rb") as f:
             head = f.read(65536)
     except OSError:
-        return False
+        return set()
     utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))  # as _decode reads it
     text = head.decode("utf-16" if utf16 else "utf-8-sig", errors="replace")
     line = next((line for line in text.splitlines() if line.strip()), "")
     names = next(csv.reader([line], delimiter=_sniff(line)), [])
-    return set(REQUIRED_COLUMNS) <= {n.strip().lower() for n in names}
+    return {n.strip().lower() for n in names}
+
+
+def has_required_columns(path: Path) -> bool:
+    """Whether the header line of `path` names image_id and dx; False when unreadable."""
+    return set(REQUIRED_COLUMNS) <= header_names(path)
 
 
 def read_metadata(path) -> pd.DataFrame:

@@ -4,8 +4,9 @@ Whatever FOLDER holds (a dataset.json of kind "build" or "balanced", or a run's
 metrics.jsonl / metrics.json), the page shows what a person looks at before
 trusting it: the dataset card, class distributions, sample images (raw beside
 preprocessed for a build, parents beside augmented copies for a balanced set),
-or a run's metrics, curves, confusion matrix and Grad-CAM overlays
-(hamdata.runreport).
+for a build of several inputs its collections and duplicate pairs side by side
+(hamdata.collections_report), or a run's metrics, curves, confusion matrix and
+Grad-CAM overlays (hamdata.runreport).
 
 Everything is embedded (hamdata.htmlpage): images as base64 ``data:`` URIs,
 thumbnails as JPEG to keep the file small, plots drawn on matplotlib's Agg
@@ -28,10 +29,11 @@ from matplotlib.figure import Figure
 
 from . import htmlpage as h
 from .classes import CLASS_NAMES, CLASSES
+from .collections_report import collections_section, duplicates_section, pair_keys
 from .errors import HamdataError
 from .htmlpage import MAX_ROWS
 from .locks import hold
-from .manifest import CARD_NAME, read_card, read_manifest
+from .manifest import CARD_NAME, card_classes, read_card, read_manifest
 from .plots import new_figure
 from .preprocess import PreprocessConfig, decode_image, encode_image, preprocess
 from .runfiles import RUN_MARKERS
@@ -123,10 +125,10 @@ def scan_shards(folder: Path, shards: list[dict], wanted: set[str], scan: Scan |
     return scan
 
 
-def choose_samples(manifest: pd.DataFrame, per_class: int, seed: int) -> dict[str, list[str]]:
-    """Up to ``per_class`` keys of each class, drawn with a seeded generator, sorted."""
+def choose_samples(manifest: pd.DataFrame, per_class: int, seed: int, classes=CLASSES) -> dict[str, list[str]]:
+    """Up to ``per_class`` keys of each class of ``classes``, drawn with a seeded generator, sorted."""
     chosen = {}
-    for index, dx in enumerate(CLASSES):
+    for index, dx in enumerate(classes):
         keys = sorted(manifest.loc[manifest["dx"] == dx, "key"])
         pick = np.random.default_rng([seed, index]).choice(len(keys), size=min(per_class, len(keys)), replace=False)
         chosen[dx] = sorted(keys[i] for i in pick)
@@ -154,13 +156,14 @@ def _decode(data: bytes) -> np.ndarray | None:
 
 
 def plot_sources(table: pd.DataFrame) -> Figure:
-    """Stacked bars: original and augmented samples per class (a ``stats.source_counts`` table)."""
+    """Stacked bars: original and augmented samples per class (a ``stats.source_counts`` table, its rows the classes)."""
+    classes = [dx for dx in table.index if dx != "total"]
     figure = new_figure(8, 5)
     ax = figure.add_subplot()
-    bottom = np.zeros(len(CLASSES))
+    bottom = np.zeros(len(classes))
     for column in table.columns:
-        values = table.loc[list(CLASSES), column].to_numpy()
-        ax.bar(list(CLASSES), values, bottom=bottom, label=column)
+        values = table.loc[classes, column].to_numpy()
+        ax.bar(classes, values, bottom=bottom, label=column)
         bottom += values
     ax.set(title="Original and augmented samples per class", xlabel="class (dx)", ylabel="samples")
     ax.legend()
@@ -189,14 +192,14 @@ def _common_facts(card: dict) -> list[tuple[str, object]]:
             ("train mean / std (RGB, 0-1)", f"{stats.get('mean')} / {stats.get('std')}" if stats.get("mean") else None)]
 
 
-def _distribution_section(records: pd.DataFrame, problems: list[str]) -> h.Section:
+def _distribution_section(records: pd.DataFrame, problems: list[str], classes: tuple[str, ...]) -> h.Section:
     from .stats import (plot_age_by_class, plot_class_distribution, plot_images_per_lesion, plot_localization,
                         plot_sex_by_class, tables_from_records)
 
     section = h.Section("distribution", "Class distribution").add(*[h.note(p) for p in problems])
     if records.empty:
         return section.add(h.note("no samples"))
-    tables = tables_from_records(records)
+    tables = tables_from_records(records, classes)
     ages = records.assign(age=pd.to_numeric(records["age"], errors="coerce"))
     section.add(h.frame(tables["class_counts"].round(1)))
     plots = [plot_class_distribution(tables["class_counts"])]
@@ -204,33 +207,43 @@ def _distribution_section(records: pd.DataFrame, problems: list[str]) -> h.Secti
         section.add("<h3>Original and augmented samples</h3>", h.frame(tables["source"]))
         train = tables["source"].drop(index="total")
         plots.append(plot_sources(train.rename(columns=lambda c: c.split(" ", 1)[-1])))
-    plots += [plot_images_per_lesion(tables["images_per_lesion"]), plot_age_by_class(ages),
+    plots += [plot_images_per_lesion(tables["images_per_lesion"]), plot_age_by_class(ages, classes),
               plot_sex_by_class(tables["sex_by_class"]), plot_localization(tables["localization"])]
     section.add('<div class="plots">' + "".join(h.img(h.figure_uri(p), "plot") for p in plots) + "</div>")
     return section.add("<h3>Lesions per class</h3>", h.frame(tables["lesions_per_class"].round(2)))
 
 
 def _raw_sources(card: dict, image_ids: list[str]) -> tuple[dict[str, bytes], str]:
-    """Raw bytes of the given images from the build's input folder, and a note when some are gone."""
+    """Raw bytes of the given images from the build's input folders (the first that has an id, as the build
+    took it), and a note when some are gone."""
     from .layouts import open_source, read_image_bytes
 
-    root = (card.get("input") or {}).get("root")
-    if not root:
+    roots = [i.get("root") for i in card.get("inputs") or [card.get("input") or {}] if i.get("root")]
+    if not roots:
         return {}, f"{CARD_NAME} names no input folder: only the preprocessed images are shown"
-    if not Path(root).is_dir():
-        return {}, f"the raw data is no longer at {root}: only the preprocessed images are shown"
-    try:
-        source = open_source(Path(root))
-    except HamdataError as exc:
-        return {}, f"the raw data at {root} cannot be read ({exc}): only the preprocessed images are shown"
+    sources, notes = [], []
+    for root in roots:
+        if not Path(root).is_dir():
+            notes.append(f"the raw data is no longer at {root}")
+            continue
+        try:
+            sources.append(open_source(Path(root)))
+        except HamdataError as exc:
+            notes.append(f"the raw data at {root} cannot be read ({exc})")
+    if not sources:
+        return {}, "; ".join(notes) + ": only the preprocessed images are shown"
     found = {}
     for image_id in image_ids:
-        try:
-            found[image_id] = read_image_bytes(source.images[image_id])
-        except (KeyError, HamdataError):
-            pass
+        for source in sources:
+            try:
+                found[image_id] = read_image_bytes(source.images[image_id])
+                break
+            except (KeyError, HamdataError):
+                continue
     gone = len(image_ids) - len(found)
-    return found, f"{gone} of the raw images shown are no longer under {root}" if gone else ""
+    where = roots[0] if len(roots) == 1 else "the input folders"
+    notes += [f"{gone} of the raw images shown are no longer under {where}"] if gone else []
+    return found, "; ".join(notes)
 
 
 def _build_card(folder: Path, card: dict) -> h.Section:
@@ -260,8 +273,9 @@ def _build_card(folder: Path, card: dict) -> h.Section:
 
 def _build_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
     card, manifest = read_card(folder), read_manifest(folder)
-    chosen = choose_samples(manifest, per_class, seed)
-    scan = scan_shards(folder, card.get("shards", []), {k for keys in chosen.values() for k in keys})
+    classes = card_classes(card)
+    chosen = choose_samples(manifest, per_class, seed, classes)
+    scan = scan_shards(folder, card.get("shards", []), {k for keys in chosen.values() for k in keys} | pair_keys(card))
     rows = manifest.set_index("key")
     raw, raw_note = _raw_sources(card, [rows.at[k, "image_id"] for keys in chosen.values() for k in keys])
     try:
@@ -276,12 +290,13 @@ def _build_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
     if raw_note:
         samples.add(h.note(raw_note))
     fmt, quality = card.get("config", {}).get("format", "jpg"), card.get("config", {}).get("quality", 95)
-    for dx in CLASSES:
+    for dx in classes:
         cards = [_before_after(key, rows.loc[key], scan, raw.get(rows.at[key, "image_id"]), cfg, fmt, quality)
                  for key in chosen[dx]]
         samples.add(*_class_block(dx, int((manifest["dx"] == dx).sum()), cards))
-    return [_build_card(folder, card),
-            _distribution_section(_records(manifest, scan.meta), scan.problems), samples]
+    sections = [_build_card(folder, card), _distribution_section(_records(manifest, scan.meta), scan.problems, classes),
+                collections_section(card, manifest, classes, scan.meta), samples, duplicates_section(card, scan.images)]
+    return [s for s in sections if s is not None]  # a format 1 build has no collections; most have no duplicates
 
 
 def _class_block(dx: str, total: int, cards: list[str]) -> list[str]:
@@ -322,11 +337,12 @@ def _before_after(key: str, row, scan: Scan, raw: bytes | None, cfg, fmt: str, q
 def _balanced_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
     card, manifest = read_card(folder), read_manifest(folder)
     cfg = card.get("config", {})
+    classes = card_classes(card)
     copies = manifest[manifest["source"] == "augmented"]
-    chosen = choose_samples(copies, per_class, seed)
-    for dx in CLASSES:  # a class with no copies shows the originals it kept
+    chosen = choose_samples(copies, per_class, seed, classes)
+    for dx in classes:  # a class with no copies shows the originals it kept
         if not chosen[dx]:
-            chosen[dx] = choose_samples(manifest[manifest["dx"] == dx], per_class, seed)[dx]
+            chosen[dx] = choose_samples(manifest[manifest["dx"] == dx], per_class, seed, classes)[dx]
     rows = manifest.set_index("key")
     keys = {k for ks in chosen.values() for k in ks}
     parents = {rows.at[k, "parent"] for k in keys if rows.at[k, "parent"]}
@@ -350,10 +366,10 @@ def _balanced_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
         f"<p>Per class, up to {per_class} augmented copies drawn with seed {seed}, each beside the original it was "
         "made from and its recipe; classes without copies show originals they kept. The check mark says that "
         "<code>hamdata.augment.replay(parent, recipe)</code> gives the stored bytes exactly.</p>", *[h.note(p) for p in scan.problems])
-    for dx in CLASSES:
+    for dx in classes:
         cards = [_copy_card(key, rows.loc[key], scan, cfg) for key in chosen[dx]]
         samples.add(*_class_block(dx, int((manifest["dx"] == dx).sum()), cards))
-    return [_card_section(folder, card, facts, extra), _distribution_section(_records(manifest, scan.meta), []), samples]
+    return [_card_section(folder, card, facts, extra), _distribution_section(_records(manifest, scan.meta), [], classes), samples]
 
 
 def _parent_build(folder: Path, card: dict) -> tuple[Path, dict, bool] | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import htmlpage as h
 from . import runfiles as rf
-from .classes import CLASSES
+from .classes import CLASS_NAMES
 from .plots import plot_history
 
 PER_CLASS_COLUMNS = ("precision", "recall", "f1", "support", "auc")
@@ -162,9 +162,10 @@ def _gradcam_section(folder: Path) -> h.Section:
 
 
 def gradcam_caption(stem: str) -> str:
-    """``akiec_correct_ISIC_1`` -> ``true akiec, correct: ISIC_1`` (runfiles.gradcam_name, without .png)."""
+    """``akiec_correct_ISIC_1`` -> ``true akiec, correct: ISIC_1`` (runfiles.gradcam_name, without .png); the
+    class may be one of any class set (the run's own list is not needed to read its file names)."""
     parts = stem.split("_", 2)
-    if len(parts) == 3 and parts[0] in CLASSES:
+    if len(parts) == 3 and parts[0] in CLASS_NAMES:
         return f"true {parts[0]}, {parts[1]}: {parts[2]}"
     return stem
 

@@ -26,14 +26,22 @@ JSON_FIELDS = (
     "image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization",
     "split", "source", "parent", "recipe",
 )
+# Format 2 adds where a sample comes from: the unified site, its collection, the index of its --data, its
+# file's stem, its patient id (or null) and its group (lesions, patients and duplicates that share a split).
+INPUT_FIELDS = ("site", "collection", "input", "file_id", "patient_id", "group")
+JSON_SCHEMAS = (JSON_FIELDS, JSON_FIELDS + INPUT_FIELDS)  # format 1, format 2
 
 
 def sample_json(record: dict) -> bytes:
-    """The ``.json`` member: the schema's fields in schema order, compact, ASCII."""
-    missing = [name for name in JSON_FIELDS if name not in record]
+    """The ``.json`` member: the schema's fields in schema order, compact, ASCII.
+
+    A record with any of INPUT_FIELDS is written in the format 2 schema and needs all of them.
+    """
+    fields = JSON_SCHEMAS[1] if any(name in record for name in INPUT_FIELDS) else JSON_FIELDS
+    missing = [name for name in fields if name not in record]
     if missing:
         raise ValueError(f"sample json lacks {missing}")
-    return json.dumps({name: record[name] for name in JSON_FIELDS}, separators=(",", ":")).encode("ascii")
+    return json.dumps({name: record[name] for name in fields}, separators=(",", ":")).encode("ascii")
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:

@@ -43,23 +43,29 @@ class SplitConfig:
             raise HamdataError(f"--val + --test must be below 1 so that train is not empty, got {self.val + self.test}")
 
 
-def lesion_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per lesion: its class (the most frequent dx, ties by CLASSES order) and image count."""
-    counts = df.groupby(["lesion_id", "dx"], sort=True).size().rename("n").reset_index()
-    counts["order"] = counts["dx"].map({dx: i for i, dx in enumerate(CLASSES)})
-    counts = counts.sort_values(["lesion_id", "n", "order"], ascending=[True, False, True])
-    table = counts.drop_duplicates("lesion_id")[["lesion_id", "dx"]]
-    sizes = df.groupby("lesion_id", sort=True).size().rename("n")
-    return table.merge(sizes, left_on="lesion_id", right_index=True).reset_index(drop=True)
+def lesion_table(df: pd.DataFrame, classes=CLASSES, column: str = "lesion_id") -> pd.DataFrame:
+    """One row per lesion (or other group `column`): its class (the most frequent dx, ties by class order)
+    and image count; the id column is named lesion_id."""
+    counts = df.groupby([column, "dx"], sort=True).size().rename("n").reset_index()
+    counts["order"] = counts["dx"].map({dx: i for i, dx in enumerate(classes)})
+    counts = counts.sort_values([column, "n", "order"], ascending=[True, False, True])
+    table = counts.drop_duplicates(column)[[column, "dx"]]
+    sizes = df.groupby(column, sort=True).size().rename("n")
+    table = table.merge(sizes, left_on=column, right_index=True).reset_index(drop=True)
+    return table.rename(columns={column: "lesion_id"})
 
 
-def _assign_class(lesions: pd.DataFrame, fractions: np.ndarray, rng: np.random.Generator) -> list[str]:
-    """Place one class's lesions, largest first, into the split furthest below its target."""
+def _assign_class(lesions: pd.DataFrame, fractions: np.ndarray, rng: np.random.Generator,
+                  filled: np.ndarray | None = None) -> list[str]:
+    """Place one class's lesions, largest first, into the split furthest below its target.
+
+    filled: images of this class already placed (pinned) per split; they count toward the targets.
+    """
     order = rng.permutation(len(lesions))
     sizes = lesions["n"].to_numpy()[order]
     order = order[np.argsort(-sizes, kind="stable")]
-    targets = fractions * lesions["n"].sum()
-    filled = np.zeros(len(SPLITS))
+    filled = np.zeros(len(SPLITS)) if filled is None else filled.astype(float)
+    targets = fractions * (lesions["n"].sum() + filled.sum())
     assigned = [""] * len(lesions)
     for i in order:
         deficit = np.where(fractions > 0, targets - filled, -np.inf)
@@ -69,32 +75,51 @@ def _assign_class(lesions: pd.DataFrame, fractions: np.ndarray, rng: np.random.G
     return assigned
 
 
-def split_lesions(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 42) -> pd.Series:
-    """Split label ("train"/"val"/"test") for every row of ``df``, lesion-aware and stratified by class."""
+def split_lesions(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 42, classes=CLASSES,
+                  column: str = "lesion_id", pinned: pd.Series | None = None) -> pd.Series:
+    """Split label ("train"/"val"/"test") for every row of ``df``, group-aware and stratified by class.
+
+    column: the group column (all rows of one group go to one split); lesion_id by default.
+    pinned: per row, a split the row's group must go to ("" = free); pinned images count toward the
+    targets, so the free groups are split around them. Without pins: the lesion-aware split as always.
+    """
     SplitConfig(val=val, test=test, seed=seed)  # validates the fractions
     fractions = np.array([1.0 - val - test, val, test])
-    lesions = lesion_table(df)
-    rng = np.random.default_rng(seed)
     split_of: dict[str, str] = {}
-    for dx in CLASSES:
+    free = df
+    pinned_table = None
+    if pinned is not None and (pinned != "").any():
+        pins = pd.DataFrame({"group": df[column].to_numpy(), "split": pinned.to_numpy()})
+        split_of.update(dict(pins[pins["split"] != ""].drop_duplicates("group").itertuples(index=False)))
+        is_pinned = df[column].isin(split_of).to_numpy()
+        free, pinned_table = df[~is_pinned], df[is_pinned].assign(split=df[column][is_pinned].map(split_of))
+    lesions = lesion_table(free, classes, column) if len(free) else pd.DataFrame(columns=["lesion_id", "dx", "n"])
+    rng = np.random.default_rng(seed)
+    for dx in classes:
         part = lesions[lesions["dx"] == dx].reset_index(drop=True)
         if len(part):
-            split_of.update(zip(part["lesion_id"], _assign_class(part, fractions, rng)))
-    return df["lesion_id"].map(split_of).rename("split")
+            filled = None
+            if pinned_table is not None:
+                here = pinned_table[pinned_table["dx"] == dx]["split"].value_counts()
+                filled = np.array([here.get(name, 0) for name in SPLITS])
+            split_of.update(zip(part["lesion_id"], _assign_class(part, fractions, rng, filled)))
+    return df[column].map(split_of).rename("split")
 
 
 def audit_leakage(df: pd.DataFrame) -> list[str]:
     """Problems that would leak information between splits: one line each, empty when clean.
 
-    ``df`` needs lesion_id, image_id and split. A lesion in two splits, or one image
-    id in two splits (an augmented copy of a test image in train, say), is leakage.
+    ``df`` needs lesion_id, image_id and split, and may have group. A lesion or group in two
+    splits, or one image id in two splits (an augmented copy of a test image in train, say), is leakage.
     """
     problems = []
-    for column in ("lesion_id", "image_id"):
+    for column in [c for c in ("lesion_id", "group", "image_id") if c in df.columns]:
         spread = df.groupby(column)["split"].nunique()
         for key in spread[spread > 1].index[:20]:
             splits = sorted(df.loc[df[column] == key, "split"].unique())
             problems.append(f"leakage: {column.replace('_id', '')} {key} is in several splits: {', '.join(splits)}")
+        if column == "group" and (spread > 1).any():
+            break  # a group spans splits because one of its lesions or images does, named above
         if (spread > 1).sum() > 20:
             problems.append(f"leakage: {(spread > 1).sum() - 20} more {column} values in several splits")
     return problems
@@ -142,12 +167,16 @@ def _covers(table: pd.DataFrame, metadata: pd.DataFrame) -> bool:
     return bool(metadata["image_id"].isin(table["image_id"]).all())
 
 
-def decide_split(metadata: pd.DataFrame, cfg: SplitConfig) -> tuple[pd.Series, dict]:
+def decide_split(metadata: pd.DataFrame, cfg: SplitConfig, classes=CLASSES) -> tuple[pd.Series, dict]:
     """The split of every metadata row and a record of how it was decided.
 
-    Order of precedence: --split-manifest FILE, --fresh-split, the canonical split
-    when every image_id is in it, else a fresh split with the given seed.
+    Order of precedence: --split-manifest FILE, --fresh-split, the canonical split, else a fresh split
+    with the given seed. A ``group`` column (lesions, patients and duplicates merged: hamdata.groups)
+    keeps each group in one split; without one, each lesion is a group. Images of the canonical split
+    keep their canonical split and pull their group with them; the other groups are split around them.
+    With the canonical split covering every image, the split is the canonical one, as always.
     """
+    column = "group" if "group" in metadata.columns else "lesion_id"
     if cfg.manifest:
         path = Path(cfg.manifest)
         if not path.is_file():
@@ -160,13 +189,44 @@ def decide_split(metadata: pd.DataFrame, cfg: SplitConfig) -> tuple[pd.Series, d
             )
         return _apply(table, metadata, path), {"source": "file", "file": str(path)}
     canonical = canonical_path()
+    fresh = {"val": cfg.val, "test": cfg.test, "seed": cfg.seed}
     if not cfg.fresh and canonical is not None:
         table = read_split_file(canonical)
-        if _covers(table, metadata):
-            _check_same_labels(table, metadata, canonical)
-            return _apply(table, metadata, canonical), {"source": "canonical", "file": f"manifests/{CANONICAL_NAME}"}
-    split = split_lesions(metadata, cfg.val, cfg.test, cfg.seed)
-    return split, {"source": "fresh", "val": cfg.val, "test": cfg.test, "seed": cfg.seed}
+        record = {"source": "canonical", "file": f"manifests/{CANONICAL_NAME}"}
+        ham = metadata["collection"] == "ham10000" if "collection" in metadata.columns else None
+        if _covers(table, metadata) and (ham is None or ham.all()):
+            if tuple(classes) == CLASSES:
+                _check_same_labels(table, metadata, canonical)
+            split = metadata["image_id"].map(dict(zip(table["image_id"], table["split"]))).rename("split")
+            if not audit_leakage(metadata.assign(split=split.to_numpy())):
+                return split, record
+        pinned = metadata["image_id"].map(dict(zip(table["image_id"], table["split"]))).fillna("")
+        if (pinned != "").any():
+            pinned, moved = _settle_pins(metadata[column], pinned, metadata["image_id"])
+            split = split_lesions(metadata, cfg.val, cfg.test, cfg.seed, classes, column, pinned)
+            record = dict(record, source="canonical+fresh", pinned=int((pinned != "").sum()), moved=moved, **fresh)
+            return split, record
+    split = split_lesions(metadata, cfg.val, cfg.test, cfg.seed, classes, column)
+    return split, {"source": "fresh", **fresh}
+
+
+def _settle_pins(groups: pd.Series, pinned: pd.Series, image_ids: pd.Series) -> tuple[pd.Series, list[dict]]:
+    """One pinned split per group: where its pinned images disagree (a duplicate or patient links two
+    canonical lesions of different splits), the split holding most of them wins (ties: test, val, train),
+    and the others are listed as moved."""
+    frame = pd.DataFrame({"group": groups.to_numpy(), "split": pinned.to_numpy(), "image_id": image_ids.to_numpy()})
+    rank = {"test": 0, "val": 1, "train": 2}
+    settled, moved = {}, []
+    for group, part in frame[frame["split"] != ""].groupby("group", sort=True):
+        counts = part["split"].value_counts()
+        if len(counts) == 1:
+            settled[group] = counts.index[0]
+            continue
+        best = sorted(counts.index, key=lambda name: (-counts[name], rank[name]))[0]
+        settled[group] = best
+        moved += [{"image_id": r.image_id, "canonical": r.split, "split": best, "group": group}
+                  for r in part[part["split"] != best].itertuples(index=False)]
+    return frame["group"].map(settled).fillna("").set_axis(pinned.index), sorted(moved, key=lambda m: m["image_id"])
 
 
 def _check_same_labels(table: pd.DataFrame, metadata: pd.DataFrame, path: Path) -> None:
@@ -187,5 +247,5 @@ def _apply(table: pd.DataFrame, metadata: pd.DataFrame, path: Path) -> pd.Series
     split = metadata["image_id"].map(dict(zip(table["image_id"], table["split"]))).rename("split")
     problems = audit_leakage(metadata.assign(split=split.to_numpy()))
     if problems:
-        raise HamdataError(f"{path}: the split puts lesions in several splits ({problems[0]})")
+        raise HamdataError(f"{path}: the split puts lesions or groups in several splits ({problems[0]})")
     return split

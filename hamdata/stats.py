@@ -1,10 +1,13 @@
-"""`stats`: EDA tables and PNG plots of a build or of a raw HAM10000 copy.
+"""`stats`: EDA tables and PNG plots of a build or of a raw copy (HAM10000, ISIC 2019, an ISIC-archive export).
 
 Everything is computed from one table of per-sample metadata ("records"):
 for a build it comes from the ``.json`` member of every sample (read by
 streaming the tars, so no image is held in memory); for a raw copy it is the
-validated metadata, with every row in the split ``all``. ``tables_from_records``
-is pure; plotting and file writing happen at the edge, in ``run_stats``.
+validated metadata, with every row in the split ``all`` (an ISIC copy's labels
+mapped onto the isic2019 classes through hamdata.inputs). ``tables_from_records``
+is pure; plotting and file writing happen at the edge, in ``run_stats``. The
+per-collection tables and plot, and the duplicate and label summaries, come
+from hamdata.collections_report.
 """
 
 from __future__ import annotations
@@ -17,50 +20,57 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from .classes import CLASSES
+from .classes import CLASS_SETS, CLASSES, class_set_name
+from .collections_report import (DEFAULT_COLLECTION, collection_counts, collection_split_counts, duplicates_summary,
+                                 plot_collections, unmapped_rows, unmapped_table)
 from .errors import HamdataError
-from .manifest import CARD_NAME, read_card
+from .manifest import CARD_NAME, card_classes, read_card
 from .plots import new_figure, save_png
 from .shards import TAR_ERRORS, iter_samples, tar_error_detail
 from .split import SPLITS
 
-RECORD_FIELDS = ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization", "split", "source")
+RECORD_FIELDS = ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization", "split", "source", "collection")
 TOP_LOCALIZATIONS = 15
 DPI = 110
-PLOT_NAMES = ("class_distribution", "images_per_lesion", "age_by_class", "sex_by_class", "localization")
+PLOT_NAMES = ("class_distribution", "images_per_lesion", "age_by_class", "sex_by_class", "localization", "collections")
+RAW_CLASS_SET = "isic2019"  # the class set a raw ISIC copy's labels are mapped onto
 
 
 def run_stats(path: Path, out: Path | None = None, progress: bool = True) -> dict:
-    """Tables and plots of the build or raw HAM10000 copy at ``path``.
+    """Tables and plots of the build or raw copy at ``path``.
 
-    path: a build (folder with dataset.json) or anything ``open_source`` accepts.
+    path: a build (folder with dataset.json) or anything ``open_source`` accepts (HAM10000, ISIC 2019, an
+    ISIC-archive export: the labels of an ISIC copy are mapped onto the isic2019 classes).
     out: folder for the PNGs (default: PATH/stats for a build, ./stats/<name> for a raw copy).
     progress: show a tqdm bar while reading shards.
-    Returns {"text": str, "plots": [PNG paths as str], "tables": {name: DataFrame}}.
+    Returns {"text": str, "plots": [PNG paths as str], "tables": {name: DataFrame}}; the tables include
+    ``collections`` and ``collection_splits`` (samples per collection and class, and split) and, when some
+    labels had no class, ``unmapped``.
     """
     path = Path(path)
     if not path.exists():
-        raise HamdataError(f"{path}: no such file or folder; expected a hamdata build or a HAM10000 copy")
+        raise HamdataError(f"{path}: no such file or folder; expected a hamdata build, a HAM10000 copy or an ISIC copy")
     if (path / CARD_NAME).is_file():
-        records, header = _build_records(path, progress)
+        records, header, classes, extra = _build_records(path, progress)
         default_out = path / "stats"
     else:
-        records, header = _raw_records(path)
+        records, header, classes, extra = _raw_records(path)
         default_out = _raw_default_out(path)
     if records.empty:
         raise HamdataError(f"{path}: no samples to analyse")
-    tables = tables_from_records(records)
+    tables = {**tables_from_records(records, classes), **extra}
     out = Path(out) if out is not None else default_out
     out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(records, tables, out)
+    plots = write_plots(records, tables, out, classes)
     return {"text": "\n".join([*header, "", render_tables(tables)]), "plots": [str(p) for p in plots], "tables": tables}
 
 
 # ---------------------------------------------------------------- reading
 
 
-def _build_records(folder: Path, progress: bool) -> tuple[pd.DataFrame, list[str]]:
-    """Per-sample metadata of a build, from the json member of every sample; and the header lines."""
+def _build_records(folder: Path, progress: bool) -> tuple[pd.DataFrame, list[str], tuple[str, ...], dict]:
+    """Per-sample metadata of a build, from the json member of every sample; the header lines; its class list;
+    the tables of its card (labels no class took)."""
     card = read_card(folder)
     shards = card.get("shards")
     if not isinstance(shards, list) or any(not isinstance(s, dict) or "path" not in s for s in shards):
@@ -80,7 +90,13 @@ def _build_records(folder: Path, progress: bool) -> tuple[pd.DataFrame, list[str
     balanced = sorted(p.name for p in folder.glob("balanced-*") if (p / CARD_NAME).is_file())
     if balanced:
         header.append(f"balanced sets not included (run stats on each): {', '.join(balanced)}")
-    return records, header
+    summary = duplicates_summary(card)
+    if summary:
+        header.append(summary)
+    unmapped = unmapped_table(card.get("unmapped"))
+    if unmapped is not None:
+        header.append(f"labels no class took: {unmapped_rows(card.get('unmapped'))} rows (table below)")
+    return records, header, card_classes(card), ({"unmapped": unmapped} if unmapped is not None else {})
 
 
 def _read_shard(tar: Path, split: str | None, bar) -> list[dict]:
@@ -112,22 +128,56 @@ def _record_of(tar: Path, key: str, meta: bytes | None, split: str | None) -> di
     row["image_id"] = row["image_id"] or key
     row["split"] = row["split"] or split or "all"
     row["source"] = row["source"] or "original"
+    row["collection"] = row["collection"] or DEFAULT_COLLECTION  # a format 1 build is HAM10000 alone
     return row
 
 
-def _raw_records(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Metadata of a raw HAM10000 copy, every row in split "all"; and the header lines."""
+def _raw_records(path: Path) -> tuple[pd.DataFrame, list[str], tuple[str, ...], dict]:
+    """Metadata of a raw copy, every row in split "all"; the header lines; its class list; more tables.
+
+    A HAM10000 copy: its validated table as it is (every row, its dx codes; the ham10000 label map would map
+    each code onto itself). An ISIC copy: see ``_raw_isic_records``.
+    """
     from .layouts import open_source
 
     try:
         source = open_source(path)
     except HamdataError as exc:
-        raise HamdataError(f"{path}: neither a hamdata build (no {CARD_NAME}) nor a readable HAM10000 copy: {exc}") from None
-    records = source.metadata.assign(split="all", source="original")
+        raise HamdataError(f"{path}: neither a hamdata build (no {CARD_NAME}) nor a readable HAM10000 or ISIC copy: "
+                           f"{exc}") from None
+    collection = getattr(source, "collection", DEFAULT_COLLECTION)
+    if collection != DEFAULT_COLLECTION:
+        return _raw_isic_records(path, source)
+    records = source.metadata.assign(split="all", source="original", collection=collection)
+    classes = tuple(getattr(source, "classes", None) or classes_of(records["dx"]))
     header = [f"raw dataset {path} ({source.layout} layout): {len(records)} metadata rows, "
-              f"{len(source.images)} images found"]
+              f"{len(source.images)} images found",
+              f"class set: {class_set_name(classes) or ', '.join(classes)} (the table's dx codes)"]
     header += [f"warning: {w}" for w in source.warnings]
-    return records, header
+    return records, header, classes, {}
+
+
+def _raw_isic_records(path: Path, source) -> tuple[pd.DataFrame, list[str], tuple[str, ...], dict]:
+    """An ISIC 2019 or ISIC-archive copy read as a build reads it (hamdata.inputs), its labels mapped onto the
+    RAW_CLASS_SET classes by the shipped label map; rows that no class takes are counted, not analysed."""
+    from .inputs import open_inputs
+    from .vocabulary import load_label_map
+
+    label_map = load_label_map(RAW_CLASS_SET)
+    inputs = open_inputs([path], label_map, on_error="skip")
+    records = inputs.table.assign(split="all", source="original")
+    untaken = unmapped_rows(inputs.unmapped)
+    header = [f"raw dataset {path} ({source.layout} layout, collection {source.collection}): "
+              f"{len(source.metadata) + len(source.repeated)} table rows, {len(source.images)} images found",
+              f"class set: {RAW_CLASS_SET} (labels mapped by {', '.join(label_map.files)}): {len(records)} rows "
+              f"counted, {untaken} rows no class took" + (" (table below)" if untaken else "")]
+    if inputs.missing:
+        header.append(f"{len(inputs.missing)} rows have no image file and are not counted")
+    if source.repeated:
+        header.append(f"{len(source.repeated)} rows repeat the image id of an earlier row and are not counted")
+    header += [f"warning: {w}" for w in inputs.warnings]
+    unmapped = unmapped_table(inputs.unmapped)
+    return records, header, CLASS_SETS[RAW_CLASS_SET], ({"unmapped": unmapped} if unmapped is not None else {})
 
 
 def _raw_default_out(path: Path) -> Path:
@@ -148,7 +198,13 @@ def _split_order(splits) -> list[str]:
     return [s for s in (*SPLITS, "all") if s in present] + sorted(present - {*SPLITS, "all"})
 
 
-def _clean(records: pd.DataFrame) -> pd.DataFrame:
+def classes_of(dx) -> tuple[str, ...]:
+    """The first known class list (HAM10000's first) that holds every one of the codes ``dx``; HAM10000's if none does."""
+    present = {str(d) for d in dx}
+    return next((members for members in CLASS_SETS.values() if present <= set(members)), CLASSES)
+
+
+def _clean(records: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
     """The columns the tables use, with defaults for missing cells (no mutation of the input)."""
     missing = [name for name in ("image_id", "dx") if name not in records]
     if missing:
@@ -166,33 +222,40 @@ def _clean(records: pd.DataFrame) -> pd.DataFrame:
     df["lesion_id"] = filled("lesion_id", df["image_id"])  # no lesion_id: each image is its own lesion
     df["dx"] = records["dx"].astype(str)
     df["age"] = pd.to_numeric(column("age"), errors="coerce").astype(float)
-    for name, default in (("sex", "unknown"), ("localization", "unknown"), ("split", "all"), ("source", "original")):
+    for name, default in (("sex", "unknown"), ("localization", "unknown"), ("split", "all"), ("source", "original"),
+                          ("collection", DEFAULT_COLLECTION)):
         df[name] = filled(name, default)
-    unknown = sorted(set(df["dx"]) - set(CLASSES))
+    unknown = sorted(set(df["dx"]) - set(classes))
     if unknown:
-        raise HamdataError(f"records: dx must be one of {', '.join(CLASSES)}, got {', '.join(unknown)}")
+        raise HamdataError(f"records: dx must be one of {', '.join(classes)}, got {', '.join(unknown)}")
     return df
 
 
-def tables_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def tables_from_records(records: pd.DataFrame, classes=None) -> dict[str, pd.DataFrame]:
     """EDA tables of per-sample metadata (columns as HAM10000's, optionally split and source).
 
-    Returns class_counts, lesions_per_class, images_per_lesion, age_by_class, sex_by_class,
-    localization, and source (only when some samples are augmented). Lesion tables count
+    classes: the class list the rows of the per-class tables follow (a build's dataset.json ``classes``);
+    default: the known class list that holds every dx of the records (``classes_of``).
+    Returns class_counts, collections (samples per collection and class), collection_splits (per collection
+    and split), lesions_per_class, images_per_lesion, age_by_class, sex_by_class, localization, and source
+    (only when some samples are augmented); a record without a collection is ``ham10000``. Lesion tables count
     original samples only: augmented copies are not new images of a lesion.
     """
-    df = _clean(records)
+    classes = tuple(classes) if classes is not None else classes_of(records["dx"].astype(str) if "dx" in records else [])
+    df = _clean(records, classes)
     originals = df[df["source"] != "augmented"]
     tables = {
-        "class_counts": class_counts(df),
-        "lesions_per_class": lesions_per_class(originals),
-        "images_per_lesion": images_per_lesion(originals),
-        "age_by_class": age_by_class(df),
-        "sex_by_class": sex_by_class(df),
+        "class_counts": class_counts(df, classes),
+        "collections": collection_counts(df, classes),
+        "collection_splits": collection_split_counts(df),
+        "lesions_per_class": lesions_per_class(originals, classes),
+        "images_per_lesion": images_per_lesion(originals, classes),
+        "age_by_class": age_by_class(df, classes),
+        "sex_by_class": sex_by_class(df, classes),
         "localization": localization_counts(df),
     }
     if (df["source"] == "augmented").any():
-        tables["source"] = source_counts(df)
+        tables["source"] = source_counts(df, classes)
     return tables
 
 
@@ -200,10 +263,10 @@ def _with_total_row(table: pd.DataFrame, name: str = "total") -> pd.DataFrame:
     return pd.concat([table, table.sum().to_frame(name).T])
 
 
-def class_counts(df: pd.DataFrame) -> pd.DataFrame:
-    """Samples per class (rows, CLASSES order) and split (columns), with total and percent."""
+def class_counts(df: pd.DataFrame, classes=CLASSES) -> pd.DataFrame:
+    """Samples per class (rows, in the order of ``classes``) and split (columns), with total and percent."""
     splits = _split_order(df["split"].unique())
-    table = pd.crosstab(df["dx"], df["split"]).reindex(index=list(CLASSES), columns=splits, fill_value=0)
+    table = pd.crosstab(df["dx"], df["split"]).reindex(index=list(classes), columns=splits, fill_value=0)
     table["total"] = table.sum(axis=1)
     table = _with_total_row(table).astype("int64")
     table["percent"] = 100.0 * table["total"] / max(len(df), 1)
@@ -212,24 +275,24 @@ def class_counts(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def lesions_per_class(df: pd.DataFrame) -> pd.DataFrame:
+def lesions_per_class(df: pd.DataFrame, classes=CLASSES) -> pd.DataFrame:
     """Images, distinct lesions, and images per lesion (mean, max) of each class."""
     sizes = df.groupby(["dx", "lesion_id"]).size()
     per_class = sizes.groupby(level="dx")
     table = pd.DataFrame({"images": per_class.sum(), "lesions": per_class.size()})
-    table = table.reindex(list(CLASSES), fill_value=0).astype("int64")
+    table = table.reindex(list(classes), fill_value=0).astype("int64")
     table = pd.concat([table, pd.DataFrame({"images": [len(df)], "lesions": [df["lesion_id"].nunique()]}, index=["total"])])
     table["images_per_lesion"] = table["images"] / table["lesions"].where(table["lesions"] > 0)
-    maxima = per_class.max().reindex(list(CLASSES), fill_value=0)
+    maxima = per_class.max().reindex(list(classes), fill_value=0)
     table["max_images"] = [*maxima.astype("int64"), int(sizes.max()) if len(sizes) else 0]
     table.index.name = "dx"
     return table
 
 
-def images_per_lesion(df: pd.DataFrame) -> pd.DataFrame:
+def images_per_lesion(df: pd.DataFrame, classes=CLASSES) -> pd.DataFrame:
     """Number of lesions with 1, 2, 3, ... images (rows), per class and in total (columns)."""
     sizes = df.groupby(["dx", "lesion_id"]).size().rename("images").reset_index()
-    table = pd.crosstab(sizes["images"], sizes["dx"]).reindex(columns=list(CLASSES), fill_value=0)
+    table = pd.crosstab(sizes["images"], sizes["dx"]).reindex(columns=list(classes), fill_value=0)
     top = int(sizes["images"].max()) if len(sizes) else 1
     table = table.reindex(range(1, top + 1), fill_value=0).astype("int64")
     table["total"] = table.sum(axis=1)
@@ -238,24 +301,24 @@ def images_per_lesion(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def age_by_class(df: pd.DataFrame) -> pd.DataFrame:
+def age_by_class(df: pd.DataFrame, classes=CLASSES) -> pd.DataFrame:
     """Age summary per class and overall: count (ages given), missing, mean, median, min, max."""
     def summary(ages: pd.Series) -> dict:
         return {"count": int(ages.notna().sum()), "missing": int(ages.isna().sum()), "mean": ages.mean(),
                 "median": ages.median(), "min": ages.min(), "max": ages.max()}
 
-    rows = {dx: summary(df.loc[df["dx"] == dx, "age"]) for dx in CLASSES}
+    rows = {dx: summary(df.loc[df["dx"] == dx, "age"]) for dx in classes}
     rows["all"] = summary(df["age"])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "dx"
     return table
 
 
-def sex_by_class(df: pd.DataFrame) -> pd.DataFrame:
+def sex_by_class(df: pd.DataFrame, classes=CLASSES) -> pd.DataFrame:
     """Samples per class (rows) and sex (columns: male, female, unknown, any other), with totals."""
     present = set(df["sex"])
     columns = [s for s in ("male", "female", "unknown") if s in present] + sorted(present - {"male", "female", "unknown"})
-    table = pd.crosstab(df["dx"], df["sex"]).reindex(index=list(CLASSES), columns=columns, fill_value=0)
+    table = pd.crosstab(df["dx"], df["sex"]).reindex(index=list(classes), columns=columns, fill_value=0)
     table["total"] = table.sum(axis=1)
     table = _with_total_row(table).astype("int64")
     table.index.name = "dx"
@@ -278,11 +341,11 @@ def localization_counts(df: pd.DataFrame, top: int = TOP_LOCALIZATIONS) -> pd.Da
     return table
 
 
-def source_counts(df: pd.DataFrame) -> pd.DataFrame:
+def source_counts(df: pd.DataFrame, classes=CLASSES) -> pd.DataFrame:
     """Original and augmented samples per class and split (columns like ``train original``)."""
     splits = _split_order(df["split"].unique())
     columns = [f"{s} {src}" for s in splits for src in ("original", "augmented")]
-    table = pd.crosstab(df["dx"], df["split"] + " " + df["source"]).reindex(index=list(CLASSES), columns=columns, fill_value=0)
+    table = pd.crosstab(df["dx"], df["split"] + " " + df["source"]).reindex(index=list(classes), columns=columns, fill_value=0)
     table = _with_total_row(table).astype("int64")
     table.index.name = "dx"
     table.columns.name = None
@@ -291,12 +354,15 @@ def source_counts(df: pd.DataFrame) -> pd.DataFrame:
 
 TITLES = {
     "class_counts": "Samples per class and split",
+    "collections": "Samples per collection and class",
+    "collection_splits": "Samples per collection and split",
     "lesions_per_class": "Lesions per class (original samples)",
     "images_per_lesion": "Lesions by number of images (original samples)",
     "age_by_class": "Age per class (count = ages given)",
     "sex_by_class": "Sex per class",
     "localization": f"Localization (top {TOP_LOCALIZATIONS})",
     "source": "Original and augmented samples",
+    "unmapped": "Labels no class took (rows not counted above)",
 }
 
 
@@ -312,30 +378,38 @@ def render_tables(tables: dict[str, pd.DataFrame]) -> str:
 # ---------------------------------------------------------------- plots
 
 
-def write_plots(records: pd.DataFrame, tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
-    """The five PNGs in ``out``; returns their paths in PLOT_NAMES order."""
-    df = _clean(records)
+def _classes_of_table(table: pd.DataFrame) -> list[str]:
+    """The class rows of a per-class table (its index without the total row)."""
+    return [dx for dx in table.index if dx != "total"]
+
+
+def write_plots(records: pd.DataFrame, tables: dict[str, pd.DataFrame], out: Path, classes=None) -> list[Path]:
+    """The PNGs of PLOT_NAMES in ``out``; returns their paths in PLOT_NAMES order (classes: as for tables_from_records)."""
+    classes = tuple(classes) if classes is not None else tuple(_classes_of_table(tables["class_counts"]))
+    df = _clean(records, classes)
     drawers = {
         "class_distribution": lambda: plot_class_distribution(tables["class_counts"]),
         "images_per_lesion": lambda: plot_images_per_lesion(tables["images_per_lesion"]),
-        "age_by_class": lambda: plot_age_by_class(df),
+        "age_by_class": lambda: plot_age_by_class(df, classes),
         "sex_by_class": lambda: plot_sex_by_class(tables["sex_by_class"]),
         "localization": lambda: plot_localization(tables["localization"]),
+        "collections": lambda: plot_collections(tables["collections"]),
     }
     return [save_png(drawers[name](), Path(out) / f"{name}.png", DPI) for name in PLOT_NAMES]
 
 
 def plot_class_distribution(counts: pd.DataFrame) -> Figure:
     splits = [c for c in counts.columns if c not in ("total", "percent")]
-    body = counts.loc[list(CLASSES), splits]
+    classes = _classes_of_table(counts)
+    body = counts.loc[classes, splits]
     figure = new_figure()
     ax = figure.add_subplot()
-    x = np.arange(len(CLASSES))
+    x = np.arange(len(classes))
     width = 0.8 / len(splits)
     for i, split in enumerate(splits):
         bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, body[split], width, label=split)
         ax.bar_label(bars, fontsize=7, padding=1)
-    ax.set_xticks(x, CLASSES)
+    ax.set_xticks(x, classes)
     ax.set(title="Samples per class and split", xlabel="class (dx)", ylabel="samples")
     ax.legend(title="split")
     return figure
@@ -346,7 +420,7 @@ def plot_images_per_lesion(table: pd.DataFrame) -> Figure:
     ax = figure.add_subplot()
     x = np.arange(len(table))
     bottom = np.zeros(len(table))
-    for dx in CLASSES:
+    for dx in [c for c in table.columns if c != "total"]:
         ax.bar(x, table[dx], bottom=bottom, label=dx)
         bottom += table[dx].to_numpy()
     for xi, total in zip(x, table["total"]):
@@ -357,23 +431,24 @@ def plot_images_per_lesion(table: pd.DataFrame) -> Figure:
     return figure
 
 
-def plot_age_by_class(df: pd.DataFrame) -> Figure:
+def plot_age_by_class(df: pd.DataFrame, classes=CLASSES) -> Figure:
     figure = new_figure()
     ax = figure.add_subplot()
-    ages = [df.loc[(df["dx"] == dx) & df["age"].notna(), "age"].to_numpy() for dx in CLASSES]
-    ax.boxplot(ages, tick_labels=[f"{dx}\n(n={len(a)})" for dx, a in zip(CLASSES, ages)])
+    ages = [df.loc[(df["dx"] == dx) & df["age"].notna(), "age"].to_numpy() for dx in classes]
+    ax.boxplot(ages, tick_labels=[f"{dx}\n(n={len(a)})" for dx, a in zip(classes, ages)])
     ax.set(title="Age per class", xlabel="class (dx)", ylabel="age (years)")
     ax.grid(axis="y", alpha=0.3)
     return figure
 
 
 def plot_sex_by_class(table: pd.DataFrame) -> Figure:
-    body = table.loc[list(CLASSES), [c for c in table.columns if c != "total"]]
+    classes = _classes_of_table(table)
+    body = table.loc[classes, [c for c in table.columns if c != "total"]]
     figure = new_figure()
     ax = figure.add_subplot()
     bottom = np.zeros(len(body))
     for sex in body.columns:
-        ax.bar(list(CLASSES), body[sex], bottom=bottom, label=sex)
+        ax.bar(classes, body[sex], bottom=bottom, label=sex)
         bottom += body[sex].to_numpy()
     ax.set(title="Sex per class", xlabel="class (dx)", ylabel="samples")
     ax.legend(title="sex")

@@ -15,10 +15,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from .classes import CLASSES
 from .errors import HamdataError
-from .manifest import CARD_NAME, INFO_NAME, MANIFEST_NAME, read_card, read_manifest, timm_info
-from .shards import IMAGE_EXTS, JSON_FIELDS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
+from .manifest import CARD_NAME, INFO_NAME, MANIFEST_NAME, card_classes, read_card, read_manifest, timm_info
+from .shards import IMAGE_EXTS, JSON_SCHEMAS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
 from .split import audit_leakage
 from .workspace import writer_of
 
@@ -69,23 +68,43 @@ def verify_folder(folder: Path, parent: Path | None = None, progress: bool = Tru
     shards = card.get("shards", [])
     bar = tqdm(total=sum(s.get("samples", 0) for s in shards), unit="sample", desc=f"verify {folder.name}",
                disable=not progress, dynamic_ncols=True)
+    classes = card_classes(card)
     for entry in shards:
-        problems += _check_shard(folder, entry, rows, seen, bar)
+        problems += _check_shard(folder, entry, rows, seen, bar, classes)
     bar.close()
     missing = set(rows.index) - {s["key"] for s in seen}
     if missing:
         problems.append(f"{folder / MANIFEST_NAME}: {len(missing)} rows have no sample in any shard (first: {', '.join(sorted(missing)[:3])})")
     problems += _check_counts(folder, card, manifest)
+    problems += _check_classes(folder, card, parent)
     problems += _check_info(folder, card, parent)
     problems += _check_extra_files(folder, card)
-    records = pd.DataFrame(seen, columns=["key", "image_id", "lesion_id", "split", "parent"])
+    records = pd.DataFrame(seen, columns=["key", "image_id", "lesion_id", "split", "parent", "group"])
     problems += [f"{folder}: {p}" for p in audit_leakage(records)] if len(records) else []
+    problems += _check_duplicates(folder, card, records)
     if parent is not None:
         problems += _check_parents(folder, parent, records)
     return problems
 
 
-def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar) -> list[str]:
+def _check_duplicates(folder: Path, card: dict, records: pd.DataFrame) -> list[str]:
+    """The duplicate pairs of dataset.json: a dropped copy is not in the build, kept pairs share a split."""
+    split_of = dict(zip(records["image_id"], records["split"])) if len(records) else {}
+    problems = []
+    for pair in card.get("duplicates", []):
+        kept, other = pair.get("kept"), pair.get("dropped")
+        if kept == other:
+            continue  # the same image id in two inputs: one sample by construction
+        if pair.get("action") == "dropped" and other in split_of:
+            problems.append(f"{folder / CARD_NAME}: duplicate {other} of {kept} is listed as dropped but is in "
+                            f"the {split_of[other]} split")
+        elif kept in split_of and other in split_of and split_of[kept] != split_of[other]:
+            problems.append(f"leakage: duplicate pair {kept} ({split_of[kept]}) and {other} ({split_of[other]}) "
+                            f"is in two splits")
+    return problems
+
+
+def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar, classes: tuple[str, ...]) -> list[str]:
     path = folder / entry["path"]
     if not path.is_file():
         return [f"{path}: shard listed in {CARD_NAME} is missing"]
@@ -100,7 +119,7 @@ def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar)
         for sample in iter_samples(path):
             count += 1
             bar.update(1)
-            problems += _check_sample(path, entry, sample, rows, seen)
+            problems += _check_sample(path, entry, sample, rows, seen, classes)
     except TAR_ERRORS as exc:
         problems.append(f"{path}: unreadable tar after {count} samples ({tar_error_detail(exc)})")
     if count != entry.get("samples"):
@@ -108,7 +127,8 @@ def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar)
     return problems
 
 
-def _check_sample(path: Path, entry: dict, sample: Sample, rows: pd.DataFrame, seen: list) -> list[str]:
+def _check_sample(path: Path, entry: dict, sample: Sample, rows: pd.DataFrame, seen: list,
+                  classes: tuple[str, ...]) -> list[str]:
     where = f"{path}: sample {sample.key}"
     exts = [ext for ext, _ in sample.members]
     if len(exts) != 3 or exts[0] not in IMAGE_EXTS or exts[1:] != ["cls", "json"]:
@@ -119,16 +139,16 @@ def _check_sample(path: Path, entry: dict, sample: Sample, rows: pd.DataFrame, s
         record = json.loads(meta.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         return [f"{where}: unreadable cls or json ({exc})"]
-    if not isinstance(record, dict) or list(record) != list(JSON_FIELDS):
-        return [f"{where}: json fields {list(record) if isinstance(record, dict) else record!r}, expected {list(JSON_FIELDS)}"]
+    if not isinstance(record, dict) or tuple(record) not in JSON_SCHEMAS:
+        return [f"{where}: json fields {list(record) if isinstance(record, dict) else record!r}, expected {list(JSON_SCHEMAS[-1])}"]
     problems = []
-    if not 0 <= label < len(CLASSES) or CLASSES[label] != record["dx"]:
+    if not 0 <= label < len(classes) or classes[label] != record["dx"]:  # an index into the build's class list
         problems.append(f"{where}: label {label} disagrees with json dx {record['dx']!r}")
     if record["split"] != entry["split"]:
         problems.append(f"{where}: json split {record['split']!r} in a {entry['split']} shard")
     problems += _check_provenance(where, sample.key, record)
     seen.append({"key": sample.key, "image_id": record["image_id"], "lesion_id": record["lesion_id"],
-                 "split": record["split"], "parent": record["parent"]})
+                 "split": record["split"], "parent": record["parent"], "group": record.get("group") or record["lesion_id"]})
     if sample.key not in rows.index:
         return problems + [f"{where}: not in {MANIFEST_NAME}"]
     row = rows.loc[sample.key]
@@ -156,12 +176,30 @@ def _check_provenance(where: str, key: str, record: dict) -> list[str]:
 
 def _check_counts(folder: Path, card: dict, manifest: pd.DataFrame) -> list[str]:
     problems = []
+    classes = card_classes(card)
     for split, per_class in card.get("counts", {}).items():
         part = manifest[manifest["split"] == split]["dx"].value_counts()
-        for dx in CLASSES:
+        strange = [dx for dx in per_class if dx not in classes]
+        if strange:
+            problems.append(f"{folder / CARD_NAME}: {split} counts name {', '.join(strange)}, not in its classes ({', '.join(classes)})")
+        for dx in classes:
             if int(part.get(dx, 0)) != per_class.get(dx, 0):
                 problems.append(f"{folder / MANIFEST_NAME}: {split}/{dx} has {int(part.get(dx, 0))} rows, {CARD_NAME} says {per_class.get(dx, 0)}")
     return problems
+
+
+def _check_classes(folder: Path, card: dict, parent: Path | None) -> list[str]:
+    """A balanced set has the class list of its build (its labels are indices into that list)."""
+    if parent is None:
+        return []
+    try:
+        build = card_classes(read_card(parent))
+    except HamdataError:  # _check_parents says so
+        return []
+    own = card_classes(card)
+    if own != build:
+        return [f"{folder / CARD_NAME}: classes {', '.join(own)}, but its build {parent} has {', '.join(build)}"]
+    return []
 
 
 def _check_info(folder: Path, card: dict, parent: Path | None) -> list[str]:

@@ -291,3 +291,55 @@ def replace_then_die(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
 os.replace = replace_then_die
 """
+
+
+# ------------------------------------------------------------------ another class list
+
+
+def relabel_build(src: Path, out: Path, scc_every: int = 0) -> Path:
+    """A copy of the HAM10000 build ``src`` at ``out`` as an ISIC 2019 (8-class) build, which `verify` passes: akiec
+    becomes ak, the other codes stay, and with ``scc_every`` every so many nv lesions (in lesion-id order) become scc
+    (without it scc has no samples). Each tar sample's .cls and .json are rewritten (the images are the same bytes),
+    and with them dataset.json (classes, counts, shard sha256s), manifest.csv and _info.json. Returns ``out``."""
+    import json
+
+    from hamdata.classes import ISIC2019_CLASSES
+    from hamdata.manifest import (CARD_NAME, MANIFEST_COLUMNS, MANIFEST_NAME, ManifestWriter, read_manifest, write_card,
+                                  write_info)
+    from hamdata.shards import ShardWriter, iter_samples, sample_json
+
+    card = json.loads((Path(src) / CARD_NAME).read_text(encoding="utf-8"))
+    manifest = read_manifest(src)
+    nv_lesions = sorted(set(manifest.loc[manifest["dx"] == "nv", "lesion_id"]))
+    to_scc = set(nv_lesions[scc_every - 1::scc_every]) if scc_every else set()
+
+    def new_dx(dx: str, lesion: str) -> str:
+        return "ak" if dx == "akiec" else "scc" if dx == "nv" and lesion in to_scc else dx
+
+    out = Path(out)
+    out.mkdir(parents=True)
+    writers, shards = {}, []
+    for entry in card["shards"]:
+        split = entry["split"]
+        writer = writers.setdefault(split, ShardWriter(out, split, split, split, card["config"]["shard_size"]))
+        for sample in iter_samples(Path(src) / entry["path"]):
+            (ext, image), record = sample.members[0], json.loads(sample.get("json"))
+            record["dx"] = new_dx(record["dx"], record["lesion_id"])
+            writer.write(sample.key, ext, image, ISIC2019_CLASSES.index(record["dx"]), sample_json(record))
+    for writer in writers.values():
+        shards += [info.to_dict() for info in writer.close()]
+    assert [(s["path"], s["samples"]) for s in shards] == [(s["path"], s["samples"]) for s in card["shards"]]
+    manifest["dx"] = [new_dx(dx, lesion) for dx, lesion in zip(manifest["dx"], manifest["lesion_id"])]
+    manifest["label"] = [str(ISIC2019_CLASSES.index(dx)) for dx in manifest["dx"]]
+    rows = ManifestWriter(out / MANIFEST_NAME)
+    for row in manifest.to_dict("records"):
+        rows.write({column: row[column] for column in MANIFEST_COLUMNS})
+    rows.close()
+    counts = {split: {dx: int(((manifest["split"] == split) & (manifest["dx"] == dx)).sum()) for dx in ISIC2019_CLASSES}
+              for split in card["counts"]}
+    card.update(classes=list(ISIC2019_CLASSES), counts=counts, shards=shards)
+    if "classes" in card.get("config", {}):
+        card["config"]["classes"] = "isic2019"
+    write_info(out, card)
+    write_card(out, card)
+    return out

@@ -73,7 +73,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300.0) -> tuple[int, list[st
     """Exit code and stderr lines (progress bars dropped) of a command started with start_cli."""
     _, err = proc.communicate(timeout=timeout)
     lines = [line for line in err.decode().replace("\r", "\n").splitlines() if line.strip() and "it/s]" not in line
-             and "s/it]" not in line and not line.startswith(("build-shards", "balance", "epoch", "synth"))]
+             and "s/it]" not in line and not line.startswith(("build-shards", "duplicates", "balance", "epoch", "synth"))]
     return proc.returncode, lines
 
 
@@ -126,14 +126,14 @@ def test_two_builds_into_one_out(data, alone, tmp_path, workers, holder):
     work = tmp_path / "work"
     work.mkdir()
     if holder == "first":
-        a = start_cli(build_args(data, workers), work, taken.hook("hamdata.build", "open_source"))
+        a = start_cli(build_args(data, workers), work, taken.hook("hamdata.build", "open_inputs"))
         taken.wait(a, "the first build held the lock")
         b = start_cli(build_args(data, workers, "--size", "64"), work)
         assert_refused(b, OUT, a.pid)
     else:  # b starts first but reaches the lock only after a, which started later, holds it
         b = start_cli(build_args(data, workers, "--size", "64"), work, waiting.hook("hamdata.build", "_check_paths"))
         waiting.wait(b, "the first build started")
-        a = start_cli(build_args(data, workers), work, taken.hook("hamdata.build", "open_source"))
+        a = start_cli(build_args(data, workers), work, taken.hook("hamdata.build", "open_inputs"))
         taken.wait(a, "the second build held the lock")
         waiting.release(b)
         assert_refused(b, OUT, a.pid)
@@ -207,7 +207,7 @@ def test_resume_of_a_running_run_and_report_into_a_page_being_written_are_refuse
 
 def test_a_killed_writer_does_not_block_the_next_run(data, alone, tmp_path):
     gate = Gate(tmp_path, "taken")
-    a = start_cli(build_args(data, 1), tmp_path, gate.hook("hamdata.build", "open_source"))
+    a = start_cli(build_args(data, 1), tmp_path, gate.hook("hamdata.build", "open_inputs"))
     gate.wait(a, "the build held the lock")
     kill(a)
     assert (tmp_path / ".shards.lock").read_text().strip() == str(a.pid), "the killed holder left its lock file"
@@ -242,7 +242,7 @@ def test_an_output_that_appears_meanwhile_is_not_replaced(data, alone, tmp_path)
 def test_verify_on_a_folder_being_written_is_not_intact(data, tmp_path):
     assert build_in(tmp_path, data).exit_code == 0
     out = tmp_path / OUT
-    for name, hook in [("overwrite", ("hamdata.build", "open_source", False)), ("done", ("hamdata.build", "write_card", True))]:
+    for name, hook in [("overwrite", ("hamdata.build", "open_inputs", False)), ("done", ("hamdata.build", "write_card", True))]:
         gate = Gate(tmp_path, name)
         a = start_cli(build_args(data, 1, "--overwrite", "--seed", "8"), tmp_path, gate.hook(*hook[:2], after=hook[2]))
         gate.wait(a, "the build was writing")

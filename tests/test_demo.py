@@ -27,7 +27,7 @@ def test_demo_runs_every_step_and_evaluates_the_run(tmp_path):
     run6, ensemble = work / "runs" / "phase6", work / "runs" / "ensemble"
     config6 = json.loads((run6 / "config.json").read_text())
     assert config6["config"]["metadata"] is True and config6["config"]["loss"] == "cb_focal"
-    assert set(config6["data"]["metadata"]) == {"age_mean", "age_std", "sexes", "sites"}
+    assert set(config6["data"]["metadata"]) == {"age_mean", "age_std", "sexes", "sites", "site_field"}
     assert json.loads((run6 / "metrics.json").read_text())["samples"] == metrics["samples"]
     record = json.loads((ensemble / "ensemble.json").read_text())
     assert [Path(m["checkpoint"]).parent.name for m in record["members"]] == ["phase5", "phase6"]

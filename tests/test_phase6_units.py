@@ -23,12 +23,24 @@ RECORDS = [{"age": 40, "sex": "male", "localization": "back"}, {"age": 60, "sex"
 
 def test_encoding_fits_train_values_and_scales_age_with_train_statistics():
     enc = MetadataEncoding.fit(RECORDS)
-    assert enc.sexes == ("female", "male", "unknown") and enc.sites == ("back", "face", "unknown")
+    # sites on the one vocabulary: HAM10000 "back" is "posterior torso", "face" is "head/neck"
+    assert enc.sexes == ("female", "male", "unknown") and enc.sites == ("head/neck", "posterior torso", "unknown")
     assert enc.age_mean == 50 and enc.age_std == 10  # population std of 40 and 60; the missing age is left out
     v = enc.encode(70, "female", "face")
     assert v.dtype == np.float32 and v.shape == (2 + 3 + 3,)
     assert v[0] == pytest.approx(2.0) and v[1] == 0
-    assert v[2:5].tolist() == [1, 0, 0] and v[5:].tolist() == [0, 1, 0]
+    assert v[2:5].tolist() == [1, 0, 0] and v[5:].tolist() == [1, 0, 0]
+    # the ISIC words for the same site, and a format 2 record's own site, encode alike
+    assert np.array_equal(enc.encode(70, "female", "head/neck"), v)
+    assert np.array_equal(enc.encode_record({"age": 70, "sex": "female", "localization": "x", "site": "head/neck"}), v)
+
+
+def test_an_encoding_stored_before_sites_keeps_reading_localization():
+    old = {"age_mean": 50.0, "age_std": 10.0, "sexes": ["male", "unknown"], "sites": ["back", "unknown"]}
+    enc = MetadataEncoding.from_dict(old)
+    assert enc.site_field == "localization"
+    assert enc.encode(50, "male", "back")[4:].tolist() == [1, 0]
+    assert enc.unseen("male", "posterior torso") == ["site 'posterior torso'"]
 
 
 def test_missing_and_unseen_values_read_as_unknown():

@@ -127,6 +127,8 @@ def test_build_report_without_raw_data(demo, tmp_path):
     shutil.copytree(demo["shards"], moved)
     card = json.loads((moved / "dataset.json").read_text())
     card["input"]["root"] = str(tmp_path / "deleted-data")
+    for entry in card.get("inputs", []):  # format 2: every input's root
+        entry["root"] = str(tmp_path / "deleted-data")
     (moved / "dataset.json").write_text(json.dumps(card))
     page = write_report(moved).read_text(encoding="utf-8")
     assert f"the raw data is no longer at {tmp_path / 'deleted-data'}: only the preprocessed images are shown" in page

@@ -1,6 +1,8 @@
 """Checkpoint files: written atomically, read back checked (format, fields, class list), RNG state, weights.
 
-A checkpoint is written to a temporary file and renamed, so a crash never leaves a torn one.
+A checkpoint is written to a temporary file and renamed, so a crash never leaves a torn one. It records the class
+list of the build it was trained on (``classes``, one of hamdata.classes.CLASS_SETS): its outputs are those classes
+in that order, and it is only evaluated, ensembled or resumed on a build with the same list (``check_build_classes``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import torch
 from torch import nn
 
 from hamdata import runfiles
-from hamdata.classes import CLASSES
+from hamdata.classes import CLASS_SETS, class_set_name
 from hamdata.errors import HamdataError
+from hamdata.manifest import card_classes
 from hamdata.workspace import atomic_write, process_alive
 
 from .models import build_model
@@ -84,9 +87,25 @@ def load_checkpoint(path, default_name: str = runfiles.BEST) -> tuple[Path, dict
     if problems:
         raise HamdataError(f"{path}: damaged hamdata checkpoint ({', '.join(problems)})")
     classes = state["classes"]
-    if not isinstance(classes, (list, tuple)) or tuple(classes) != CLASSES:
-        raise HamdataError(f"{path}: trained for classes {classes}, but hamdata uses {list(CLASSES)}")
+    if not isinstance(classes, (list, tuple)) or class_set_name(classes) is None:
+        known = " or ".join(f"{list(members)} ({name})" for name, members in CLASS_SETS.items())
+        raise HamdataError(f"{path}: trained for classes {classes}, but hamdata uses {known}")
     return path, state
+
+
+def checkpoint_classes(state: dict) -> tuple[str, ...]:
+    """The class list a (loaded, checked) checkpoint was trained for: its outputs, in order."""
+    return tuple(state["classes"])
+
+
+def check_build_classes(where, state: dict, build, card: dict) -> tuple[str, ...]:
+    """The checkpoint's class list, when the build's (dataset.json ``classes``) is the same; else one line naming both."""
+    mine, theirs = checkpoint_classes(state), card_classes(card)
+    if mine != theirs:
+        raise HamdataError(f"{where}: trained for classes {list(mine)} ({class_set_name(mine)}), but the build {build} "
+                           f"has classes {list(theirs)} ({class_set_name(theirs) or 'unknown'}); use a build of the "
+                           "checkpoint's class list")
+    return mine
 
 
 def rng_state() -> dict:
@@ -104,7 +123,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def model_from_checkpoint(state: dict, device: torch.device, path="checkpoint") -> nn.Module:
-    model = build_model(state["arch"], "none", metadata=state["data"].get("metadata"))
+    model = build_model(state["arch"], "none", num_classes=len(checkpoint_classes(state)), metadata=state["data"].get("metadata"))
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, ValueError, AttributeError) as exc:

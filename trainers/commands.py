@@ -98,7 +98,7 @@ def _evaluate_command(wrap) -> click.Command:
                   help="Fit a temperature on the val split, store it in the checkpoint (predict and ensemble apply it) and apply it.")
     @wrap
     def evaluate(checkpoint, shards, split, tta, out, device, batch_size, workers, by_lesion, calibrate):
-        """Metrics, classification report, confusion matrix and ISIC 2018 CSV of a checkpoint (file or run folder)."""
+        """Metrics, classification report, confusion matrix and ISIC CSV of a checkpoint (file or run folder)."""
         from . import evaluate_checkpoint
 
         evaluate_checkpoint(checkpoint, shards=shards, split=split, tta=tta, out=out, device=device,

@@ -39,9 +39,8 @@ import torch
 import webdataset as wds
 from torchvision.transforms import v2
 
-from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.manifest import read_card, shards_of
+from hamdata.manifest import card_classes, read_card, shards_of
 from hamdata.shards import TAR_ERRORS, iter_members, sha256_file, tar_error_detail
 
 from .config import TRAIN_SETS
@@ -355,7 +354,7 @@ class TrainSet:
     name: str  # "train" or "balanced-N"
     folder: Path
     shards: tuple[str, ...]
-    counts: dict  # {dx: n} in CLASSES order
+    counts: dict  # {dx: n} in the order of the build's class list
     balanced: bool
 
     @property
@@ -397,6 +396,7 @@ def find_train_set(build, choice: str, card: dict) -> tuple[TrainSet, str]:
     build = Path(build)
     found = balanced_sets(build)
     note = ""
+    classes = card_classes(card)
     if choice == "auto":
         if len(found) == 1:
             choice, note = found[0], f"the one balanced set in {build}"
@@ -406,7 +406,7 @@ def find_train_set(build, choice: str, card: dict) -> tuple[TrainSet, str]:
             choice = "train"
     if choice == "train":
         shards, _ = split_shards(build, card, "train")
-        counts = {dx: int(card["counts"]["train"].get(dx, 0)) for dx in CLASSES}
+        counts = {dx: int(card["counts"]["train"].get(dx, 0)) for dx in classes}
         return TrainSet("train", build, shards, counts, balanced=False), note
     folder = Path(choice) if ("/" in choice or choice not in found) and Path(choice).is_dir() else build / choice
     if not (folder / "dataset.json").is_file():
@@ -419,8 +419,11 @@ def find_train_set(build, choice: str, card: dict) -> tuple[TrainSet, str]:
     if made_from and made_from != sha256_file(build / "dataset.json"):
         raise HamdataError(f"--train-set {choice}: made from another build than {build} (its dataset.json differs); "
                            f"balance this build with `hamdata balance --shards {build}`")
+    if card_classes(sub) != classes:
+        raise HamdataError(f"--train-set {choice}: its classes ({', '.join(card_classes(sub))}) are not those of its build "
+                           f"{build} ({', '.join(classes)})")
     shards, _ = split_shards(folder, sub, "train")
-    counts = {dx: int(sub["counts"]["train"].get(dx, 0)) for dx in CLASSES}
+    counts = {dx: int(sub["counts"]["train"].get(dx, 0)) for dx in classes}
     balanced = len({n for n in counts.values() if n > 0}) == 1
     name = folder.name if folder.resolve().parent == build.resolve() else str(folder)
     return TrainSet(name, folder, shards, counts, balanced=balanced), note or "chosen with --train-set"

@@ -132,7 +132,8 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     loaded = [load_checkpoint(m) for m in members]  # a damaged member is one line naming it
     check_members([p for p, _ in loaded], [s for _, s in loaded])
     team = [Member(path, state, {}) for path, state in loaded]
-    build, card = open_eval_build(team[0].state, shards, split, echo)
+    classes = tuple(team[0].state["classes"])  # every member's (check_members), and the build's (open_eval_build)
+    build, card = open_eval_build(team[0].state, shards, split, echo, team[0].path)
     splits = list(dict.fromkeys([split] + (["val"] if select or calibrate else [])))
     why = " (and val, for " + " and ".join(w for w, on in (("selection", select), ("calibration", calibrate)) if on) + ")"
     echo(f"ensemble of {len(team)} members on the {split} split{why if len(splits) > 1 else ''} of {build}"
@@ -159,13 +160,13 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     records = []
     for member, weight in zip(team, weights):
         scored = lesion_mean(member.probs[split], lesions) if by_lesion else member.probs[split]
-        scores = {k: v for k, v in classification_metrics(labels, scored).items() if k in SUMMARY}
+        scores = {k: v for k, v in classification_metrics(labels, scored, classes).items() if k in SUMMARY}
         records.append({"name": _member_name(member.path), "checkpoint": str(member.path), "arch": member.state["arch"],
                         "image_size": member.state["data"]["image_size"], "metadata": bool(member.state["data"].get("metadata")),
                         "temperature": temperature_of(member.state), "weight": weight, "scores": scores})
     info = {"split": split, "build": str(build), "tta": tta, "ensemble": [str(m.path) for m in team],
             "weights": weights, "temperature": calibration["temperature"] if calibration else 1.0}
-    metrics = finish_evaluation(out, ids, labels, probs, info, lesions, calibration)
+    metrics = finish_evaluation(out, ids, labels, probs, info, lesions, calibration, classes=classes)
     write_record(out, {"members": records, "weights": weights, "selection": selection, "split": split, "tta": tta,
                        "by_lesion": by_lesion, "build": str(build), "temperature": info["temperature"],
                        "scores": {k: metrics[k] for k in SUMMARY}})

@@ -10,7 +10,11 @@ a sample exactly as training did:
 - age: ``(age - mean) / std`` with the train mean and std, plus a flag that is 1
   when the age is missing (the scaled value is then 0);
 - sex and site: one-hot over the values seen in train, ``unknown`` included;
-  a value never seen in train is read as ``unknown``.
+  a value never seen in train is read as ``unknown``. The site is the one
+  vocabulary of hamdata.vocabulary (HAM10000 ``back`` and ISIC ``posterior
+  torso`` are one site), so that a build of several collections, and a
+  ``predict --metadata`` CSV in either's words, encode alike. (An encoding
+  stored before that, without ``site_field``, keeps reading ``localization``.)
 
 During training a sample's metadata is dropped (all fields set to missing)
 with a small probability, so that the model still works when a field is
@@ -28,9 +32,10 @@ import torch
 from torch import nn
 
 from hamdata.errors import HamdataError
+from hamdata.vocabulary import unified_site
 
 UNKNOWN = "unknown"
-FIELDS = ("age", "sex", "localization")  # in each sample's json
+FIELDS = ("age", "sex", "site")  # in each sample's json (a format 1 build has only localization: mapped to a site)
 HIDDEN = 128  # width of the metadata MLP's two layers
 
 
@@ -61,6 +66,17 @@ class MetadataEncoding:
     age_std: float
     sexes: tuple[str, ...]  # one-hot slots, "unknown" included
     sites: tuple[str, ...]
+    site_field: str = "site"  # "site": values on the one site vocabulary; "localization": as given (older runs)
+
+    def site_of(self, value) -> str:
+        """A site cell as this encoding reads it."""
+        text = clean_text(value)
+        return (unified_site(text) or text) if self.site_field == "site" else text
+
+    def site_in(self, record: dict) -> str:
+        """The site of a sample record (its ``site``, else its ``localization``)."""
+        value = record.get("site") if self.site_field == "site" else None
+        return self.site_of(value if value else record.get("localization"))
 
     @property
     def dim(self) -> int:
@@ -68,11 +84,12 @@ class MetadataEncoding:
 
     @classmethod
     def fit(cls, records: Iterable[dict], where: str = "the train split") -> "MetadataEncoding":
-        """Fit on sample records (dicts with age, sex, localization); an error when none carries any."""
+        """Fit on sample records (dicts with age, sex, site or localization); an error when none carries any."""
         ages, sexes, sites = [], {UNKNOWN}, {UNKNOWN}
         informative = 0
+        reader = cls(0.0, 1.0, (), ())
         for record in records:
-            age, sex, site = clean_age(record.get("age")), clean_text(record.get("sex")), clean_text(record.get("localization"))
+            age, sex, site = clean_age(record.get("age")), clean_text(record.get("sex")), reader.site_in(record)
             if age is not None:
                 ages.append(age)
             sexes.add(sex)
@@ -86,18 +103,20 @@ class MetadataEncoding:
         return cls(mean, std if std > 0 else 1.0, tuple(sorted(sexes)), tuple(sorted(sites)))
 
     def to_dict(self) -> dict:
-        return {"age_mean": self.age_mean, "age_std": self.age_std, "sexes": list(self.sexes), "sites": list(self.sites)}
+        return {"age_mean": self.age_mean, "age_std": self.age_std, "sexes": list(self.sexes), "sites": list(self.sites),
+                "site_field": self.site_field}
 
     @classmethod
     def from_dict(cls, record: dict) -> "MetadataEncoding":
-        return cls(float(record["age_mean"]), float(record["age_std"]), tuple(record["sexes"]), tuple(record["sites"]))
+        return cls(float(record["age_mean"]), float(record["age_std"]), tuple(record["sexes"]), tuple(record["sites"]),
+                   record.get("site_field", "localization"))
 
     def unseen(self, sex, site) -> list[str]:
         """Values this encoding never saw in training (each is read as unknown), for a warning."""
         found = []
         if clean_text(sex) not in self.sexes:
             found.append(f"sex {clean_text(sex)!r}")
-        if clean_text(site) not in self.sites:
+        if self.site_of(site) not in self.sites:
             found.append(f"site {clean_text(site)!r}")
         return found
 
@@ -109,13 +128,13 @@ class MetadataEncoding:
             vector[1] = 1.0
         else:
             vector[0] = (age - self.age_mean) / self.age_std
-        sex, site = clean_text(sex), clean_text(site)
+        sex, site = clean_text(sex), self.site_of(site)
         vector[2 + self.sexes.index(sex if sex in self.sexes else UNKNOWN)] = 1.0
         vector[2 + len(self.sexes) + self.sites.index(site if site in self.sites else UNKNOWN)] = 1.0
         return vector
 
     def encode_record(self, record: dict) -> np.ndarray:
-        return self.encode(record.get("age"), record.get("sex"), record.get("localization"))
+        return self.encode(record.get("age"), record.get("sex"), self.site_in(record))
 
     def missing(self) -> np.ndarray:
         """The vector of a sample whose every field is missing."""

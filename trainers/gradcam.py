@@ -15,10 +15,10 @@ from hamdata.plots import new_figure, save_png
 from hamdata.runfiles import gradcam_name
 
 
-def pick_examples(labels: np.ndarray, predicted: np.ndarray) -> list[tuple[int, str]]:
-    """Index of the first correct and the first wrong sample of each true class, where they exist."""
+def pick_examples(labels: np.ndarray, predicted: np.ndarray, classes=CLASSES) -> list[tuple[int, str]]:
+    """Index of the first correct and the first wrong sample of each true class (of ``classes``), where they exist."""
     chosen = []
-    for c, dx in enumerate(CLASSES):
+    for c in range(len(classes)):
         for kind, hit in (("correct", True), ("wrong", False)):
             idx = np.flatnonzero((labels == c) & ((predicted == c) == hit))
             if len(idx):
@@ -64,13 +64,14 @@ def save_overlay(path: Path, image_uint8: np.ndarray, cam: np.ndarray, title: st
     save_png(fig, path, dpi=100)
 
 
-def write_gradcams(env, model, config, shards, ids, labels, probs, out: Path) -> list[Path]:
-    """Overlays for one correct and one wrong test sample per class (by true class), where they exist."""
+def write_gradcams(env, model, config, shards, ids, labels, probs, out: Path, classes=CLASSES) -> list[Path]:
+    """Overlays for one correct and one wrong test sample per class (by true class), where they exist;
+    ``classes``: the build's class list (the model's outputs)."""
     from .data import StreamSpec, make_loader
     from .models import cam_layer
 
     predicted = np.asarray(probs).argmax(1)
-    wanted = {ids[i]: (i, kind) for i, kind in pick_examples(np.asarray(labels), predicted)}
+    wanted = {ids[i]: (i, kind) for i, kind in pick_examples(np.asarray(labels), predicted, classes)}
     out.mkdir(parents=True, exist_ok=True)
     spec = StreamSpec(tuple(shards), "eval", config.image_size, 1, seed=0, epoch=0)
     layer, written = cam_layer(model, config.arch), []
@@ -79,7 +80,7 @@ def write_gradcams(env, model, config, shards, ids, labels, probs, out: Path) ->
         if image_id not in wanted:
             continue
         i, kind = wanted[image_id]
-        truth, guess = CLASSES[labels[i]], CLASSES[predicted[i]]
+        truth, guess = classes[labels[i]], classes[predicted[i]]
         cam = grad_cam(model, layer, env.batch(batch["images"])[0].float(), int(predicted[i]))
         path = out / gradcam_name(truth, kind, image_id)
         title = f"{image_id}: true {truth}, predicted {guess} ({probs[i][predicted[i]]:.2f}); Grad-CAM of {guess}"

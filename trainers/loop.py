@@ -19,7 +19,6 @@ import torch.distributed as torch_dist
 from torch import nn
 from tqdm import tqdm
 
-from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 
 from .config import TrainConfig
@@ -198,7 +197,8 @@ def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_batches(env: Env, model, loader, tta: bool = False) -> tuple[list, list, np.ndarray]:
+def predict_batches(env: Env, model, loader, tta: bool = False, *, num_classes: int) -> tuple[list, list, np.ndarray]:
+    """Ids, labels and probabilities (n x num_classes: the build's class list) of every batch of ``loader``."""
     model.eval()
     ids, labels, probs = [], [], []
     for batch in loader:
@@ -209,19 +209,22 @@ def predict_batches(env: Env, model, loader, tta: bool = False) -> tuple[list, l
         ids += batch["image_ids"]
         labels += batch["labels"].tolist()
         probs.append(p.cpu().numpy())
-    return ids, labels, np.concatenate(probs) if probs else np.zeros((0, len(CLASSES)))
+    return ids, labels, np.concatenate(probs) if probs else np.zeros((0, num_classes))
 
 
 def predict_split(env: Env, model, shards, expected: int, *, image_size: int, batch_size: int, workers: int,
-                  tta: bool = False, what: str = "split", metadata: str = "", guard: tuple = ()) -> tuple[list, np.ndarray, np.ndarray]:
+                  num_classes: int, tta: bool = False, what: str = "split", metadata: str = "",
+                  guard: tuple = ()) -> tuple[list, np.ndarray, np.ndarray]:
     """Predictions for every sample of a split (all ranks together), sorted by image id, checked complete.
+
+    num_classes: the model's outputs (the length of the build's class list).
 
     metadata: the model's MetadataEncoding as JSON (a fusion model), empty for an image-only model.
     guard: the folders whose replacement stops the reading (trainers.data.check_unchanged).
     """
     spec = StreamSpec(tuple(shards), "eval", image_size, batch_size, seed=0, epoch=0, rank=env.dist.rank, world=env.dist.world,
                       metadata=metadata, guard=guard)
-    mine = predict_batches(env, model, make_loader(spec, workers, pin_memory=env.cuda), tta)
+    mine = predict_batches(env, model, make_loader(spec, workers, pin_memory=env.cuda), tta, num_classes=num_classes)
     ids, labels, probs = [], [], []
     for part_ids, part_labels, part_probs in gather(mine, env.dist):
         ids += part_ids

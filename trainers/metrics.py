@@ -1,8 +1,12 @@
-"""Classification metrics, the ISIC 2018 prediction CSV and the confusion matrix of an evaluation.
+"""Classification metrics, the ISIC challenge prediction CSV and the confusion matrix of an evaluation.
 
-Everything here works on plain numpy arrays (labels as indices in CLASSES,
-probabilities with one column per class in CLASSES order), so it is tested
-without torch. ISIC columns are mapped by name, never by position.
+Everything here works on plain numpy arrays (labels as indices in the build's
+class list, probabilities with one column per class in that order), so it is
+tested without torch. The class list (``classes``: dataset.json's, recorded in
+every checkpoint) defaults to the HAM10000 one. The CSV's columns are the ISIC
+challenge's of that list (``hamdata.classes.isic_columns``: ISIC 2018 for
+HAM10000, ISIC 2019 with its UNK column, predicted as 0, for isic2019); they
+are mapped by name, never by position.
 """
 
 from __future__ import annotations
@@ -15,10 +19,16 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 from hamdata import runfiles
-from hamdata.classes import CLASS_INDEX, CLASSES, ISIC2018_COLUMNS, isic_column
+from hamdata.classes import CLASS_SETS, CLASSES, ISIC2018_COLUMNS, UNKNOWN_COLUMN, isic_column, isic_columns
+from hamdata.errors import HamdataError
 from hamdata.plots import new_figure, save_png
 
-ISIC_HEADER = ("image",) + ISIC2018_COLUMNS
+ISIC_HEADER = ("image",) + ISIC2018_COLUMNS  # the HAM10000 header; isic_header(classes) for any class list
+
+
+def isic_header(classes=CLASSES) -> tuple[str, ...]:
+    """The header row of the ISIC CSV of a class list."""
+    return ("image",) + isic_columns(classes)
 
 
 def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
@@ -39,25 +49,28 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
 def one_vs_rest_auc(labels: np.ndarray, probs: np.ndarray) -> list[float | None]:
     """ROC AUC of each class against the rest; None where the split lacks positives or negatives."""
     aucs = []
-    for c in range(len(CLASSES)):
+    for c in range(np.asarray(probs).shape[1]):
         positive = labels == c
         aucs.append(float(roc_auc_score(positive, probs[:, c])) if 0 < positive.sum() < len(labels) else None)
     return aucs
 
 
-def classification_metrics(labels, probs) -> dict:
-    """Top-level and per-class metrics of probabilities ``probs`` (n x 7) against ``labels`` (n)."""
+def classification_metrics(labels, probs, classes=CLASSES) -> dict:
+    """Top-level and per-class metrics of probabilities ``probs`` (n x len(classes)) against ``labels`` (n)."""
+    classes = tuple(classes)
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(classes):
+        raise ValueError(f"probabilities of shape {probs.shape} for {len(classes)} classes")
     predicted = probs.argmax(1)
-    everyone = np.arange(len(CLASSES))
+    everyone = np.arange(len(classes))
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=everyone, zero_division=0)
     aucs = one_vs_rest_auc(labels, probs)
     defined = [a for a in aucs if a is not None]
     per_class = {
         dx: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
              "support": int(support[i]), "auc": aucs[i]}
-        for i, dx in enumerate(CLASSES)
+        for i, dx in enumerate(classes)
     }
     return {
         "samples": int(len(labels)),
@@ -66,53 +79,77 @@ def classification_metrics(labels, probs) -> dict:
         "macro_f1": macro_f1(labels, predicted),
         "macro_auc": float(np.mean(defined)) if defined else None,
         "per_class": per_class,
-        "classes_in_split": [CLASSES[c] for c in np.unique(labels)],
+        "classes_in_split": [classes[c] for c in np.unique(labels)],
         "notes": "balanced_accuracy: mean recall over classes_in_split; macro_f1: mean F1 over classes "
                  "in the split or the predictions; auc: one-vs-rest, null where a class has no positives",
     }
 
 
-def report_text(labels, probs) -> str:
+def report_text(labels, probs, classes=CLASSES) -> str:
     labels = np.asarray(labels)
-    return classification_report(labels, np.asarray(probs).argmax(1), labels=np.arange(len(CLASSES)),
-                                 target_names=list(CLASSES), digits=4, zero_division=0)
+    return classification_report(labels, np.asarray(probs).argmax(1), labels=np.arange(len(classes)),
+                                 target_names=list(classes), digits=4, zero_division=0)
 
 
-def isic_rows(image_ids, probs) -> list[list[str]]:
-    """Rows of the ISIC 2018 Task 3 CSV: image id without extension, then probabilities by column name."""
-    order = [CLASS_INDEX[dx.lower()] for dx in ISIC2018_COLUMNS]
-    assert [isic_column(CLASSES[i]) for i in order] == list(ISIC2018_COLUMNS)
+def _column_sources(classes) -> list[int | None]:
+    """For each ISIC column of ``classes``, the index of its class (None: UNK, which no class of the list holds)."""
+    index = {isic_column(dx): i for i, dx in enumerate(classes)}
+    sources = [index.get(column) for column in isic_columns(classes)]
+    assert all(s is not None or c == UNKNOWN_COLUMN for s, c in zip(sources, isic_columns(classes)))
+    return sources
+
+
+def isic_rows(image_ids, probs, classes=CLASSES) -> list[list[str]]:
+    """Rows of the ISIC CSV: image id without extension, then probabilities by column name (UNK: 0)."""
+    order = _column_sources(tuple(classes))
     rows = []
     for image_id, p in zip(image_ids, np.asarray(probs, dtype=np.float64)):
         image_id = str(image_id)
         if image_id.lower().endswith((".jpg", ".jpeg", ".png")):
             image_id = image_id.rsplit(".", 1)[0]
-        rows.append([image_id] + [f"{min(max(p[i], 0.0), 1.0):.6f}" for i in order])
+        rows.append([image_id] + [f"{min(max(p[i], 0.0), 1.0) if i is not None else 0.0:.6f}" for i in order])
     return rows
 
 
-def write_isic_csv(path: Path, image_ids, probs) -> None:
+def write_isic_csv(path: Path, image_ids, probs, classes=CLASSES) -> None:
     ids = list(image_ids)
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate image ids in predictions")
     with open(path, "w", newline="", encoding="ascii") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(ISIC_HEADER)
-        writer.writerows(isic_rows(ids, probs))
+        writer.writerow(isic_header(classes))
+        writer.writerows(isic_rows(ids, probs, classes))
 
 
-def read_isic_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    """(image ids, probabilities in CLASSES order) of an ISIC 2018 CSV, mapped by column name."""
+def read_isic_csv(path: Path, classes=None) -> tuple[list[str], np.ndarray]:
+    """(image ids, probabilities in the order of ``classes``) of an ISIC CSV, its columns mapped by name.
+
+    classes: default, the known class list whose ISIC columns the header names (UNK is read past).
+    """
     with open(path, newline="", encoding="ascii") as handle:
         rows = list(csv.reader(handle))
-    header, body = rows[0], rows[1:]
-    columns = [header.index(isic_column(dx)) for dx in CLASSES]
-    return [r[0] for r in body], np.array([[float(r[c]) for c in columns] for r in body]).reshape(-1, len(CLASSES))
+    header, body = (rows[0] if rows else []), rows[1:]
+    if classes is None:
+        named = set(header[1:])
+        classes = next((members for members in CLASS_SETS.values() if set(isic_columns(members)) == named), None)
+        if classes is None:
+            raise HamdataError(f"{path}: header {','.join(header)} names the columns of no known class list")
+    missing = [isic_column(dx) for dx in classes if isic_column(dx) not in header]
+    if missing:
+        raise HamdataError(f"{path}: no column {', '.join(missing)} (expected {','.join(isic_header(classes))})")
+    columns = [header.index(isic_column(dx)) for dx in classes]
+    return [r[0] for r in body], np.array([[float(r[c]) for c in columns] for r in body]).reshape(-1, len(classes))
 
 
-def plot_confusion(labels, probs, path: Path, title: str) -> None:
+def confusion_counts(labels, probs, classes=CLASSES) -> np.ndarray:
+    """The len(classes) x len(classes) confusion matrix (rows: true class, columns: predicted)."""
+    return confusion_matrix(labels, np.asarray(probs).argmax(1), labels=np.arange(len(classes)))
+
+
+def plot_confusion(labels, probs, path: Path, title: str, classes=CLASSES) -> None:
     """Counts and row-normalised confusion matrix side by side."""
-    cm = confusion_matrix(labels, np.asarray(probs).argmax(1), labels=np.arange(len(CLASSES)))
+    classes = list(classes)
+    cm = confusion_counts(labels, probs, classes)
     rows = cm.sum(1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
     fig = new_figure(12, 5.2)
@@ -123,8 +160,8 @@ def plot_confusion(labels, probs, path: Path, title: str) -> None:
             text = f"{v:d}" if data is cm else f"{v:.2f}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="white" if v > data.max() / 2 else "black")
-        ax.set_xticks(range(len(CLASSES)), CLASSES)
-        ax.set_yticks(range(len(CLASSES)), CLASSES)
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(classes)), classes)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(name)
@@ -132,13 +169,14 @@ def plot_confusion(labels, probs, path: Path, title: str) -> None:
     save_png(fig, path, dpi=110)
 
 
-def write_evaluation(out: Path, image_ids, labels, probs, info: dict) -> dict:
-    """metrics.json, classification_report.txt, confusion_matrix.png, predictions_isic2018.csv in ``out``."""
+def write_evaluation(out: Path, image_ids, labels, probs, info: dict, classes=CLASSES) -> dict:
+    """metrics.json, classification_report.txt, confusion_matrix.png and the ISIC CSV (runfiles.PREDICTIONS) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {**info, **classification_metrics(labels, probs)}
-    write_isic_csv(out / runfiles.PREDICTIONS, image_ids, probs)
-    (out / runfiles.REPORT).write_text(report_text(labels, probs), encoding="utf-8")
+    metrics = {**info, **classification_metrics(labels, probs, classes)}
+    write_isic_csv(out / runfiles.PREDICTIONS, image_ids, probs, classes)
+    (out / runfiles.REPORT).write_text(report_text(labels, probs, classes), encoding="utf-8")
     plot_confusion(labels, probs, out / runfiles.CONFUSION,
-                   f"{info.get('split', '')} split: macro-F1 {metrics['macro_f1']:.3f}, balanced acc {metrics['balanced_accuracy']:.3f}")
+                   f"{info.get('split', '')} split: macro-F1 {metrics['macro_f1']:.3f}, balanced acc {metrics['balanced_accuracy']:.3f}",
+                   classes)
     (out / runfiles.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return metrics

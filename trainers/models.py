@@ -1,4 +1,4 @@
-"""Backbones from torchvision with a new 7-class head, and the three ways to get their weights.
+"""Backbones from torchvision with a new head (one output per class of the build), and the three ways to get their weights.
 
 ``--weights imagenet`` goes through torchvision's weights API (downloaded once
 into $TORCH_HOME, as users expect); ``none`` starts from random weights; a
@@ -109,6 +109,9 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> nn.Module:
 
 def build_model(arch: str, weights: str = "none", num_classes: int = len(CLASSES), metadata: dict | None = None) -> nn.Module:
     """A torchvision ``arch`` with a ``num_classes`` head; ``weights``: imagenet | none | FILE.
+
+    num_classes: the length of the build's class list (a run and a checkpoint pass it; the default is HAM10000's 7).
+    A FILE whose head has another number of classes gives the backbone only; the head starts fresh.
 
     metadata: a fitted MetadataEncoding as a dict: the backbone's classifier gives way to a FusionNet
     (pooled image features + the metadata MLP -> one linear classifier).

@@ -2,6 +2,8 @@
 
 A checkpoint may carry a temperature (``evaluate --calibrate`` stores it);
 evaluate, predict and ensemble then apply it to the model's probabilities.
+The class names come from the checkpoint; a build it is evaluated on must have
+the same class list.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ import torch
 from torch import nn
 
 from hamdata import runfiles
-from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.manifest import read_manifest
 
 from .calibration import apply_temperature, calibration_summary, fit_temperature, lesion_mean, plot_reliability, reliability_bins
-from .checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoints import check_build_classes, checkpoint_classes, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import EVAL_SPLITS
 from .data import open_build, shard_sums, split_shards
 from .fusion import MetadataEncoding
@@ -45,12 +46,14 @@ def temperature_of(state: dict) -> float:
     return float((state.get("calibration") or {}).get("temperature", 1.0))
 
 
-def open_eval_build(state: dict, shards, split: str, echo) -> tuple[Path, dict]:
-    """The build a checkpoint is evaluated on (--shards, else its training build), checked."""
+def open_eval_build(state: dict, shards, split: str, echo, path="checkpoint") -> tuple[Path, dict]:
+    """The build a checkpoint (at ``path``) is evaluated on (--shards, else its training build), checked: the
+    same class list, the same preprocessing (else a warning), the same shards (else a warning)."""
     if split not in EVAL_SPLITS:
         raise HamdataError(f"--split: expected {' or '.join(EVAL_SPLITS)}, got {split!r}")
     build = Path(shards or state["data"]["build"])
     card = open_build(build)
+    check_build_classes(path, state, build, card)
     if card["config"]["preprocess"] != state["data"]["preprocess"]:
         echo(f"warning: {build} was preprocessed differently from the checkpoint's training build")
     trained_on = (state["data"].get("shards_sha256") or {}).get("build")
@@ -65,7 +68,8 @@ def split_probabilities(path: Path, state: dict, build: Path, card: dict, split:
     """(image ids, labels, probabilities) of a checkpoint on a split, sorted by image id, with its stored temperature."""
     env, model = _checkpoint_env(state, device, path)
     ids, labels, probs = predict_split(env, model, *split_shards(build, card, split), image_size=state["data"]["image_size"],
-                                       batch_size=batch_size, workers=workers, tta=tta, what=f"{split} split",
+                                       batch_size=batch_size, workers=workers, num_classes=len(checkpoint_classes(state)),
+                                       tta=tta, what=f"{split} split",
                                        metadata=metadata_json(state))
     return ids, labels, apply_temperature(probs, temperature_of(state)) if calibrated else probs
 
@@ -81,13 +85,13 @@ def lesions_of(build: Path, image_ids: list[str]) -> list[str]:
 
 
 def finish_evaluation(out: Path, ids, labels, probs, info: dict, lesions: list[str] | None,
-                      calibration: dict | None = None) -> dict:
+                      calibration: dict | None = None, *, classes) -> dict:
     """Write what evaluate writes; given the images' ``lesions`` (lesions_of), the CSV and the top-level figures
-    are lesion-voted."""
+    are lesion-voted. classes: the checkpoint's (and build's) class list."""
     by_lesion = lesions is not None
     info = dict(info, by_lesion=by_lesion)
     if by_lesion:
-        info["image_level"] = {k: v for k, v in classification_metrics(labels, probs).items() if k in SUMMARY}
+        info["image_level"] = {k: v for k, v in classification_metrics(labels, probs, classes).items() if k in SUMMARY}
         info["lesions"] = len(set(lesions))
         info["csv_holds"] = ("lesion-level probabilities: every image carries the mean over its lesion's images in the "
                              "split; the top-level figures are computed from them, image_level from the images alone")
@@ -99,7 +103,7 @@ def finish_evaluation(out: Path, ids, labels, probs, info: dict, lesions: list[s
         plot_reliability(calibration["bins_before"], calibration["bins_after"], out / runfiles.RELIABILITY,
                          f"val split: ECE {calibration['val_ece_before']:.3f} -> {calibration['val_ece_after']:.3f} "
                          f"(T = {calibration['temperature']:.2f})")
-    return write_evaluation(out, ids, labels, probs, info)
+    return write_evaluation(out, ids, labels, probs, info, classes)
 
 
 def calibrate(val_probs: np.ndarray, val_labels: np.ndarray) -> dict:
@@ -124,7 +128,7 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
     apply it here; the NLL and ECE before and after go into metrics.json, a reliability diagram beside it.
     """
     path, state = load_checkpoint(checkpoint)
-    build, card = open_eval_build(state, shards, split, echo)
+    build, card = open_eval_build(state, shards, split, echo, path)
     options = {"tta": tta, "device": device, "batch_size": batch_size, "workers": workers}
     calibration = None
     if calibrate_on_val:
@@ -145,7 +149,8 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
     out.mkdir(parents=True, exist_ok=True)
     info = {"split": split, "checkpoint": str(path), "build": str(build), "epoch": state.get("epoch"), "tta": tta,
             "temperature": temperature_of(state)}
-    metrics = finish_evaluation(out, ids, labels, probs, info, lesions_of(build, ids) if by_lesion else None, calibration)
+    metrics = finish_evaluation(out, ids, labels, probs, info, lesions_of(build, ids) if by_lesion else None, calibration,
+                                classes=checkpoint_classes(state))
     level = "lesion-voted" if by_lesion else "images"
     echo(f"{split} ({path.name}{', TTA' if tta else ''}, {level}): macro-F1 {metrics['macro_f1']:.3f}, balanced acc "
          f"{metrics['balanced_accuracy']:.3f}, accuracy {metrics['accuracy']:.3f} on {metrics['samples']} images -> {out}")
@@ -218,11 +223,12 @@ def _metadata_vectors(state: dict, images, metadata: dict | None, echo) -> list[
 
 def predict_images(checkpoint, images, tta: bool = False, device: str = "auto", metadata: dict | None = None,
                    echo=print) -> list[dict]:
-    """Class probabilities of raw images: [{"image", "dx", "probabilities": {dx: p}}].
+    """Class probabilities of raw images: [{"image", "dx", "probabilities": {dx: p}}], the classes the checkpoint's.
 
     metadata: {image path: {"age", "sex", "localization"}} for a metadata-fusion checkpoint.
     """
     path, state = load_checkpoint(checkpoint)
+    classes = checkpoint_classes(state)
     env, model = _checkpoint_env(state, device, path)
     vectors = _metadata_vectors(state, images, metadata, echo)
     temperature = temperature_of(state)
@@ -234,5 +240,5 @@ def predict_images(checkpoint, images, tta: bool = False, device: str = "auto", 
             views = tta_views(x) if tta else [x]
             p = torch.stack([torch.softmax(model(v, *extra).float(), 1) for v in views]).mean(0).cpu().numpy()
         p = apply_temperature(p, temperature)[0].tolist()
-        results.append({"image": str(image), "dx": CLASSES[int(np.argmax(p))], "probabilities": dict(zip(CLASSES, p))})
+        results.append({"image": str(image), "dx": classes[int(np.argmax(p))], "probabilities": dict(zip(classes, p))})
     return results

@@ -6,18 +6,17 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
 
-from hamdata.classes import CLASSES
-
 from .config import TrainConfig
 
 
-def make_mix(config: TrainConfig):
-    """One of CutMix / MixUp per batch (torchvision.transforms.v2), or None when both alphas are 0."""
+def make_mix(config: TrainConfig, num_classes: int):
+    """One of CutMix / MixUp per batch (torchvision.transforms.v2) over the build's ``num_classes`` classes, or None
+    when both alphas are 0."""
     choices = []
     if config.cutmix_alpha > 0:
-        choices.append(v2.CutMix(num_classes=len(CLASSES), alpha=config.cutmix_alpha))
+        choices.append(v2.CutMix(num_classes=num_classes, alpha=config.cutmix_alpha))
     if config.mixup_alpha > 0:
-        choices.append(v2.MixUp(num_classes=len(CLASSES), alpha=config.mixup_alpha))
+        choices.append(v2.MixUp(num_classes=num_classes, alpha=config.mixup_alpha))
     return v2.RandomChoice(choices) if choices else None
 
 

@@ -20,15 +20,14 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from hamdata import runfiles
-from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.locks import hold
-from hamdata.manifest import read_card
+from hamdata.manifest import card_classes, read_card
 from hamdata.plots import plot_history, save_png
 from hamdata.workspace import atomic_write
 
-from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, short_reason, load_checkpoint, remove_stale_temporaries,
-                          rng_state, save_checkpoint, set_rng_state)
+from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, check_build_classes, short_reason, load_checkpoint,
+                          remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig
 from .data import (BuildReplaced, StreamSpec, TrainSet, find_train_set, fit_metadata, make_loader, open_build, repeat_factors,
                    shard_sums, split_shards)
@@ -185,6 +184,11 @@ class Plan:
     guard: tuple  # ((folder, shard sha256s), ...) of the build and training set: reading stops if one is replaced
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        """The build's class list: the model's outputs, in order (checkpoints record it)."""
+        return tuple(self.meta["classes"])
+
+    @property
     def metadata(self) -> str:
         """The fitted metadata encoding as JSON (what the loader streams), empty without fusion."""
         encoding = self.meta["data"].get("metadata")
@@ -192,7 +196,7 @@ class Plan:
 
     def train_loader(self, epoch: int):
         c, d = self.config, self.env.dist
-        factors = tuple(self.factors[dx] for dx in CLASSES) if self.factors else ()
+        factors = tuple(self.factors[dx] for dx in self.classes) if self.factors else ()
         decode = "gpu" if c.decode == "gpu" and self.env.cuda else "cpu"  # no GPU: _fit said so once
         spec = StreamSpec(self.train_set.shards, "train", c.image_size, c.batch_size, c.seed, epoch, d.rank, d.world, self.steps, factors,
                           decode, self.metadata, c.metadata_dropout, self.guard)
@@ -250,6 +254,8 @@ def _plan(config: TrainConfig, state: dict | None, dist: Dist, locks: contextlib
     device = resolve_device(config.device, dist)
     build = Path(config.shards)
     card = open_build(build)
+    if state:  # a run continues on a build of the class list it was trained for
+        check_build_classes(f"--resume {config.out}", state, build, card)
     train_set, note = find_train_set(build, config.train_set, card)
     if state and train_set.counts != state["data"]["train_counts"]:
         raise HamdataError(f"--shards {build}: its {train_set.name} set differs from the one the run trained on")
@@ -269,44 +275,44 @@ def _plan(config: TrainConfig, state: dict | None, dist: Dist, locks: contextlib
             "shards_sha256": prints}
     if config.metadata:  # fitted on the build's train split; a resumed run keeps the encoding it trained with
         data["metadata"] = state["data"]["metadata"] if state else fit_metadata(build, card)
-    meta = {"format": CHECKPOINT_FORMAT, "classes": list(CLASSES), "arch": config.arch, "config": config.to_dict(), "data": data}
+    meta = {"format": CHECKPOINT_FORMAT, "classes": list(card_classes(card)), "arch": config.arch, "config": config.to_dict(), "data": data}
     guard = ((str(build), tuple(prints["build"])),)
     if "train_set" in prints:
         guard += ((str(train_set.folder), tuple(prints["train_set"])),)
     return Plan(config, make_env(dist, device, card["train_stats"]), out, train_set, note, factors, val, test, steps, meta, guard)
 
 
-def _initial_model(config: TrainConfig, dist: Dist, resuming: bool, metadata: dict | None) -> nn.Module:
+def _initial_model(config: TrainConfig, dist: Dist, resuming: bool, metadata: dict | None, num_classes: int) -> nn.Module:
     """The model with its starting weights; with several processes rank 0 fetches ImageNet weights first."""
     weights = "none" if resuming else config.weights
     torch.manual_seed(config.seed)
     if weights != "imagenet" or dist.world == 1:
-        return build_model(config.arch, weights, metadata=metadata)
+        return build_model(config.arch, weights, num_classes, metadata=metadata)
     model, error = None, None
     if dist.main:
         try:
-            model = build_model(config.arch, weights, metadata=metadata)
+            model = build_model(config.arch, weights, num_classes, metadata=metadata)
         except HamdataError as exc:
             error = str(exc)
     error = broadcast(error, dist)
     if error:
         raise HamdataError(error)
-    return model if dist.main else build_model(config.arch, weights, metadata=metadata)  # from the cache rank 0 filled
+    return model if dist.main else build_model(config.arch, weights, num_classes, metadata=metadata)  # from rank 0's cache
 
 
 def _trainer(plan: Plan, resuming: bool) -> Trainer:
     config, env = plan.config, plan.env
-    model = _initial_model(config, env.dist, resuming, plan.meta["data"].get("metadata")).to(env.device)
+    model = _initial_model(config, env.dist, resuming, plan.meta["data"].get("metadata"), len(plan.classes)).to(env.device)
     if env.cuda:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(config, model)
-    stream = [plan.train_set.counts[dx] * (plan.factors[dx] if plan.factors else 1.0) for dx in CLASSES]
+    stream = [plan.train_set.counts[dx] * (plan.factors[dx] if plan.factors else 1.0) for dx in plan.classes]
     net = model
     if env.dist.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.cuda else None)
     return Trainer(model, net, make_ema(config, model), opt, make_scheduler(config, opt, plan.steps),
                    torch.amp.GradScaler(env.device.type, enabled=env.cuda), make_loss(config, stream).to(env.device),
-                   make_mix(config), Progress())
+                   make_mix(config, len(plan.classes)), Progress())
 
 
 def _epoch(plan: Plan, t: Trainer, epoch: int) -> dict:
@@ -357,7 +363,7 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo, locks: conte
     if dist.main:
         _write_json(out / runfiles.CONFIG, {**plan.meta, "device": str(plan.env.device), "world_size": dist.world,
                                           "train_set_note": plan.note, "steps_per_epoch": plan.steps, "loss": repr(t.loss_fn),
-                                          "loss_alpha": _alpha_of(t.loss_fn),
+                                          "loss_alpha": _alpha_of(t.loss_fn, plan.classes),
                                           "versions": {"torch": torch.__version__, "torchvision": __import__("torchvision").__version__}})
     stopped = ""
     for epoch in range(t.progress.epoch, config.epochs):
@@ -386,10 +392,10 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo, locks: conte
     return {**summary, "stopped": stopped, "seconds": time.perf_counter() - started}
 
 
-def _alpha_of(loss_fn) -> dict | None:
+def _alpha_of(loss_fn, classes: tuple[str, ...]) -> dict | None:
     """A focal loss's per-class alpha by class name (config.json records it), None for other losses."""
     alpha = getattr(loss_fn, "alpha", None)
-    return None if alpha is None else dict(zip(CLASSES, alpha.tolist()))
+    return None if alpha is None else dict(zip(classes, alpha.tolist()))
 
 
 def _validate(plan: Plan, model) -> dict:
@@ -397,7 +403,8 @@ def _validate(plan: Plan, model) -> dict:
 
     config = plan.config
     _, labels, probs = predict_split(plan.env, model, *plan.val, image_size=config.image_size, batch_size=config.batch_size,
-                                     workers=config.workers, what="val split", metadata=plan.metadata, guard=plan.guard)
+                                     workers=config.workers, num_classes=len(plan.classes), what="val split",
+                                     metadata=plan.metadata, guard=plan.guard)
     predicted = probs.argmax(1)
     return {"val_macro_f1": macro_f1(labels, predicted), "val_balanced_accuracy": balanced_accuracy(labels, predicted)}
 
@@ -433,19 +440,21 @@ def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
     t.model.load_state_dict(best["model"])
     try:
         ids, labels, probs = predict_split(env, t.model, *plan.test, image_size=config.image_size, batch_size=config.batch_size,
-                                           workers=config.workers, what="test split", metadata=plan.metadata, guard=plan.guard)
+                                           workers=config.workers, num_classes=len(plan.classes), what="test split",
+                                           metadata=plan.metadata, guard=plan.guard)
     except BuildReplaced as exc:
         raise BuildReplaced(f"{exc}: the test evaluation stopped; the checkpoints in {out} are intact") from None
     result = {"evaluated": name}
     if env.dist.main:
         info = {"split": "test", "checkpoint": str(out / name), "epoch": best["epoch"], "tta": False}
-        metrics = write_evaluation(out, ids, labels, probs, info)
+        metrics = write_evaluation(out, ids, labels, probs, info, plan.classes)
         result["test"] = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")}
         echo(f"test ({name}, epoch {best['epoch']}): macro-F1 {metrics['macro_f1']:.3f}, balanced acc "
              f"{metrics['balanced_accuracy']:.3f}, accuracy {metrics['accuracy']:.3f} -> {out}")
         if config.gradcam:
             from .gradcam import write_gradcams
 
-            result["gradcam"] = [str(p) for p in write_gradcams(env, t.model, config, plan.test[0], ids, labels, probs, out / runfiles.GRADCAM)]
+            result["gradcam"] = [str(p) for p in write_gradcams(env, t.model, config, plan.test[0], ids, labels, probs,
+                                                                out / runfiles.GRADCAM, plan.classes)]
     barrier(env.dist)
     return result

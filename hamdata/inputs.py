@@ -1,0 +1,178 @@
+"""Several inputs, one table: labels mapped onto the build's classes, one vocabulary, each image id once.
+
+``open_inputs([DIR, DIR2, ...], class_set, label_map, on_error)`` opens every
+input with hamdata.layouts, maps each row's source label through the label map
+(hamdata.vocabulary), unifies site, sex and age, and merges the rows:
+
+- an image id listed by an earlier input (or earlier in the same table) is one
+  sample: the first ``--data`` wins, the later row goes to ``id_duplicates``
+  (it still links groups: its lesion and patient ids belong to the same image);
+- two inputs that give one image different classes, or different lesion ids
+  of one scheme (``HAM_...`` against ``HAM_...``), are an error naming both;
+- a label the map drops (empty class) is counted; a label the map does not
+  know is an error, or skipped and counted with ``on_error="skip"``.
+
+The table has one row per kept image (input order, then file order) with
+``image_id, file_id, lesion_id, patient_id, dx, label, dx_type, age, sex,
+localization, site, collection, input, locator``. An image without a row is
+ignored (with a warning, as before); a row without an image is in ``missing``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import HamdataError
+from .layouts import Source, open_source
+from .metadata import UNKNOWN, listing
+from .vocabulary import LabelMap, unified_sex, unified_site, UNKNOWN_SITE
+
+TABLE_COLUMNS = ("image_id", "file_id", "lesion_id", "patient_id", "dx", "label", "dx_type", "age", "sex",
+                 "localization", "site", "collection", "input", "locator")
+
+
+@dataclass
+class Inputs:
+    table: pd.DataFrame  # TABLE_COLUMNS, one row per kept image
+    sources: list[Source]
+    id_duplicates: list[dict] = field(default_factory=list)  # later rows of an image id already taken
+    links: pd.DataFrame | None = None  # image_id, lesion_id, patient_id, collection of those later rows
+    unmapped: dict = field(default_factory=dict)  # {collection: {label: {"rows": n, "reason": ...}}}
+    missing: list[dict] = field(default_factory=list)  # rows with no image file in any input
+    warnings: list[str] = field(default_factory=list)
+
+    def records(self) -> list[dict]:
+        """dataset.json ``inputs``: one entry per --data, in order."""
+        out = []
+        for i, s in enumerate(self.sources):
+            kept = int((self.table["input"] == i).sum())
+            out.append({"index": i, "root": str(s.root), "layout": s.layout, "collection": s.collection,
+                        "metadata": str(s.metadata_path), "rows": len(s.metadata) + len(s.repeated),
+                        "samples": kept, "warnings": list(s.warnings)})
+        return out
+
+
+def _normalised(source: Source) -> pd.DataFrame:
+    """The source's rows with the raw columns of hamdata.metadata_isic (HAM10000 tables: label = dx)."""
+    df = source.metadata
+    if source.collection == "ham10000":
+        df = df.assign(file_id=df["image_id"], label=df["dx"], patient_id="")
+    return df
+
+
+def _scheme(lesion: str) -> str:
+    """The id scheme of a lesion id: its prefix before the first "_" ("HAM" for HAM_0000118)."""
+    return lesion.split("_", 1)[0] if "_" in lesion else ""
+
+
+def _map_labels(df: pd.DataFrame, source: Source, index: int, label_map: LabelMap, on_error: str,
+                unmapped: dict) -> pd.Series:
+    classes = [label_map.lookup(source.collection, label) for label in df["label"]]
+    counts: dict = {}
+    for label, cls in zip(df["label"], classes):
+        if not cls:
+            reason = "no entry in the label map" if cls is None else "dropped by the label map"
+            counts.setdefault((label or "(empty)", reason), 0)
+            counts[(label or "(empty)", reason)] += 1
+    unknown = {label: n for (label, reason), n in counts.items() if reason == "no entry in the label map"}
+    if unknown and on_error == "fail":
+        named = listing([f"{label!r} ({n} rows)" for label, n in sorted(unknown.items(), key=lambda kv: -kv[1])])
+        raise HamdataError(
+            f"{source.metadata_path}: label {named} of collection {source.collection} has no entry in the "
+            f"{label_map.class_set} label map: add collection,label,class rows with --label-map FILE "
+            f"(empty class drops the label), or pass --on-error skip to skip those rows"
+        )
+    per = unmapped.setdefault(source.collection, {})
+    for (label, reason), n in sorted(counts.items()):
+        entry = per.setdefault(label, {"rows": 0, "reason": reason, "inputs": []})
+        entry["rows"] += n
+        if index not in entry["inputs"]:
+            entry["inputs"].append(index)
+    return pd.Series(classes, index=df.index, dtype=object)
+
+
+def _unify(df: pd.DataFrame, source: Source, index: int, warnings: list[str]) -> pd.DataFrame:
+    sites = [unified_site(v) for v in df["localization"]]
+    odd = sorted({str(v) for v, s in zip(df["localization"], sites) if s is None})
+    if odd:
+        warnings.append(f"{source.metadata_path}: site {listing(odd)} not in the site table: read as {UNKNOWN_SITE}")
+    lesions = [lesion or image for lesion, image in zip(df["lesion_id"], df["image_id"])]
+    return pd.DataFrame({
+        "image_id": df["image_id"].to_numpy(), "file_id": df["file_id"].to_numpy(), "lesion_id": lesions,
+        "patient_id": df["patient_id"].to_numpy(), "dx": df["dx"].to_numpy(), "label": df["label"].to_numpy(),
+        "dx_type": [v or UNKNOWN for v in df["dx_type"]], "age": df["age"].to_numpy(),
+        "sex": [unified_sex(v) for v in df["sex"]],
+        "localization": [v or UNKNOWN for v in df["localization"]],
+        "site": [s or UNKNOWN_SITE for s in sites], "collection": source.collection, "input": index,
+        "locator": [source.images.get(i, "") for i in df["image_id"]],
+    })
+
+
+def _conflict(first: dict, later: dict, sources: list[Source]) -> str | None:
+    where = [f"{sources[r['input']].metadata_path}" for r in (first, later)]
+    if first["dx"] != later["dx"]:
+        return (f"image {later['image_id']} is {first['dx']} in {where[0]} but {later['dx']} in {where[1]}: "
+                f"the inputs disagree on its label; fix one of them or drop it with --label-map")
+    a, b = first["raw_lesion"], later["raw_lesion"]
+    if a and b and a != b and _scheme(a) == _scheme(b):
+        return (f"image {later['image_id']} belongs to lesion {a} in {where[0]} but to lesion {b} in {where[1]}: "
+                f"the inputs disagree on its lesion; fix one of them")
+    return None
+
+
+def open_inputs(paths, label_map: LabelMap, on_error: str = "fail") -> Inputs:
+    """Open and merge the inputs (see the module docstring)."""
+    sources = [open_source(p) for p in paths]
+    roots = [s.root for s in sources]
+    again = [str(r) for r in roots if roots.count(r) > 1]
+    if again:
+        raise HamdataError(f"--data {again[0]} is given twice: give each input once")
+    warnings: list[str] = []
+    unmapped: dict = {}
+    kept_rows: list[pd.DataFrame] = []
+    links: list[pd.DataFrame] = []
+    first_of: dict[str, dict] = {}
+    duplicates: list[dict] = []
+    missing: list[dict] = []
+    for index, source in enumerate(sources):
+        warnings += list(source.warnings)
+        raw = _normalised(source)
+        mapped = raw.assign(dx=_map_labels(raw, source, index, label_map, on_error, unmapped).to_numpy())
+        raw_lesions = mapped["lesion_id"].to_numpy()
+        table = _unify(mapped[mapped["dx"].fillna("") != ""], source, index, warnings)
+        table["raw_lesion"] = raw_lesions[(mapped["dx"].fillna("") != "").to_numpy()]
+        take = []
+        for row in table.to_dict("records"):
+            if not row["locator"]:
+                missing.append(row)
+                take.append(False)
+                continue
+            first = first_of.get(row["image_id"])
+            if first is None:
+                first_of[row["image_id"]] = row
+                take.append(True)
+                continue
+            problem = _conflict(first, row, sources)
+            if problem:
+                raise HamdataError(problem)
+            duplicates.append({"image_id": row["image_id"], "kept_input": first["input"], "dropped_input": index,
+                               "dropped_file": row["locator"], "evidence": "same image id"})
+            take.append(False)
+        take = pd.Series(take, index=table.index, dtype=bool)
+        kept_rows.append(table[take])
+        links.append(table[~take & (table["locator"] != "")])
+        for r in source.repeated:
+            duplicates.append({"image_id": r["image_id"], "kept_input": index, "dropped_input": index,
+                               "dropped_file": source.images.get(r["image_id"], r["file_id"]),
+                               "evidence": f"same image id ({r['file_id']}, row {r['row']} of the table)"})
+    missing = [m for m in missing if m["image_id"] not in first_of]
+    table = pd.concat(kept_rows, ignore_index=True) if kept_rows else pd.DataFrame(columns=TABLE_COLUMNS)
+    if table.empty:
+        raise HamdataError(f"no image of {', '.join(str(Path(p)) for p in paths)} maps to a class of the "
+                           f"{label_map.class_set} class set: check --classes and --label-map")
+    link_table = pd.concat(links, ignore_index=True)[["image_id", "lesion_id", "patient_id", "collection"]]
+    return Inputs(table[list(TABLE_COLUMNS)].reset_index(drop=True), sources, duplicates, link_table, unmapped,
+                  [{"image_id": m["image_id"], "input": m["input"]} for m in missing], warnings)
