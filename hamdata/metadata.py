@@ -284,25 +284,31 @@ def one_hot(value: str):
     return int(number) if number in (0.0, 1.0) else None
 
 
+def one_hot_labels(df: pd.DataFrame, rows: list[int], index: dict, columns, names: list[str], origin) -> list[str]:
+    """Per row, the one column of `columns` (looked up lower-cased in `index`) that holds 1; a one-line error
+    naming the rows that hold no 1, several, or a value other than 0/1 (or 0.0/1.0)."""
+    values = zip(*([one_hot(cell_text(v)) for v in df.iloc[:, index[c.lower()]]] for c in columns))
+    labels, bad = [], []
+    for r, name, row in zip(rows, names, values):
+        hot = [c for c, v in zip(columns, row) if v == 1]
+        if None in row or len(hot) != 1:
+            bad.append(f"row {r} ({_shown(name)})")
+        labels.append(hot[0] if hot else "")
+    if bad:
+        raise HamdataError(
+            f"{origin}: {listing(bad)} not one-hot: expected exactly one 1 among "
+            f"{', '.join(columns)} and 0 elsewhere (0/1 or 0.0/1.0)"
+        )
+    return labels
+
+
 def _isic_truth(path: Path) -> tuple[pd.DataFrame, list[int], list[str]]:
     """image_id and dx from the one-hot ground truth."""
     df, rows, warnings = read_table(path)
     wanted = ("image",) + tuple(c.lower() for c in ISIC2018_COLUMNS)
     index = column_index(df.columns, wanted, wanted, path)
     images = [cell_text(v) for v in df.iloc[:, index["image"]]]
-    classes = wanted[1:]
-    values = zip(*([one_hot(cell_text(v)) for v in df.iloc[:, index[c]]] for c in classes))
-    dx, bad = [], []
-    for r, image, row in zip(rows, images, values):
-        hot = [c for c, v in zip(classes, row) if v == 1]
-        if None in row or len(hot) != 1:
-            bad.append(f"row {r} ({_shown(image)})")
-        dx.append(hot[0] if hot else "")
-    if bad:
-        raise HamdataError(
-            f"{path}: {listing(bad)} not one-hot: expected exactly one 1 among "
-            f"{', '.join(ISIC2018_COLUMNS)} and 0 elsewhere (0/1 or 0.0/1.0)"
-        )
+    dx = [label.lower() for label in one_hot_labels(df, rows, index, ISIC2018_COLUMNS, images, path)]
     return pd.DataFrame({"image_id": images, "dx": dx}), rows, warnings
 
 

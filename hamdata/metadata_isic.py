@@ -31,7 +31,7 @@ from .metadata import (
     check_image_ids,
     column_index,
     listing,
-    one_hot,
+    one_hot_labels,
     parse_ages,
     read_table,
 )
@@ -72,16 +72,7 @@ def parse_isic2019(truth: Path, metadata: Path | None) -> tuple[pd.DataFrame, li
     names = [cell_text(v) for v in df.iloc[:, index["image"]]]
     check_image_ids(names, rows, truth)
     present = [c for c in ISIC2019_LABELS if c.lower() in index]
-    values = zip(*([one_hot(cell_text(v)) for v in df.iloc[:, index[c.lower()]]] for c in present))
-    labels, bad = [], []
-    for r, name, row in zip(rows, names, values):
-        hot = [c for c, v in zip(present, row) if v == 1]
-        if None in row or len(hot) != 1:
-            bad.append(f"row {r} ({name})")
-        labels.append(hot[0] if hot else "")
-    if bad:
-        raise HamdataError(f"{truth}: {listing(bad)} not one-hot: expected exactly one 1.0 among "
-                           f"{', '.join(present)} and 0.0 elsewhere")
+    labels = one_hot_labels(df, rows, index, present, names, truth)
     extra = {n: {} for n in ("age_approx", "anatom_site_general", "lesion_id", "sex")}
     if metadata is None:
         warnings.append(f"no {ISIC2019_METADATA} beside {truth}: no age, sex, site or lesion ids; "

@@ -64,20 +64,18 @@ REAL_LOCALIZATIONS = {
 # ---------------------------------------------------------------- metadata
 
 
-def _class_counts(n_images: int) -> dict[str, int]:
-    """Images per class: HAM10000 proportions, largest-remainder rounding, at least 1 each."""
-    total = sum(REAL_CLASS_COUNTS.values())
-    quota = {dx: n_images * REAL_CLASS_COUNTS[dx] / total for dx in CLASSES}
-    counts = {dx: int(q) for dx, q in quota.items()}
-    # Stable sort: ties go to the earlier class in CLASSES, so the result never depends on dict order.
-    by_remainder = sorted(CLASSES, key=lambda dx: quota[dx] - counts[dx], reverse=True)
-    for dx in by_remainder[: n_images - sum(counts.values())]:
-        counts[dx] += 1
-    # A rare class rounded to 0 takes its image from the largest class, so every class exists.
-    for dx in CLASSES:
-        if counts[dx] == 0:
-            counts[max(CLASSES, key=counts.__getitem__)] -= 1
-            counts[dx] = 1
+def apportion(n: int, weights: dict) -> dict:
+    """`n` split in proportion to `weights`: largest-remainder rounding, ties to the earlier key (never dict
+    hashing), and at least 1 each: a key rounded to 0 takes its one from the largest."""
+    total = sum(weights.values())
+    quota = {k: n * v / total for k, v in weights.items()}
+    counts = {k: int(q) for k, q in quota.items()}
+    for k in sorted(weights, key=lambda k: quota[k] - counts[k], reverse=True)[: n - sum(counts.values())]:
+        counts[k] += 1
+    for k in weights:
+        if counts[k] == 0:
+            counts[max(weights, key=counts.__getitem__)] -= 1
+            counts[k] = 1
     return counts
 
 
@@ -107,7 +105,7 @@ def synthetic_metadata(n_images: int, rng: np.random.Generator) -> pd.DataFrame:
     if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 7:
         raise HamdataError(f"n_images must be an integer >= 7 (one image per class at least), got {n_images!r}")
     dxs, sizes, dx_types = [], [], []  # one entry per lesion
-    for dx, count in _class_counts(int(n_images)).items():
+    for dx, count in apportion(int(n_images), {dx: REAL_CLASS_COUNTS[dx] for dx in CLASSES}).items():
         class_sizes = _lesion_sizes(count, rng)
         dxs += [dx] * len(class_sizes)
         sizes += class_sizes

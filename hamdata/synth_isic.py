@@ -52,7 +52,8 @@ from hamdata.errors import HamdataError
 from hamdata.layouts import open_source, read_image_bytes
 from hamdata.parallel import ordered_map
 from hamdata.preprocess import SIZE_MAX, SIZE_MIN, ImageError, decode_image, encode_image
-from hamdata.synth import IMAGE_SIZE, JPEG_QUALITY, REAL_AGES, REAL_IMAGES_PER_LESION, draw_lesion, image_rng
+from hamdata.synth import (IMAGE_SIZE, JPEG_QUALITY, REAL_AGES, REAL_IMAGES_PER_LESION, apportion, draw_lesion,
+                           image_rng)
 from hamdata.workspace import Workspace
 from hamdata.synth_isic_tables import (
     REAL_ISIC2019_COUNTS, ISIC2019_SHAPES, SITES, SEXES, AGE_MISSING, HAM10000_NUMBERS, NO_LESION_ID, DOWNSAMPLED,
@@ -163,20 +164,6 @@ def _choice(rng: np.random.Generator, weights: dict, size: int) -> list:
     return [keys[i] for i in rng.choice(len(keys), size=size, p=p / p.sum())]
 
 
-def _counts(n: int, weights: dict) -> dict:
-    """`n` split in proportion to `weights`: largest remainder, ties to the earlier key, at least 1 each."""
-    total = sum(weights.values())
-    quota = {k: n * v / total for k, v in weights.items()}
-    counts = {k: int(q) for k, q in quota.items()}
-    for k in sorted(weights, key=lambda k: quota[k] - counts[k], reverse=True)[: n - sum(counts.values())]:
-        counts[k] += 1
-    for k in weights:
-        if counts[k] == 0:
-            counts[max(weights, key=counts.__getitem__)] -= 1
-            counts[k] = 1
-    return counts
-
-
 def _lesion_sizes(n: int, rng: np.random.Generator) -> list[int]:
     """`n` images split into lesions with HAM10000's images-per-lesion distribution."""
     sizes = np.array(_choice(rng, REAL_IMAGES_PER_LESION, n), dtype=int)
@@ -210,7 +197,7 @@ def _own_rows(layout: str, n: int, box, rng: np.random.Generator) -> list[dict]:
     weights = dict(REAL_ISIC2019_COUNTS)
     if archive:
         weights[UNMAPPED] = UNMAPPED_SHARE * sum(weights.values()) / (1 - UNMAPPED_SHARE)
-    lesions = [(cls, size) for cls, count in _counts(n, weights).items() for size in _lesion_sizes(count, rng)]
+    lesions = [(cls, size) for cls, count in apportion(n, weights).items() for size in _lesion_sizes(count, rng)]
     order = rng.permutation(len(lesions))  # patients group lesions across classes
     per_patient = _choice(rng, LESIONS_PER_PATIENT, len(lesions))
     patient, left, rows = -1, 0, []
