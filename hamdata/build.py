@@ -222,7 +222,8 @@ def _missing_error(inputs, cfg: BuildConfig) -> HamdataError:
 
 def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.DataFrame, pd.Series, dict]:
     """The kept images with their groups, their split, and the card fields about inputs, duplicates and groups."""
-    inputs = open_inputs(cfg.data, load_label_map(cfg.classes, cfg.label_map), cfg.on_error)
+    label_map = load_label_map(cfg.classes, cfg.label_map)
+    inputs = open_inputs(cfg.data, label_map, cfg.on_error)
     if inputs.missing and not cfg.allow_missing:
         raise _missing_error(inputs, cfg)
     table = inputs.table
@@ -247,15 +248,12 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
                    "evidence": {"method": "image id", "detail": d["evidence"]}} for d in inputs.id_duplicates]
     sizes = kept.groupby("group").size()
     lesions = kept.groupby("group")["lesion_id"].nunique()
-    records = inputs.records()
-    for record in records:  # samples built from each input, after duplicates are dropped
-        record["samples"] = int((kept["input"] == record["index"]).sum())
     fields = {
-        "inputs": records,
+        "inputs": inputs.records(kept),
         "warnings": inputs.warnings,
         "missing": [m["image_id"] for m in inputs.missing],
         "unmapped": inputs.unmapped,
-        "label_map": list(load_label_map(cfg.classes, cfg.label_map).files),
+        "label_map": list(label_map.files),
         "duplicates": id_records + found["records"],
         "duplicate_search": search,
         "groups": {"count": int(len(sizes)), "largest": int(sizes.max()) if len(sizes) else 0,

@@ -178,23 +178,30 @@ class InputFiles:
         self.inputs = {i.get("index"): i for i in inputs or []}
         self._sources: dict = {}
 
+    def source(self, index):
+        """(the opened input ``index``, "") or (None, why it cannot be read); each input is opened once."""
+        from .layouts import open_source
+
+        if index not in self._sources:
+            root = (self.inputs.get(index) or {}).get("root")
+            try:
+                self._sources[index] = (open_source(Path(root)), "")
+            except HamdataError as exc:
+                self._sources[index] = (None, str(exc))
+        return self._sources[index]
+
     def read(self, index, image_id: str) -> tuple[bytes | None, str]:
         """The bytes of one image of input ``index``, or None and why not."""
-        from .layouts import open_source, read_image_bytes
+        from .layouts import read_image_bytes
 
         root = (self.inputs.get(index) or {}).get("root")
         if not root:
             return None, f"dataset.json names no input {index}"
         if not Path(root).is_dir():
             return None, f"input {index} is gone: {root} no longer exists"
-        if index not in self._sources:
-            try:
-                self._sources[index] = open_source(Path(root))
-            except HamdataError as exc:
-                self._sources[index] = f"input {index} at {root} cannot be read: {exc}"
-        source = self._sources[index]
-        if isinstance(source, str):
-            return None, source
+        source, error = self.source(index)
+        if source is None:
+            return None, f"input {index} at {root} cannot be read: {error}"
         locator = source.images.get(image_id)
         if locator is None:
             return None, f"{image_id} is no longer in input {index} ({root})"
@@ -242,15 +249,20 @@ def _pair_card(d: dict, stored: dict, files: InputFiles) -> str:
             f'&middot; {h.esc(d.get("action"))}</div></div>')
 
 
-def duplicates_section(card: dict, stored: dict) -> h.Section | None:
+def input_files(card: dict) -> InputFiles:
+    """The InputFiles of a build: its inputs (a format 1 card: its one input, as input 0)."""
+    return InputFiles(card.get("inputs") or [dict(card.get("input") or {}, index=0)])
+
+
+def duplicates_section(card: dict, stored: dict, files: InputFiles) -> h.Section | None:
     """Content pairs side by side (up to MAX_PAIRS) and pairs by image id as a table; None without duplicates.
 
     stored: key -> (ext, bytes) of the images read from the shards (``pair_keys`` were asked for).
+    files: the build's input files, shared with the rest of the page (each input opened once).
     """
     by_id, by_content = id_duplicates(card), content_duplicates(card)
     if not by_id and not by_content:
         return None
-    files = InputFiles(card.get("inputs") or [])
     section = h.Section("duplicates", "Duplicates").add(f"<p>{h.esc(duplicates_summary(card))}</p>")
     if by_content:
         section.add(f"<h3>The same picture under another id ({len(by_content)} pairs, found by content)</h3>",

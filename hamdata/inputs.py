@@ -44,11 +44,12 @@ class Inputs:
     missing: list[dict] = field(default_factory=list)  # rows with no image file in any input
     warnings: list[str] = field(default_factory=list)
 
-    def records(self) -> list[dict]:
-        """dataset.json ``inputs``: one entry per --data, in order."""
+    def records(self, built: pd.DataFrame) -> list[dict]:
+        """dataset.json ``inputs``: one entry per --data, in order; ``samples``: its rows among ``built`` (the
+        table once duplicates found by content are dropped)."""
         out = []
         for i, s in enumerate(self.sources):
-            kept = int((self.table["input"] == i).sum())
+            kept = int((built["input"] == i).sum())
             out.append({"index": i, "root": str(s.root), "layout": s.layout, "collection": s.collection,
                         "metadata": str(s.metadata_path), "rows": len(s.metadata) + len(s.repeated),
                         "samples": kept, "warnings": list(s.warnings)})

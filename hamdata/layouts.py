@@ -215,19 +215,24 @@ def _make_source(root, layout, metadata_path, metadata, warnings, containers, co
     return Source(root, layout, metadata_path, metadata, images, tuple(warnings), collection, tuple(repeated))
 
 
+def _challenge_tables(root: Path, folder: Path, truth_name: str, other_name: str) -> tuple[Path, Path | None]:
+    """An ISIC challenge's ground truth (an error when absent) and its other table (None when absent), in DIR, in
+    the input folder, or in a folder named after the CSV (as the ISIC zips unpack each CSV)."""
+    places = [root, folder, root / Path(truth_name).stem, root / Path(other_name).stem]
+    truth = _first_file(places, truth_name)
+    if truth is None:
+        raise HamdataError(
+            f"{root} has {folder.name}/ but no {truth_name}: looked in "
+            f"{', '.join(str(d) for d in places[:3])}"
+        )
+    return truth, _first_file(places, other_name)
+
+
 def _detect_isic2018(root: Path) -> Source | None:
     folder = _child(root, _ISIC_INPUT, want_dir=True)
     if folder is None:
         return None
-    # the ISIC zips unpack each CSV into a folder named after it
-    places = [root, folder, root / Path(_ISIC_TRUTH).stem, root / Path(ISIC2018_GROUPINGS).stem]
-    truth = _first_file(places, _ISIC_TRUTH)
-    if truth is None:
-        raise HamdataError(
-            f"{root} has {folder.name}/ but no {_ISIC_TRUTH}: looked in "
-            f"{', '.join(str(d) for d in places[:3])}"
-        )
-    groups = _first_file(places, ISIC2018_GROUPINGS)
+    truth, groups = _challenge_tables(root, folder, _ISIC_TRUTH, ISIC2018_GROUPINGS)
     metadata, warnings = parse_isic2018(truth, groups)
     return _make_source(root, "isic2018", truth, metadata, warnings, [folder])
 
@@ -237,16 +242,9 @@ def _detect_isic2019(root: Path) -> Source | None:
     if folder is None:
         return None
     nested = _child(folder, _ISIC2019_INPUT, want_dir=True)  # the zip holds a folder of the same name
-    images = nested or folder
-    places = [root, folder, root / Path(ISIC2019_TRUTH).stem, root / Path(ISIC2019_METADATA).stem]
-    truth = _first_file(places, ISIC2019_TRUTH)
-    if truth is None:
-        raise HamdataError(
-            f"{root} has {folder.name}/ but no {ISIC2019_TRUTH}: looked in "
-            f"{', '.join(str(d) for d in places[:3])}"
-        )
-    metadata, repeated, warnings = parse_isic2019(truth, _first_file(places, ISIC2019_METADATA))
-    return _make_source(root, "isic2019", truth, metadata, warnings, [images], "isic2019", repeated)
+    truth, table = _challenge_tables(root, folder, ISIC2019_TRUTH, ISIC2019_METADATA)
+    metadata, repeated, warnings = parse_isic2019(truth, table)
+    return _make_source(root, "isic2019", truth, metadata, warnings, [nested or folder], "isic2019", repeated)
 
 
 def _detect_archive(root: Path) -> Source | None:

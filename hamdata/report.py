@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from . import htmlpage as h
 from .classes import CLASS_NAMES, CLASSES
-from .collections_report import collections_section, duplicates_section, pair_keys
+from .collections_report import InputFiles, collections_section, duplicates_section, input_files, pair_keys
 from .errors import HamdataError
 from .htmlpage import MAX_ROWS
 from .locks import hold
@@ -213,23 +213,24 @@ def _distribution_section(records: pd.DataFrame, problems: list[str], classes: t
     return section.add("<h3>Lesions per class</h3>", h.frame(tables["lesions_per_class"].round(2)))
 
 
-def _raw_sources(card: dict, image_ids: list[str]) -> tuple[dict[str, bytes], str]:
+def _raw_sources(files: InputFiles, image_ids: list[str]) -> tuple[dict[str, bytes], str]:
     """Raw bytes of the given images from the build's input folders (the first that has an id, as the build
     took it), and a note when some are gone."""
-    from .layouts import open_source, read_image_bytes
+    from .layouts import read_image_bytes
 
-    roots = [i.get("root") for i in card.get("inputs") or [card.get("input") or {}] if i.get("root")]
+    roots = [(index, entry["root"]) for index, entry in files.inputs.items() if entry.get("root")]
     if not roots:
         return {}, f"{CARD_NAME} names no input folder: only the preprocessed images are shown"
     sources, notes = [], []
-    for root in roots:
+    for index, root in roots:
         if not Path(root).is_dir():
             notes.append(f"the raw data is no longer at {root}")
             continue
-        try:
-            sources.append(open_source(Path(root)))
-        except HamdataError as exc:
-            notes.append(f"the raw data at {root} cannot be read ({exc})")
+        source, error = files.source(index)
+        if source is None:
+            notes.append(f"the raw data at {root} cannot be read ({error})")
+        else:
+            sources.append(source)
     if not sources:
         return {}, "; ".join(notes) + ": only the preprocessed images are shown"
     found = {}
@@ -241,7 +242,7 @@ def _raw_sources(card: dict, image_ids: list[str]) -> tuple[dict[str, bytes], st
             except (KeyError, HamdataError):
                 continue
     gone = len(image_ids) - len(found)
-    where = roots[0] if len(roots) == 1 else "the input folders"
+    where = roots[0][1] if len(roots) == 1 else "the input folders"
     notes += [f"{gone} of the raw images shown are no longer under {where}"] if gone else []
     return found, "; ".join(notes)
 
@@ -277,7 +278,8 @@ def _build_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
     chosen = choose_samples(manifest, per_class, seed, classes)
     scan = scan_shards(folder, card.get("shards", []), {k for keys in chosen.values() for k in keys} | pair_keys(card))
     rows = manifest.set_index("key")
-    raw, raw_note = _raw_sources(card, [rows.at[k, "image_id"] for keys in chosen.values() for k in keys])
+    files = input_files(card)  # one opening of each input for the samples and the duplicate pairs
+    raw, raw_note = _raw_sources(files, [rows.at[k, "image_id"] for keys in chosen.values() for k in keys])
     try:
         cfg = PreprocessConfig.from_dict(card["config"]["preprocess"])
     except (KeyError, TypeError, HamdataError):
@@ -295,7 +297,7 @@ def _build_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
                  for key in chosen[dx]]
         samples.add(*_class_block(dx, int((manifest["dx"] == dx).sum()), cards))
     sections = [_build_card(folder, card), _distribution_section(_records(manifest, scan.meta), scan.problems, classes),
-                collections_section(card, manifest, classes, scan.meta), samples, duplicates_section(card, scan.images)]
+                collections_section(card, manifest, classes, scan.meta), samples, duplicates_section(card, scan.images, files)]
     return [s for s in sections if s is not None]  # a format 1 build has no collections; most have no duplicates
 
 
