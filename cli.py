@@ -81,8 +81,12 @@ def synth(out, layout, n_images, seed, metadata, size, duplicates_of, same_id, n
               help="Input folder: HAM10000 (Kaggle, Dataverse, ISIC 2018, flat), ISIC 2019 Task 1 or an ISIC-archive "
                    "export. Repeat for several inputs; an image id in several is taken from the first.")
 @click.option("--out", default="shards", show_default=True, help="Output folder.")
-@click.option("--classes", "class_set", default="ham10000", show_default=True, type=click.Choice(["ham10000", "isic2019"]),
-              help="Class set of the build: the 7 HAM10000 classes or the 8 ISIC 2019 classes.")
+@click.option("--classes", "class_set", default="ham10000", show_default=True,
+              type=click.Choice(["ham10000", "isic2019", "malignancy"]),
+              help="Class set of the build: the 7 HAM10000 classes, the 8 ISIC 2019 classes, or benign/malignant.")
+@click.option("--image-types", default="dermoscopic", show_default=True,
+              help="ISIC-archive image types to take, comma-separated (e.g. 'dermoscopic,clinical: close-up'), or all; "
+                   "the others are left out and counted.")
 @click.option("--label-map", default=None, help="CSV collection,label,class over the shipped map (empty class drops a label).")
 @click.option("--keep-duplicates", is_flag=True, help="Keep both images of a duplicate pair (always in one split).")
 @click.option("--no-duplicate-search", is_flag=True, help="Do not search duplicates by content (same ids are still one sample).")
@@ -102,7 +106,7 @@ def synth(out, layout, n_images, seed, metadata, size, duplicates_of, same_id, n
 @click.option("--split-manifest", default=None, help="Take the split from this CSV (image_id, split).")
 @click.option("--fresh-split", is_flag=True, help="Split anew even when the canonical HAM10000 split applies.")
 @user_errors
-def build_shards_cmd(data, out, class_set, label_map, keep_duplicates, no_duplicate_search, size, fmt, quality, shard_size,
+def build_shards_cmd(data, out, class_set, image_types, label_map, keep_duplicates, no_duplicate_search, size, fmt, quality, shard_size,
                      workers, on_error, allow_missing, overwrite, no_hair_removal, no_clahe, val, test_frac, seed,
                      split_manifest, fresh_split):
     """Preprocess, split by lesion, patient and duplicate group, and write WebDataset shards."""
@@ -113,12 +117,36 @@ def build_shards_cmd(data, out, class_set, label_map, keep_duplicates, no_duplic
     cfg = BuildConfig(
         data=tuple(data), out=out, format=fmt, quality=quality, shard_size=shard_size, on_error=on_error,
         allow_missing=allow_missing, classes=class_set, label_map=label_map, find_duplicates=not no_duplicate_search,
+        image_types=None if image_types.strip().lower() == "all" else image_types,
         keep_duplicates=keep_duplicates,
         preprocess=PreprocessConfig(hair_removal=not no_hair_removal, clahe=not no_clahe, size=parse_size(size)),
         split=SplitConfig(val=val, test=test_frac, seed=seed, manifest=split_manifest, fresh=fresh_split),
     )
     summary = build_shards(cfg, workers=_workers(workers), overwrite=overwrite)
     click.echo(format_build_summary(summary))
+
+
+def _counted(entries: dict, limit: int = 4) -> tuple[int, str]:
+    """(rows, "'a' 3, 'b' 1 and 2 more") of dataset.json's {collection: {value: {rows, reason}}}."""
+    flat = sorted(((int(e["rows"]), value, e.get("reason", "")) for per in entries.values() for value, e in per.items()),
+                  key=lambda t: (-t[0], t[1]))
+    shown = ", ".join(f"{value!r} {n} ({reason})" for n, value, reason in flat[:limit])
+    return sum(n for n, _, _ in flat), shown + (f" and {len(flat) - limit} more" if len(flat) > limit else "")
+
+
+def untaken_lines(summary: dict) -> list[str]:
+    """What the build did not take of the tables, said in the terminal as well as in dataset.json."""
+    lines = []
+    if any(summary.get("unmapped") or {}):
+        rows, shown = _counted(summary["unmapped"])
+        lines.append(f"labels no class takes: {rows} rows left out: {shown} (dataset.json \"unmapped\")")
+    if any((summary.get("left_out") or {}).values()):
+        rows, shown = _counted(summary["left_out"])
+        lines.append(f"image types: {rows} rows left out: {shown} (dataset.json \"left_out\")")
+    for entry in summary.get("duplicate_lists") or []:
+        lines.append(f"duplicate list {entry['file']}: {entry['pairs']} pairs, {entry['applied']} applied, "
+                     f"{entry['outside']} with an image outside the build")
+    return lines
 
 
 def format_build_summary(summary: dict) -> str:
@@ -129,6 +157,7 @@ def format_build_summary(summary: dict) -> str:
            "canonical+fresh": f"the canonical HAM10000 split for its {split.get('pinned')} images and their groups, "
                               f"the rest split around them ({fresh})"}[split["source"]]
     lines = [f"warning: {w}" for w in summary["warnings"]]
+    lines += untaken_lines(summary)
     lines.append(f"split: {how}")
     for name, per_class in summary["counts"].items():
         lines.append(f"  {name:<5} {sum(per_class.values()):>6}  " + " ".join(f"{dx}={n}" for dx, n in per_class.items()))

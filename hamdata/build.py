@@ -25,8 +25,9 @@ from . import dedup
 from .classes import CLASS_SETS, DEFAULT_CLASS_SET, label_of, resolve_class_set
 from .duplicates import fingerprints, settle
 from .errors import HamdataError
-from .groups import make_groups
-from .inputs import open_inputs
+from .groups import UnionFind, make_groups
+from .metadata_isic2020 import LIST_EVIDENCE
+from .inputs import DEFAULT_IMAGE_TYPES, check_image_types, open_inputs
 from .manifest import MANIFEST_NAME, ManifestWriter, card_skeleton, count_table, write_card, write_info
 from .parallel import ordered_map
 from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
@@ -55,6 +56,7 @@ class BuildConfig:
     label_map: str | None = None  # --label-map FILE over the shipped map of the class set
     find_duplicates: bool = True  # search duplicates by content
     keep_duplicates: bool = False  # keep both images of a duplicate pair (in one split)
+    image_types: tuple[str, ...] | None = DEFAULT_IMAGE_TYPES  # --image-types: kept types of inputs that name them
 
     def __post_init__(self):
         if isinstance(self.data, (str, Path)):
@@ -69,6 +71,8 @@ class BuildConfig:
             raise HamdataError(f"--quality: expected 1..100, got {self.quality}")
         if self.shard_size < 1:
             raise HamdataError(f"--shard-size: expected a positive number of samples, got {self.shard_size}")
+        if self.image_types is not None:
+            object.__setattr__(self, "image_types", check_image_types(self.image_types))
         if self.on_error not in ("fail", "skip"):
             raise HamdataError(f"--on-error: expected fail or skip, got {self.on_error!r}")
 
@@ -223,10 +227,11 @@ def _missing_error(inputs, cfg: BuildConfig) -> HamdataError:
 def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.DataFrame, pd.Series, dict]:
     """The kept images with their groups, their split, and the card fields about inputs, duplicates and groups."""
     label_map = load_label_map(cfg.classes, cfg.label_map)
-    inputs = open_inputs(cfg.data, label_map, cfg.on_error)
+    inputs = open_inputs(cfg.data, label_map, cfg.on_error, cfg.image_types)
     if inputs.missing and not cfg.allow_missing:
         raise _missing_error(inputs, cfg)
-    table = inputs.table
+    listed = listed_duplicates(inputs, cfg.keep_duplicates)
+    table = inputs.table[~inputs.table["image_id"].isin(listed["drop"])].reset_index(drop=True)
     if cfg.split.manifest:  # a split file that splits a lesion or patient fails now, before the duplicate search
         decide_split(table.assign(group=make_groups(table, inputs.links).to_numpy()), cfg.split, CLASS_SETS[cfg.classes])
     search = {"searched": cfg.find_duplicates, "method": dedup.METHOD if cfg.find_duplicates else None,
@@ -239,9 +244,11 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
         found = settle(table, rows, vectors, cfg.keep_duplicates)
         search.update(same_lesion_pairs=found["same_lesion_pairs"], fingerprinted=len(rows))
     dropped = table["image_id"].isin(found["drop"]).to_numpy()
-    links = pd.concat([inputs.links, table[dropped][list(inputs.links.columns)]], ignore_index=True)
+    listed_rows = inputs.table[inputs.table["image_id"].isin(listed["drop"])]
+    links = pd.concat([inputs.links, table[dropped][list(inputs.links.columns)],
+                       listed_rows[list(inputs.links.columns)]], ignore_index=True)
     kept = table[~dropped].reset_index(drop=True)
-    kept["group"] = make_groups(kept, links, found["pairs"]).to_numpy()
+    kept["group"] = make_groups(kept, links, found["pairs"] + listed["pairs"]).to_numpy()
     split, split_record = decide_split(kept, cfg.split, CLASS_SETS[cfg.classes])
     id_records = [{"kept": d["image_id"], "kept_input": d["kept_input"], "dropped": d["image_id"],
                    "input": d["dropped_input"], "action": "dropped", "file": d["dropped_file"],
@@ -253,14 +260,55 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
         "warnings": inputs.warnings,
         "missing": [m["image_id"] for m in inputs.missing],
         "unmapped": inputs.unmapped,
+        "left_out": inputs.left_out,
         "label_map": list(label_map.files),
-        "duplicates": id_records + found["records"],
+        "duplicates": id_records + listed["records"] + found["records"],
+        "duplicate_lists": listed["lists"],
         "duplicate_search": search,
         "groups": {"count": int(len(sizes)), "largest": int(sizes.max()) if len(sizes) else 0,
                    "with_several_lesions": int((lesions > 1).sum())},
         "split": split_record,
     }
     return kept, split, fields
+
+
+def listed_duplicates(inputs, keep: bool) -> dict:
+    """What the inputs' published duplicate lists (ISIC 2020's) decide, whatever the search by content finds.
+
+    The listed pairs of one input form sets (a chain a-b, b-c is one set); of each set the first image that the
+    list never names second is kept (else the first in table order), the others are dropped, or all kept with
+    `keep`; every pair links its images into one group. A pair with an image the build does not take (a label no
+    class takes, an image type left out) has nothing to drop and is counted as ``outside``.
+    Returns {"drop": ids, "pairs": (kept, other) pairs, "records": dataset.json duplicates, "lists": per list}.
+    """
+    position = {image: i for i, image in enumerate(inputs.table["image_id"])}
+    drop, pairs, records, lists = set(), [], [], []
+    for index, source in enumerate(inputs.sources):
+        if source.duplicate_list is None:
+            continue
+        inside = [(a, b) for a, b in source.listed_duplicates if a in position and b in position]
+        sets = UnionFind()
+        for a, b in inside:
+            sets.union(a, b)
+        members: dict = {}
+        for image in sorted({i for pair in inside for i in pair}, key=position.get):
+            members.setdefault(sets.find(image), []).append(image)
+        seconds = {b for _, b in inside}
+        for images in members.values():
+            kept = next((i for i in images if i not in seconds), images[0])
+            for other in images:
+                if other == kept:
+                    continue
+                pairs.append((kept, other))
+                records.append({"kept": kept, "kept_input": index, "dropped": other, "input": index,
+                                "action": "kept (--keep-duplicates)" if keep else "dropped",
+                                "evidence": {"method": LIST_EVIDENCE, "file": str(source.duplicate_list)}})
+                if not keep:
+                    drop.add(other)
+        lists.append({"input": index, "file": str(source.duplicate_list), "pairs": len(source.listed_duplicates),
+                      "applied": len(inside), "outside": len(source.listed_duplicates) - len(inside)})
+    records.sort(key=lambda r: (r["kept"], r["dropped"]))
+    return {"drop": drop, "pairs": sorted(pairs), "records": records, "lists": lists}
 
 
 def _build(cfg: BuildConfig, out: Path, workspace: Workspace, workers: int | None, progress: bool,
@@ -282,6 +330,7 @@ def _build(cfg: BuildConfig, out: Path, workspace: Workspace, workers: int | Non
     seconds = time.perf_counter() - started
     written = sum(s["samples"] for s in card["shards"])
     return {"out": str(out), "samples": written, "counts": card["counts"], "skipped": len(card["skipped"]),
+            "unmapped": card["unmapped"], "left_out": card["left_out"], "duplicate_lists": card["duplicate_lists"],
             "shards": len(card["shards"]), "split": card["split"], "warnings": card["input"]["warnings"],
             "duplicates": len(card["duplicates"]), "seconds": seconds,
             "images_per_second": written / seconds if seconds else 0.0,

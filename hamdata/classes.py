@@ -9,6 +9,8 @@ that list, never whatever order a dataframe happens to produce.
   its ``dx`` column. ``CLASSES`` is this list.
 - ``isic2019``: the eight ISIC 2019 Task 1 training diagnoses, alphabetical
   (``ak`` is ISIC 2019's AK, which holds HAM10000's akiec images).
+- ``malignancy``: ``benign``, ``malignant`` (ISIC 2020's task); its ISIC CSV is
+  ``image,target``, the probability of malignant.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from .errors import HamdataError
 HAM10000_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 ISIC2019_CLASSES = ("ak", "bcc", "bkl", "df", "mel", "nv", "scc", "vasc")
 
-CLASS_SETS = {"ham10000": HAM10000_CLASSES, "isic2019": ISIC2019_CLASSES}
+MALIGNANCY_CLASSES = ("benign", "malignant")
+
+CLASS_SETS = {"ham10000": HAM10000_CLASSES, "isic2019": ISIC2019_CLASSES, "malignancy": MALIGNANCY_CLASSES}
 DEFAULT_CLASS_SET = "ham10000"
 CLASSES = HAM10000_CLASSES  # the default class list
 
@@ -32,12 +36,15 @@ CLASS_NAMES = {
     "nv": "Melanocytic nevi",
     "scc": "Squamous cell carcinoma",
     "vasc": "Vascular lesions",
+    "benign": "Benign",
+    "malignant": "Malignant",
 }
 
 # Column order of the ISIC challenge ground truth and prediction files of each class set.
 ISIC2018_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 ISIC2019_COLUMNS = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
-_ISIC_COLUMNS = {"ham10000": ISIC2018_COLUMNS, "isic2019": ISIC2019_COLUMNS}
+TARGET_COLUMN = "target"  # ISIC 2020's one column: the probability of malignant
+_ISIC_COLUMNS = {"ham10000": ISIC2018_COLUMNS, "isic2019": ISIC2019_COLUMNS, "malignancy": (TARGET_COLUMN,)}
 UNKNOWN_COLUMN = "UNK"  # ISIC 2019's "none of the above" column: no training image has it; predicted as 0
 
 CLASS_INDEX = {dx: i for i, dx in enumerate(CLASSES)}
@@ -52,8 +59,8 @@ def label_of(dx: str, classes=CLASSES) -> int:
 
 
 def isic_column(dx: str) -> str:
-    """ISIC column name of a diagnosis code (``"nv"`` -> ``"NV"``)."""
-    return dx.upper()
+    """ISIC column name of a diagnosis code (``"nv"`` -> ``"NV"``; ``"malignant"`` -> ISIC 2020's ``"target"``)."""
+    return TARGET_COLUMN if dx == "malignant" else dx.upper()
 
 
 def class_set_name(classes) -> str | None:

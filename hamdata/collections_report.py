@@ -21,6 +21,7 @@ from . import htmlpage as h
 from .errors import HamdataError
 from .plots import new_figure
 from .split import SPLITS
+from .metadata_isic2020 import LIST_EVIDENCE as LIST_METHOD
 from .vocabulary import COLLECTIONS
 
 DEFAULT_COLLECTION = "ham10000"  # the collection of a sample that names none (format 1)
@@ -86,13 +87,14 @@ def plot_collections(table: pd.DataFrame) -> Figure:
     return figure
 
 
-def unmapped_table(unmapped) -> pd.DataFrame | None:
-    """dataset.json ``unmapped`` ({collection: {label: {rows, reason, inputs}}}) as a table; None when empty."""
+def unmapped_table(unmapped, what: str = "label") -> pd.DataFrame | None:
+    """dataset.json ``unmapped`` ({collection: {label: {rows, reason, inputs}}}), or ``left_out`` (image types:
+    `what` "image type"), as a table; None when empty."""
     rows = []
     for collection in _ordered((unmapped or {}).keys(), COLLECTIONS):
         labels = (unmapped or {}).get(collection) or {}
         for label, entry in sorted(labels.items(), key=lambda kv: (-int(kv[1].get("rows", 0)), kv[0])):
-            rows.append({"collection": collection, "label": label, "rows": int(entry.get("rows", 0)),
+            rows.append({"collection": collection, what: label, "rows": int(entry.get("rows", 0)),
                          "reason": entry.get("reason", ""),
                          "inputs": ", ".join(str(i) for i in entry.get("inputs", []))})
     if not rows:
@@ -127,6 +129,10 @@ def duplicates_summary(card: dict) -> str | None:
     else:
         content = (f"{len(by_content)} by content ({search.get('method')}, threshold {search.get('threshold')}, "
                    f"{search.get('fingerprinted', 0)} images fingerprinted)")
+    listed = [d for d in by_content if (d.get("evidence") or {}).get("method") == LIST_METHOD]
+    if listed:
+        content = f"{len(listed)} by a published duplicate list, " + content.replace(
+            f"{len(by_content)} by content", f"{len(by_content) - len(listed)} by content", 1)
     return (f"duplicates: {len(by_id)} by image id, {content}; {dropped} dropped, "
             f"{len(by_id) + len(by_content) - dropped} kept (--keep-duplicates); "
             f"{search.get('same_lesion_pairs', 0)} same-lesion pairs (photos of one lesion, not duplicates)")
@@ -164,6 +170,9 @@ def collections_section(card: dict, manifest: pd.DataFrame, classes, meta: dict)
     unmapped = unmapped_table(card.get("unmapped"))
     if unmapped is not None:
         section.add(f"<h3>Labels no class took ({unmapped_rows(card.get('unmapped'))} rows)</h3>", h.frame(unmapped))
+    left_out = unmapped_table(card.get("left_out"), "image type")
+    if left_out is not None:
+        section.add(f"<h3>Image types left out ({unmapped_rows(card.get('left_out'))} rows)</h3>", h.frame(left_out))
     groups = card.get("groups") or {}
     return section.add(h.facts([
         ("groups (never split)", f"{groups.get('count')}, the largest {groups.get('largest')} images, "
@@ -241,12 +250,14 @@ def _pair_card(d: dict, stored: dict, files: InputFiles) -> str:
     evidence = d.get("evidence") or {}
     similarity = evidence.get("similarity")
     score = f"{similarity:.4f}" if isinstance(similarity, (int, float)) else "?"
+    why = (f'listed in {h.esc(Path(str(evidence.get("file"))).name)} ({h.esc(evidence.get("method"))})'
+           if evidence.get("method") == LIST_METHOD else
+           f'similarity {score} ({h.esc(evidence.get("method"))}, threshold {h.esc(evidence.get("threshold"))})')
     return (f'<div class="card pair"><div class="row">{kept_figure}{dropped_figure}</div><div>'
             f'kept <span class="mono">{h.esc(kept)}</span> from input {h.esc(_input_name(files.inputs, d.get("kept_input")))}'
             f'<br>{"dropped" if d.get("action") == "dropped" else "also kept"} <span class="mono">{h.esc(dropped)}</span> '
             f'from input {h.esc(_input_name(files.inputs, d.get("input")))}'
-            f'<br>similarity {score} ({h.esc(evidence.get("method"))}, threshold {h.esc(evidence.get("threshold"))}) '
-            f'&middot; {h.esc(d.get("action"))}</div></div>')
+            f'<br>{why} &middot; {h.esc(d.get("action"))}</div></div>')
 
 
 def input_files(card: dict) -> InputFiles:

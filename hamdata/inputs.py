@@ -30,6 +30,12 @@ from .layouts import Source, open_source
 from .metadata import UNKNOWN, listing
 from .vocabulary import LabelMap, unified_sex, unified_site, UNKNOWN_SITE
 
+MALIGNANCY = "malignancy"  # the class set whose label comes from a row's own benign/malignant field first
+NO_ENTRY = "no entry in the label map"
+DEFAULT_IMAGE_TYPES = ("dermoscopic",)  # --image-types: what a build takes of an input that names image types
+IMAGE_TYPES = ("dermoscopic", "clinical: overview", "clinical: close-up", "TBP tile: close-up", "TBP tile: overview",
+               "RCM: macroscopic", "RCM: tile", "RCM: mosaic")  # isic-metadata fields.py ImageTypeEnum (562f25c)
+NO_DIAGNOSIS = "no diagnosis (empty, nan or unknown)"
 TABLE_COLUMNS = ("image_id", "file_id", "lesion_id", "patient_id", "dx", "label", "dx_type", "age", "sex",
                  "localization", "site", "collection", "input", "locator")
 
@@ -43,6 +49,7 @@ class Inputs:
     unmapped: dict = field(default_factory=dict)  # {collection: {label: {"rows": n, "reason": ...}}}
     missing: list[dict] = field(default_factory=list)  # rows with no image file in any input
     warnings: list[str] = field(default_factory=list)
+    left_out: dict = field(default_factory=dict)  # {collection: {image type: {"rows": n, "reason": ..., "inputs"}}}
 
     def records(self, built: pd.DataFrame) -> list[dict]:
         """dataset.json ``inputs``: one entry per --data, in order; ``samples``: its rows among ``built`` (the
@@ -60,8 +67,47 @@ def _normalised(source: Source) -> pd.DataFrame:
     """The source's rows with the raw columns of hamdata.metadata_isic (HAM10000 tables: label = dx)."""
     df = source.metadata
     if source.collection == "ham10000":
-        df = df.assign(file_id=df["image_id"], label=df["dx"], patient_id="")
+        df = df.assign(file_id=df["image_id"], label=df["dx"], labels=[(dx,) for dx in df["dx"]], malignancy="",
+                       patient_id="", site="", image_type="")
     return df
+
+
+def check_image_types(image_types) -> tuple[str, ...]:
+    """--image-types as a tuple of the archive's spellings; a one-line error for a type the archive does not have."""
+    if isinstance(image_types, str):
+        image_types = [t for t in image_types.split(",")]
+    spelled = {t.lower(): t for t in IMAGE_TYPES}
+    chosen = [" ".join(t.split()) for t in image_types if t.strip()]
+    unknown = [t for t in chosen if t.lower() not in spelled]
+    if unknown or not chosen:
+        raise HamdataError(f"--image-types: unknown image type {listing(unknown) if unknown else '(none given)'}: "
+                           f"expected a comma-separated list of {', '.join(IMAGE_TYPES)}, or all")
+    return tuple(dict.fromkeys(spelled[t.lower()] for t in chosen))
+
+
+def _candidates(df: pd.DataFrame, class_set: str) -> list[tuple[str, ...]]:
+    """Each row's labels to look up, most specific first; a malignancy build asks the row's own benign/malignant
+    field first (ISIC 2020 target, benign_malignant, the archive's diagnosis_1)."""
+    if class_set != MALIGNANCY:
+        return list(df["labels"])
+    return [((own,) if own else ()) + tuple(labels) for own, labels in zip(df["malignancy"], df["labels"])]
+
+
+def _image_types(df: pd.DataFrame, source: Source, index: int, image_types, left_out: dict) -> pd.Series:
+    """Which rows are of a chosen image type (a row without one is kept), counting the others per type."""
+    if image_types is None:
+        return pd.Series(True, index=df.index)
+    chosen = {t.lower() for t in image_types}
+    kinds = df["image_type"].fillna("").astype(str)
+    keep = kinds.map(lambda t: not t or t.lower() in chosen)
+    per = left_out.setdefault(source.collection, {}) if not keep.all() else {}
+    for kind, n in kinds[~keep].value_counts().sort_index().items():
+        entry = per.setdefault(kind, {"rows": 0, "reason": f"image type not chosen (--image-types "
+                                                            f"{','.join(image_types)})", "inputs": []})
+        entry["rows"] += int(n)
+        if index not in entry["inputs"]:
+            entry["inputs"].append(index)
+    return keep
 
 
 def _scheme(lesion: str) -> str:
@@ -71,14 +117,15 @@ def _scheme(lesion: str) -> str:
 
 def _map_labels(df: pd.DataFrame, source: Source, index: int, label_map: LabelMap, on_error: str,
                 unmapped: dict) -> pd.Series:
-    classes = [label_map.lookup(source.collection, label) for label in df["label"]]
+    decided = [label_map.resolve(source.collection, c) for c in _candidates(df, label_map.class_set)]
+    classes = [cls for cls, _ in decided]
     counts: dict = {}
-    for label, cls in zip(df["label"], classes):
+    for cls, label in decided:
         if not cls:
-            reason = "no entry in the label map" if cls is None else "dropped by the label map"
-            counts.setdefault((label or "(empty)", reason), 0)
-            counts[(label or "(empty)", reason)] += 1
-    unknown = {label: n for (label, reason), n in counts.items() if reason == "no entry in the label map"}
+            reason = NO_ENTRY if cls is None else ("dropped by the label map" if label else NO_DIAGNOSIS)
+            counts.setdefault((label or "(none)", reason), 0)
+            counts[(label or "(none)", reason)] += 1
+    unknown = {label: n for (label, reason), n in counts.items() if reason == NO_ENTRY}
     if unknown and on_error == "fail":
         named = listing([f"{label!r} ({n} rows)" for label, n in sorted(unknown.items(), key=lambda kv: -kv[1])])
         raise HamdataError(
@@ -86,7 +133,7 @@ def _map_labels(df: pd.DataFrame, source: Source, index: int, label_map: LabelMa
             f"{label_map.class_set} label map: add collection,label,class rows with --label-map FILE "
             f"(empty class drops the label), or pass --on-error skip to skip those rows"
         )
-    per = unmapped.setdefault(source.collection, {})
+    per = unmapped.setdefault(source.collection, {}) if counts else {}
     for (label, reason), n in sorted(counts.items()):
         entry = per.setdefault(label, {"rows": 0, "reason": reason, "inputs": []})
         entry["rows"] += n
@@ -96,7 +143,8 @@ def _map_labels(df: pd.DataFrame, source: Source, index: int, label_map: LabelMa
 
 
 def _unify(df: pd.DataFrame, source: Source, index: int, warnings: list[str]) -> pd.DataFrame:
-    sites = [unified_site(v) for v in df["localization"]]
+    # A layout with a site hierarchy has decided the site already; the others go through the site table.
+    sites = [given or unified_site(v) for given, v in zip(df["site"], df["localization"])]
     odd = sorted({str(v) for v, s in zip(df["localization"], sites) if s is None})
     if odd:
         warnings.append(f"{source.metadata_path}: site {listing(odd)} not in the site table: read as {UNKNOWN_SITE}")
@@ -124,8 +172,8 @@ def _conflict(first: dict, later: dict, sources: list[Source]) -> str | None:
     return None
 
 
-def open_inputs(paths, label_map: LabelMap, on_error: str = "fail") -> Inputs:
-    """Open and merge the inputs (see the module docstring)."""
+def open_inputs(paths, label_map: LabelMap, on_error: str = "fail", image_types=DEFAULT_IMAGE_TYPES) -> Inputs:
+    """Open and merge the inputs (see the module docstring); `image_types`: the image types kept (None: all)."""
     sources = [open_source(p) for p in paths]
     roots = [s.root for s in sources]
     again = [str(r) for r in roots if roots.count(r) > 1]
@@ -133,6 +181,7 @@ def open_inputs(paths, label_map: LabelMap, on_error: str = "fail") -> Inputs:
         raise HamdataError(f"--data {again[0]} is given twice: give each input once")
     warnings: list[str] = []
     unmapped: dict = {}
+    left_out: dict = {}
     kept_rows: list[pd.DataFrame] = []
     links: list[pd.DataFrame] = []
     first_of: dict[str, dict] = {}
@@ -141,6 +190,7 @@ def open_inputs(paths, label_map: LabelMap, on_error: str = "fail") -> Inputs:
     for index, source in enumerate(sources):
         warnings += list(source.warnings)
         raw = _normalised(source)
+        raw = raw[_image_types(raw, source, index, image_types, left_out).to_numpy()]
         mapped = raw.assign(dx=_map_labels(raw, source, index, label_map, on_error, unmapped).to_numpy())
         raw_lesions = mapped["lesion_id"].to_numpy()
         table = _unify(mapped[mapped["dx"].fillna("") != ""], source, index, warnings)
@@ -176,4 +226,4 @@ def open_inputs(paths, label_map: LabelMap, on_error: str = "fail") -> Inputs:
                            f"{label_map.class_set} class set: check --classes and --label-map")
     link_table = pd.concat(links, ignore_index=True)[["image_id", "lesion_id", "patient_id", "collection"]]
     return Inputs(table[list(TABLE_COLUMNS)].reset_index(drop=True), sources, duplicates, link_table, unmapped,
-                  [{"image_id": m["image_id"], "input": m["input"]} for m in missing], warnings)
+                  [{"image_id": m["image_id"], "input": m["input"]} for m in missing], warnings, left_out)

@@ -1,4 +1,4 @@
-"""Find an input (a HAM10000 copy, ISIC 2019 Task 1, an ISIC-archive export) on disk and read its images.
+"""Find an input (a HAM10000 copy, ISIC 2019, ISIC 2020, BCN20000, an ISIC-archive export) on disk; read its images.
 
 ``open_source(DIR)`` tries the layout detectors in ``DETECTORS``, in order;
 the first that recognises DIR gives the ``Source``:
@@ -15,8 +15,14 @@ the first that recognises DIR gives the ``Source``:
 - ``isic2019``: ``ISIC_2019_Training_Input/`` (or that folder inside itself, as
   the zip unpacks) with ``ISIC_2019_Training_GroundTruth.csv`` and, when
   present, ``ISIC_2019_Training_Metadata.csv``; collection ``isic2019``.
-- ``isic-archive``: an isic-cli export, ``metadata.csv`` with an ``isic_id``
-  column beside ``<isic_id>.jpg`` (or in DIR/images/); collection ``isic-archive``.
+- ``isic2020`` / ``isic2020-kaggle``: ``ISIC_2020_Training_GroundTruth_v2.csv`` (or
+  the v1 file) with ``train/``, and ``ISIC_2020_Training_Duplicates.csv`` when
+  present; or Kaggle's ``train.csv`` with ``jpeg/train/``; collection ``isic2020``.
+- ``bcn20000``: ``bcn_20k_train.csv`` beside its image folder; collection ``bcn20000``.
+- ``isic-archive``: an isic-cli export or the archive's snapshot (``metadata.csv``
+  with an ``isic_id`` column), or a collection CSV from the archive website
+  (``<collection>_metadata_<date>.csv``), beside ``<isic_id>.jpg`` (or in
+  DIR/images/); collection ``isic-archive``.
 - ``flat``: ``<image_id>.jpg|.jpeg|.png`` in DIR (or DIR/images/) beside one
   metadata CSV.
 
@@ -58,6 +64,7 @@ from hamdata.metadata import (
     parse_isic2018,
     parse_metadata,
 )
+from hamdata.metadata_bcn import TRAIN as BCN_TRAIN, parse_bcn
 from hamdata.metadata_isic import (
     ARCHIVE_METADATA,
     ISIC2019_METADATA,
@@ -65,21 +72,34 @@ from hamdata.metadata_isic import (
     parse_archive,
     parse_isic2019,
 )
+from hamdata.metadata_isic2020 import (
+    DUPLICATES as ISIC2020_DUPLICATES,
+    KAGGLE_TRAIN,
+    TRUTH as ISIC2020_TRUTH,
+    TRUTH_V2 as ISIC2020_TRUTH_V2,
+    is_isic2020_table,
+    parse_duplicate_list,
+    parse_isic2020,
+)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")  # isic-cli writes the archive's own extension
 
 _HAM_METADATA = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
 _HAM_PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 _ISIC_INPUT = "ISIC2018_Task3_Training_Input"
 _ISIC_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
 _ISIC2019_INPUT = "ISIC_2019_Training_Input"
+_COLLECTION_CSV = re.compile(r".+_metadata_\d{4}-\d{2}-\d{2}[0-9T:_.-]*\.csv", re.IGNORECASE)
+_ISIC2020_IMAGES = ("train", "ISIC_2020_Training_JPEG")  # the training zip unpacks to train/
 _ZIP_LOCATOR = re.compile(r"zip:(?P<zip>.+?\.zip)!(?P<member>.+)", re.IGNORECASE | re.DOTALL)
 _LOOKED_FOR = (
     "expected HAM10000_metadata.csv (or .tab) with HAM10000_images_part_1/ and _part_2/ "
     "folders or zips (Kaggle, Harvard Dataverse), ISIC2018_Task3_Training_Input/ with "
     "ISIC2018_Task3_Training_GroundTruth.csv (ISIC 2018 Task 3), ISIC_2019_Training_Input/ with "
-    "ISIC_2019_Training_GroundTruth.csv (ISIC 2019 Task 1), <isic_id>.jpg files beside an isic-cli "
-    "metadata.csv with an isic_id column (ISIC archive export), or <image_id>.jpg files "
+    "ISIC_2019_Training_GroundTruth.csv (ISIC 2019 Task 1), ISIC_2020_Training_GroundTruth(_v2).csv with "
+    "train/ or Kaggle's train.csv with jpeg/train/ (ISIC 2020), bcn_20k_train.csv beside its images (BCN20000), "
+    "<isic_id>.jpg files (or images/) beside an isic-cli metadata.csv or a website "
+    "<collection>_metadata_<date>.csv with an isic_id column (ISIC archive export), or <image_id>.jpg files "
     "beside one metadata CSV with columns image_id and dx (flat)"
 )
 
@@ -99,8 +119,10 @@ class Source:
     metadata: pd.DataFrame  # file order
     images: dict[str, str]  # image_id -> file path or "zip:<zip path>!<member>"
     warnings: tuple[str, ...]
-    collection: str = "ham10000"  # whose words the labels are in: "ham10000" | "isic2019" | "isic-archive"
+    collection: str = "ham10000"  # whose words the labels are in: one of hamdata.vocabulary.COLLECTIONS
     repeated: tuple = ()  # rows whose image_id an earlier row of the same table has ({image_id, file_id, row})
+    listed_duplicates: tuple = ()  # (kept id, dropped id) pairs of a published duplicate list (ISIC 2020)
+    duplicate_list: Path | None = None  # the file they come from
 
 
 # ---------------------------------------------------------------- images
@@ -192,7 +214,7 @@ def _part_containers(root: Path) -> list[Path]:
 
 
 def _make_source(root, layout, metadata_path, metadata, warnings, containers, collection="ham10000",
-                 repeated=()) -> Source:
+                 repeated=(), **more) -> Source:
     """The Source of validated metadata with the images of `containers` (folders or zips).
 
     Files are matched by the table's file_id (its file stem) when it has one, else by image_id.
@@ -212,7 +234,7 @@ def _make_source(root, layout, metadata_path, metadata, warnings, containers, co
         warnings = warnings + [
             f"{len(extra)} images have no row in {metadata_path} and are ignored: {listing(extra)}"
         ]
-    return Source(root, layout, metadata_path, metadata, images, tuple(warnings), collection, tuple(repeated))
+    return Source(root, layout, metadata_path, metadata, images, tuple(warnings), collection, tuple(repeated), **more)
 
 
 def _challenge_tables(root: Path, folder: Path, truth_name: str, other_name: str) -> tuple[Path, Path | None]:
@@ -247,14 +269,66 @@ def _detect_isic2019(root: Path) -> Source | None:
     return _make_source(root, "isic2019", truth, metadata, warnings, [nested or folder], "isic2019", repeated)
 
 
-def _detect_archive(root: Path) -> Source | None:
+def _archive_table(root: Path) -> Path | None:
+    """isic-cli's or the snapshot's metadata.csv, else one collection CSV from the archive website
+    (``<collection>_metadata_<YYYY-MM-DD>.csv``, ImageMarkup/isic ``collection_download_metadata``)."""
     path = _child(root, ARCHIVE_METADATA, want_dir=False)
-    if path is None or "isic_id" not in header_names(path):
+    if path is not None:
+        return path if "isic_id" in header_names(path) else None
+    found = sorted(p for p in root.iterdir() if p.is_file() and _COLLECTION_CSV.fullmatch(p.name)
+                   and "isic_id" in header_names(p))
+    if len(found) > 1:
+        raise HamdataError(f"{root}: several ISIC-archive collection CSVs ({', '.join(p.name for p in found)}): "
+                           f"expected one metadata table beside the images; give each collection its own folder")
+    return found[0] if found else None
+
+
+def _detect_archive(root: Path) -> Source | None:
+    path = _archive_table(root)
+    if path is None:
         return None
     images_dir = root / "images"
     folders = [root] + ([images_dir] if images_dir.is_dir() else [])
     metadata, repeated, warnings = parse_archive(path)
     return _make_source(root, "isic-archive", path, metadata, warnings, folders, "isic-archive", repeated)
+
+
+def _detect_isic2020(root: Path) -> Source | None:
+    """ISIC 2020: the challenge's ground truth (v2 preferred) with train/, or Kaggle's train.csv with jpeg/train/."""
+    truth = _child(root, ISIC2020_TRUTH_V2, want_dir=False) or _child(root, ISIC2020_TRUTH, want_dir=False)
+    layout = "isic2020"
+    if truth is None:
+        kaggle = _child(root, KAGGLE_TRAIN, want_dir=False)
+        if kaggle is None or not is_isic2020_table(header_names(kaggle)):
+            return None
+        truth, layout = kaggle, "isic2020-kaggle"
+    folders = [f for f in (root / "jpeg" / "train", *(root / n for n in _ISIC2020_IMAGES),
+                           root / "ISIC_2020_Training_JPEG" / "train", root) if f.is_dir()]
+    metadata, repeated, warnings = parse_isic2020(truth)
+    listed, pairs = _child(root, ISIC2020_DUPLICATES, want_dir=False), ()
+    if listed is not None:
+        pairs = tuple(parse_duplicate_list(listed, set(metadata["image_id"]) | {r["image_id"] for r in repeated}))
+    elif layout == "isic2020":
+        warnings.append(f"no {ISIC2020_DUPLICATES} beside {truth.name}: the 425 published duplicate pairs are left to "
+                        f"the search by content")
+    return _make_source(root, layout, truth, metadata, warnings, folders, "isic2020", repeated,
+                        listed_duplicates=pairs, duplicate_list=listed)
+
+
+def _detect_bcn(root: Path) -> Source | None:
+    """BCN20000 as its authors publish it: bcn_20k_train.csv beside its image folder (any of DIR, DIR/images,
+    or a folder named like the CSV, as the release and its mirrors unpack)."""
+    table = _child(root, BCN_TRAIN, want_dir=False)
+    if table is None:
+        return None
+    stem = Path(BCN_TRAIN).stem
+    folders = [root] + sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() in ("images", stem))
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and p.name.lower().startswith("bcn_20k_train"):
+            folders += [p] + sorted(q for q in p.iterdir() if q.is_dir() and q.name.lower() == stem)
+    metadata, repeated, warnings = parse_bcn(table)
+    return _make_source(root, "bcn20000", table, metadata, warnings, list(dict.fromkeys(folders)), "bcn20000",
+                        repeated)
 
 
 def _ham_metadata(root: Path) -> tuple[Path | None, list[str]]:
@@ -323,6 +397,8 @@ DETECTORS: tuple[Callable[[Path], Source | None], ...] = (
     _detect_isic2018,  # isic2018
     _detect_isic2019,  # isic2019
     _detect_ham10000,  # kaggle, dataverse
+    _detect_isic2020,  # isic2020, isic2020-kaggle (before flat: a Kaggle train.csv beside images)
+    _detect_bcn,  # bcn20000
     _detect_archive,  # isic-archive (metadata.csv with isic_id; before flat, which would take its images)
     _detect_flat,  # flat
 )

@@ -47,6 +47,7 @@ ISIC2018_GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
 
 _KNOWN_COLUMNS = METADATA_COLUMNS + KEPT_EXTRA_COLUMNS
 _FILLED_COLUMNS = ("dx_type", "sex", "localization")
+_UNKNOWN_SPELLINGS = ("unknown",)  # HAM10000's own word for a missing sex or localization
 # image_ids become file names and shard keys: no dots, slashes or spaces.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 # LesionGroupings "diagnosis_confirm_type" -> HAM10000 dx_type
@@ -169,6 +170,23 @@ def cell_text(value) -> str:
     return str(value).strip()
 
 
+# The one missing-value rule of every field of every layout: these spellings (any case) mean "no value", as do
+# a field's own "unknown" spellings (`unknown=`). pandas writes NaN as "nan" (or "NaN", "None", "NA", "null" with
+# other tools) when it re-saves a table it read: such a cell is empty, never a lesion id or an age.
+MISSING_SPELLINGS = frozenset({"", "nan", "none", "null", "na"})
+
+
+def is_missing(value, unknown=()) -> bool:
+    """Whether a cell holds no value: empty, nan, NaN, None, null, NA, or one of the field's `unknown` spellings."""
+    text = cell_text(value).lower()
+    return text in MISSING_SPELLINGS or text in unknown
+
+
+def field_text(value, unknown=()) -> str:
+    """A cell's text, stripped; "" when it is missing (see is_missing)."""
+    return "" if is_missing(value, unknown) else cell_text(value)
+
+
 # ---------------------------------------------------------------- validation
 
 
@@ -202,6 +220,7 @@ def _check_dx(raw: list[str], dx: list[str], rows: list[int], origin) -> None:
 def parse_ages(raw: list[str], rows: list[int], origin) -> list[float]:
     ages, bad = [], []
     for r, v in zip(rows, raw):
+        v = field_text(v, _UNKNOWN_SPELLINGS)
         try:
             age = float(v) if v else float("nan")
         except ValueError:
@@ -243,7 +262,9 @@ def _validate(df: pd.DataFrame, origin, rows=None) -> tuple[pd.DataFrame, list[s
         raise HamdataError(f"{origin} has no data rows: expected one row per image")
     rows = list(rows) if rows is not None else list(range(1, len(df) + 1))
     index = column_index(df.columns, _KNOWN_COLUMNS, REQUIRED_COLUMNS, origin)
-    col = {c: [cell_text(v) for v in df.iloc[:, i]] for c, i in index.items()}
+    # Ids and diagnoses as written (an empty one is named in an error); every other field by the missing-value rule.
+    col = {c: [(cell_text(v) if c in ("image_id", "dx") else field_text(v, _UNKNOWN_SPELLINGS))
+               for v in df.iloc[:, i]] for c, i in index.items()}
     warnings = []
     check_image_ids(col["image_id"], rows, origin)
     dx = [v.lower() for v in col["dx"]]
@@ -319,9 +340,9 @@ def _isic_groups(path: Path) -> dict[str, tuple[str, str]]:
     index = column_index(df.columns, wanted, wanted[:2], path)
     images = [cell_text(v) for v in df.iloc[:, index["image"]]]
     check_image_ids(images, rows, path)
-    lesions = [cell_text(v) for v in df.iloc[:, index["lesion_id"]]]
+    lesions = [field_text(v) or image for v, image in zip(df.iloc[:, index["lesion_id"]], images)]
     if "diagnosis_confirm_type" in index:
-        confirm = [cell_text(v) for v in df.iloc[:, index["diagnosis_confirm_type"]]]
+        confirm = [field_text(v) for v in df.iloc[:, index["diagnosis_confirm_type"]]]
     else:
         confirm = [""] * len(images)
     dx_types = [_CONFIRM_TYPES.get(c.lower(), c) for c in confirm]

@@ -93,10 +93,26 @@ def _build_records(folder: Path, progress: bool) -> tuple[pd.DataFrame, list[str
     summary = duplicates_summary(card)
     if summary:
         header.append(summary)
-    unmapped = unmapped_table(card.get("unmapped"))
-    if unmapped is not None:
-        header.append(f"labels no class took: {unmapped_rows(card.get('unmapped'))} rows (table below)")
-    return records, header, card_classes(card), ({"unmapped": unmapped} if unmapped is not None else {})
+    return records, header + _untaken_header(card), card_classes(card), _untaken_tables(card)
+
+
+def _untaken_header(card: dict) -> list[str]:
+    """Lines on the rows a build (or a raw copy read as one) did not take: labels, image types, listed pairs."""
+    lines = []
+    if card.get("unmapped"):
+        lines.append(f"labels no class took: {unmapped_rows(card['unmapped'])} rows (table below)")
+    if card.get("left_out"):
+        lines.append(f"image types left out: {unmapped_rows(card['left_out'])} rows (table below)")
+    for entry in card.get("duplicate_lists") or []:
+        lines.append(f"duplicate list {entry.get('file')}: {entry.get('pairs')} pairs, {entry.get('applied')} "
+                     f"applied, {entry.get('outside')} with an image outside the build")
+    return lines
+
+
+def _untaken_tables(card: dict) -> dict:
+    tables = {"unmapped": unmapped_table(card.get("unmapped")),
+              "left_out": unmapped_table(card.get("left_out"), "image type")}
+    return {name: table for name, table in tables.items() if table is not None}
 
 
 def _read_shard(tar: Path, split: str | None, bar) -> list[dict]:
@@ -171,13 +187,16 @@ def _raw_isic_records(path: Path, source) -> tuple[pd.DataFrame, list[str], tupl
               f"{len(source.metadata) + len(source.repeated)} table rows, {len(source.images)} images found",
               f"class set: {RAW_CLASS_SET} (labels mapped by {', '.join(label_map.files)}): {len(records)} rows "
               f"counted, {untaken} rows no class took" + (" (table below)" if untaken else "")]
+    if inputs.left_out:
+        header.append(f"image types left out as a build leaves them out (--image-types dermoscopic): "
+                      f"{unmapped_rows(inputs.left_out)} rows (table below)")
     if inputs.missing:
         header.append(f"{len(inputs.missing)} rows have no image file and are not counted")
     if source.repeated:
         header.append(f"{len(source.repeated)} rows repeat the image id of an earlier row and are not counted")
     header += [f"warning: {w}" for w in inputs.warnings]
-    unmapped = unmapped_table(inputs.unmapped)
-    return records, header, CLASS_SETS[RAW_CLASS_SET], ({"unmapped": unmapped} if unmapped is not None else {})
+    return records, header, CLASS_SETS[RAW_CLASS_SET], _untaken_tables({"unmapped": inputs.unmapped,
+                                                                         "left_out": inputs.left_out})
 
 
 def _raw_default_out(path: Path) -> Path:
@@ -363,6 +382,7 @@ TITLES = {
     "localization": f"Localization (top {TOP_LOCALIZATIONS})",
     "source": "Original and augmented samples",
     "unmapped": "Labels no class took (rows not counted above)",
+    "left_out": "Image types left out (rows not counted above)",
 }
 
 

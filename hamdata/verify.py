@@ -101,7 +101,25 @@ def _check_duplicates(folder: Path, card: dict, records: pd.DataFrame) -> list[s
         elif kept in split_of and other in split_of and split_of[kept] != split_of[other]:
             problems.append(f"leakage: duplicate pair {kept} ({split_of[kept]}) and {other} ({split_of[other]}) "
                             f"is in two splits")
+    for listed in card.get("duplicate_lists") or []:
+        problems += _check_listed(Path(listed.get("file", "")), split_of)
     return problems
+
+
+def _check_listed(path: Path, split_of: dict) -> list[str]:
+    """A published duplicate list the build honoured (ISIC 2020's), read again where it still is: no listed pair
+    in two splits."""
+    from .metadata_isic2020 import DUPLICATE_COLUMNS
+
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError):
+        return []  # the input has moved: dataset.json's own duplicate records were checked above
+    if not set(DUPLICATE_COLUMNS) <= set(table.columns):
+        return [f"{path}: expected the columns {', '.join(DUPLICATE_COLUMNS)} of a duplicate list"]
+    return [f"leakage: {a} ({split_of[a]}) and {b} ({split_of[b]}), a pair of {path.name}, are in two splits"
+            for a, b in zip(table[DUPLICATE_COLUMNS[0]], table[DUPLICATE_COLUMNS[1]])
+            if a in split_of and b in split_of and split_of[a] != split_of[b]]
 
 
 def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar, classes: tuple[str, ...]) -> list[str]:

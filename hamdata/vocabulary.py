@@ -6,9 +6,13 @@ A label map is a CSV ``collection,label,class``: the class of the build's
 class set a source label becomes, or empty to drop rows with that label.
 ``manifests/labels_<class set>.csv`` ships one per class set; ``--label-map
 FILE`` overrides or adds entries (same columns). Labels match without regard
-to case or surrounding spaces. A row whose label has no entry at all is an
-error (or skipped and counted, with ``--on-error skip``); a row whose entry is
-empty is dropped and counted; both counts go into dataset.json ``unmapped``.
+to case or surrounding spaces. A row may offer several labels, most specific
+first (the levels of an ISIC-archive diagnosis path, hamdata.hierarchy): the
+first the map knows decides, so ``Nevus, NOS, Compound`` falls back to
+``Nevus``. A row none of whose labels has an entry is an error (or skipped and
+counted, with ``--on-error skip``); a row whose entry is empty is dropped and
+counted, and so is a row with no diagnosis at all (empty, ``nan``, ``unknown``);
+the counts go into dataset.json ``unmapped``.
 
 Sites. HAM10000 ``localization`` and ISIC ``anatom_site_general`` become one
 ``site`` from ``SITES`` through ``SITE_OF`` (README "More data" prints the
@@ -29,7 +33,7 @@ from pathlib import Path
 from .classes import CLASS_SETS
 from .errors import HamdataError
 
-COLLECTIONS = ("ham10000", "isic2019", "isic-archive")
+COLLECTIONS = ("ham10000", "isic2019", "isic2020", "bcn20000", "isic-archive")
 
 UNKNOWN_SITE = "unknown"
 SITES = (
@@ -80,14 +84,29 @@ class LabelMap:
         """The class of a source label, "" to drop it, None when the map has no entry."""
         return self.entries.get((collection, label_key(label)))
 
+    def resolve(self, collection: str, candidates) -> tuple[str | None, str]:
+        """(class, the label that decided it) of a row's labels, most specific first: the first the map knows
+        decides (a class, or "" to drop); (None, the most specific label) when it knows none; ("", "") for no label."""
+        candidates = [c for c in candidates if c]
+        for label in candidates:
+            cls = self.lookup(collection, label)
+            if cls is not None:
+                return cls, label
+        return (None, candidates[0]) if candidates else ("", "")
 
-def shipped_map_path(class_set: str) -> Path | None:
-    """manifests/labels_<class set>.csv beside the code, or installed as package data."""
+
+def shipped_file(name: str) -> Path | None:
+    """manifests/NAME beside the code, or installed as package data; None when neither is there."""
     for base in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "hamdata"):
-        path = base / "manifests" / f"labels_{class_set}.csv"
+        path = base / "manifests" / name
         if path.is_file():
             return path
     return None
+
+
+def shipped_map_path(class_set: str) -> Path | None:
+    """manifests/labels_<class set>.csv beside the code, or installed as package data."""
+    return shipped_file(f"labels_{class_set}.csv")
 
 
 def _read_map(path: Path, classes: tuple[str, ...], class_set: str, origin: str) -> dict:

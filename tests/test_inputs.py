@@ -61,13 +61,14 @@ def isic2019(root: Path, rows, seed: int = 1) -> Path:
     return root
 
 
-def archive(root: Path, rows, seed: int = 2, diagnosis: bool = True) -> Path:
-    """An isic-cli export: rows (isic_id, diagnosis_2, diagnosis_3, lesion_id, patient_id)."""
+def archive(root: Path, rows, seed: int = 2, diagnosis: bool = True, top: str = "Benign") -> Path:
+    """An isic-cli export of 2024-2025 (diagnosis_1..3 beside benign_malignant and anatom_site_general): rows
+    (isic_id, diagnosis_2, diagnosis_3, lesion_id, patient_id), diagnosis_1 `top`."""
     root.mkdir(parents=True)
     table = []
     for k, (image, d2, d3, lesion, patient) in enumerate(rows):
         _image(root / f"{image}.jpg", seed * 1000 + k)
-        table.append([image, "Somewhere", "CC-BY", "40", "posterior torso", "benign", "Benign", d2, d3, lesion, patient, "male"])
+        table.append([image, "Somewhere", "CC-BY", "40", "posterior torso", "benign", top, d2, d3, lesion, patient, "male"])
     header = ["isic_id", "attribution", "copyright_license", "age_approx", "anatom_site_general", "benign_malignant",
               "diagnosis_1", "diagnosis_2", "diagnosis_3", "lesion_id", "patient_id", "sex"]
     if not diagnosis:
@@ -156,7 +157,7 @@ def test_archive_label_is_the_most_specific_diagnosis(tmp_path):
 def test_label_without_map_entry_is_one_line_or_skipped_and_counted(tmp_path):
     rows = [("ISIC_1000001", "", "Nevus", "IL_1", ""), ("ISIC_1000002", "", "Mystery lesion", "IL_2", ""),
             ("ISIC_1000003", "", "Mystery lesion", "IL_3", ""), ("ISIC_1000004", "", "Scar", "IL_4", "")]
-    data = archive(tmp_path / "arc", rows)
+    data = archive(tmp_path / "arc", rows, top="")  # no level the map knows above the label
     line = cli_error("build-shards", "--data", data, "--out", tmp_path / "b", *SIZE)
     assert "'Mystery lesion' (2 rows)" in line and "--label-map" in line and "--on-error skip" in line
     assert not (tmp_path / "b").exists()

@@ -216,11 +216,20 @@ def test_stats_on_a_raw_isic2019_folder_counts_its_classes(tmp_path):
 def test_stats_on_a_raw_archive_export_matches_its_summary(tmp_path):
     from hamdata.synth_isic import write_isic_archive
 
+    from hamdata.synth_isic_tables import ARCHIVE_TAXONOMY
+
     summary = write_isic_archive(tmp_path / "arc", images=30, seed=5, size=(64, 48), workers=1, progress=False)
     result = run_stats(tmp_path / "arc", tmp_path / "out", progress=False)
+    # a raw export is read as a build reads it: its non-dermoscopic rows are left out, and counted apart
+    table = pd.read_csv(tmp_path / "arc" / "metadata.csv", dtype=str, keep_default_na=False)
+    other = table[table["image_type"] != "dermoscopic"]
+    assert len(other) > 0  # the synthetic export has some clinical close-ups
+    other_classes = [ARCHIVE_TAXONOMY[d][2] for d in other["diagnosis_3"]]
+    want = {dx: n - other_classes.count(dx) for dx, n in summary["counts"].items()}
     counts = result["tables"]["class_counts"]
-    assert {dx: int(counts.loc[dx, "all"]) for dx in ISIC2019_CLASSES} == summary["counts"]
+    assert {dx: int(counts.loc[dx, "all"]) for dx in ISIC2019_CLASSES} == want
     untaken = result["tables"]["unmapped"]["rows"].sum() if "unmapped" in result["tables"] else 0
-    assert untaken == summary["unmapped"]
+    assert untaken == summary["unmapped"] - other_classes.count(None)
+    assert result["tables"]["left_out"]["rows"].sum() == len(other)
     assert "(isic-archive layout, collection isic-archive)" in result["text"]
-    assert f"{summary['unmapped']} rows no class took" in result["text"]
+    assert f"{untaken} rows no class took" in result["text"] and f"image types left out" in result["text"]

@@ -21,7 +21,7 @@ import numpy as np
 from hamdata.errors import HamdataError
 from hamdata.workspace import atomic_write
 
-from .metrics import macro_f1
+from .metrics import headline, macro_f1
 
 SELECT_ROUNDS = 3  # greedy selection runs at most this many rounds per member
 
@@ -173,7 +173,7 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     report = write_report(out)
     for record in records:
         echo(f"  {record['name']}: macro-F1 {record['scores']['macro_f1']:.3f} (weight {record['weight']:.2f})")
-    echo(f"{split} (ensemble of {len(team)}{', TTA' if tta else ''}{', lesion-voted' if by_lesion else ''}): macro-F1 "
-         f"{metrics['macro_f1']:.3f}, balanced acc {metrics['balanced_accuracy']:.3f}, accuracy {metrics['accuracy']:.3f} "
+    echo(f"{split} (ensemble of {len(team)}{', TTA' if tta else ''}{', lesion-voted' if by_lesion else ''}): "
+         f"{headline(metrics)} "
          f"-> {out} ({runfiles.ENSEMBLE}, {Path(report).name})")
     return {"out": str(out), "metrics": metrics, "members": records, "report": str(report)}

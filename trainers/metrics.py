@@ -72,7 +72,11 @@ def classification_metrics(labels, probs, classes=CLASSES) -> dict:
              "support": int(support[i]), "auc": aucs[i]}
         for i, dx in enumerate(classes)
     }
+    first = {}
+    if len(classes) == 2:  # a two-class set is read by its AUC first (ISIC 2020): P(second class) as the score
+        first = {"auc": aucs[1]}
     return {
+        **first,
         "samples": int(len(labels)),
         "accuracy": float(np.mean(predicted == labels)) if len(labels) else 0.0,
         "balanced_accuracy": balanced_accuracy(labels, predicted),
@@ -83,6 +87,15 @@ def classification_metrics(labels, probs, classes=CLASSES) -> dict:
         "notes": "balanced_accuracy: mean recall over classes_in_split; macro_f1: mean F1 over classes "
                  "in the split or the predictions; auc: one-vs-rest, null where a class has no positives",
     }
+
+
+def headline(metrics: dict) -> str:
+    """The figures a person reads first: the AUC for a two-class set (ISIC 2020's reading), then macro-F1,
+    balanced accuracy and accuracy."""
+    auc = metrics.get("auc")
+    first = f"AUC {auc:.3f}, " if isinstance(auc, float) else ("AUC n/a, " if "auc" in metrics else "")
+    return (f"{first}macro-F1 {metrics['macro_f1']:.3f}, balanced acc {metrics['balanced_accuracy']:.3f}, "
+            f"accuracy {metrics['accuracy']:.3f}")
 
 
 def report_text(labels, probs, classes=CLASSES) -> str:
@@ -134,9 +147,13 @@ def read_isic_csv(path: Path, classes=None) -> tuple[list[str], np.ndarray]:
         classes = next((members for members in CLASS_SETS.values() if set(isic_columns(members)) == named), None)
         if classes is None:
             raise HamdataError(f"{path}: header {','.join(header)} names the columns of no known class list")
-    missing = [isic_column(dx) for dx in classes if isic_column(dx) not in header]
+    missing = [c for c in isic_columns(classes) if c != UNKNOWN_COLUMN and c not in header]
     if missing:
         raise HamdataError(f"{path}: no column {', '.join(missing)} (expected {','.join(isic_header(classes))})")
+    if tuple(classes) == CLASS_SETS["malignancy"]:  # image,target: P(malignant), P(benign) = 1 - target
+        target = header.index(isic_column("malignant"))
+        probs = np.array([float(r[target]) for r in body]).reshape(-1, 1)
+        return [r[0] for r in body], np.hstack([1.0 - probs, probs])
     columns = [header.index(isic_column(dx)) for dx in classes]
     return [r[0] for r in body], np.array([[float(r[c]) for c in columns] for r in body]).reshape(-1, len(classes))
 

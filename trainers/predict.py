@@ -25,9 +25,9 @@ from .config import EVAL_SPLITS
 from .data import open_build, shard_sums, split_shards
 from .fusion import MetadataEncoding
 from .loop import Dist, Env, make_env, predict_split, resolve_device, tta_views
-from .metrics import classification_metrics, write_evaluation
+from .metrics import classification_metrics, headline, write_evaluation
 
-SUMMARY = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "samples")
+SUMMARY = ("auc", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "samples")
 
 
 def _checkpoint_env(state: dict, device: str, path: Path) -> tuple[Env, nn.Module]:
@@ -152,8 +152,8 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
     metrics = finish_evaluation(out, ids, labels, probs, info, lesions_of(build, ids) if by_lesion else None, calibration,
                                 classes=checkpoint_classes(state))
     level = "lesion-voted" if by_lesion else "images"
-    echo(f"{split} ({path.name}{', TTA' if tta else ''}, {level}): macro-F1 {metrics['macro_f1']:.3f}, balanced acc "
-         f"{metrics['balanced_accuracy']:.3f}, accuracy {metrics['accuracy']:.3f} on {metrics['samples']} images -> {out}")
+    echo(f"{split} ({path.name}{', TTA' if tta else ''}, {level}): {headline(metrics)} on {metrics['samples']} images "
+         f"-> {out}")
     return {"out": str(out), "metrics": metrics}
 
 

@@ -34,7 +34,7 @@ from .data import (BuildReplaced, StreamSpec, TrainSet, find_train_set, fit_meta
 from .loop import (Dist, Env, NonFiniteLoss, barrier, batches_per_rank, broadcast, init_distributed, make_env,
                    make_optimizer, predict_split, resolve_device, train_one_epoch)
 from .losses import make_loss
-from .metrics import write_evaluation
+from .metrics import headline, write_evaluation
 from .models import build_model
 from .regularize import make_ema, make_mix
 from .schedules import make_scheduler
@@ -448,9 +448,9 @@ def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
     if env.dist.main:
         info = {"split": "test", "checkpoint": str(out / name), "epoch": best["epoch"], "tta": False}
         metrics = write_evaluation(out, ids, labels, probs, info, plan.classes)
-        result["test"] = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")}
-        echo(f"test ({name}, epoch {best['epoch']}): macro-F1 {metrics['macro_f1']:.3f}, balanced acc "
-             f"{metrics['balanced_accuracy']:.3f}, accuracy {metrics['accuracy']:.3f} -> {out}")
+        result["test"] = {k: metrics[k] for k in ("auc", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+                          if k in metrics}
+        echo(f"test ({name}, epoch {best['epoch']}): {headline(metrics)} -> {out}")
         if config.gradcam:
             from .gradcam import write_gradcams
 
