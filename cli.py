@@ -143,10 +143,9 @@ def untaken_lines(summary: dict) -> list[str]:
     if any((summary.get("left_out") or {}).values()):
         rows, shown = _counted(summary["left_out"])
         lines.append(f"image types: {rows} rows left out: {shown} (dataset.json \"left_out\")")
-    for entry in summary.get("duplicate_lists") or []:
-        lines.append(f"duplicate list {entry['file']}: {entry['pairs']} pairs, {entry['applied']} applied, "
-                     f"{entry['outside']} with an image outside the build")
-    return lines
+    from hamdata.collections_report import duplicate_list_lines
+
+    return lines + duplicate_list_lines(summary.get("duplicate_lists"))
 
 
 def format_build_summary(summary: dict) -> str:

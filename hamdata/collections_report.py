@@ -107,6 +107,12 @@ def unmapped_rows(unmapped) -> int:
     return sum(int(e.get("rows", 0)) for labels in (unmapped or {}).values() for e in (labels or {}).values())
 
 
+def duplicate_list_lines(lists) -> list[str]:
+    """One line per published duplicate list a build honoured (dataset.json ``duplicate_lists``)."""
+    return [f"duplicate list {e.get('file')}: {e.get('pairs')} pairs, {e.get('applied')} applied, "
+            f"{e.get('outside')} with an image outside the build" for e in lists or []]
+
+
 def id_duplicates(card: dict) -> list[dict]:
     """The duplicates of a card found by image id."""
     return [d for d in card.get("duplicates") or [] if (d.get("evidence") or {}).get("method") == ID_METHOD]

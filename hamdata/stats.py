@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .classes import CLASS_SETS, CLASSES, class_set_name
 from .collections_report import (DEFAULT_COLLECTION, collection_counts, collection_split_counts, duplicates_summary,
-                                 plot_collections, unmapped_rows, unmapped_table)
+                                 plot_collections, unmapped_rows, unmapped_table, duplicate_list_lines)
 from .errors import HamdataError
 from .manifest import CARD_NAME, card_classes, read_card
 from .plots import new_figure, save_png
@@ -103,10 +103,7 @@ def _untaken_header(card: dict) -> list[str]:
         lines.append(f"labels no class took: {unmapped_rows(card['unmapped'])} rows (table below)")
     if card.get("left_out"):
         lines.append(f"image types left out: {unmapped_rows(card['left_out'])} rows (table below)")
-    for entry in card.get("duplicate_lists") or []:
-        lines.append(f"duplicate list {entry.get('file')}: {entry.get('pairs')} pairs, {entry.get('applied')} "
-                     f"applied, {entry.get('outside')} with an image outside the build")
-    return lines
+    return lines + duplicate_list_lines(card.get("duplicate_lists"))
 
 
 def _untaken_tables(card: dict) -> dict:

@@ -288,6 +288,7 @@ def test_website_collection_csv_of_2025_beside_images(tmp_path):
         "ISIC_8000000": ("nv", "posterior torso"), "ISIC_8000001": ("bcc", "head/neck"),
         "ISIC_8000002": ("nv", "palms/soles")}
     assert _card(out)["inputs"][0]["layout"] == "isic-archive"
+    assert verify(out) == (0, [])
 
 
 def test_legacy_export_counts_unknown_and_empty_diagnoses_and_reads_jpg_in_capitals(tmp_path):
@@ -309,6 +310,7 @@ def test_legacy_export_counts_unknown_and_empty_diagnoses_and_reads_jpg_in_capit
         "ISIC_0000006": "bcc"}
     unmapped = _card(out)["unmapped"]["isic-archive"]
     assert unmapped["(none)"]["rows"] == 2 and unmapped["(none)"]["reason"].startswith("no diagnosis")
+    assert verify(out) == (0, [])
     # malignancy: the row's own benign_malignant; indeterminate/benign is counted, not guessed
     out, _ = _build(tmp_path, root, name="mal", extra=("--classes", "malignancy"))
     assert {k: s["dx"] for k, s in _samples(out).items()} == {
@@ -417,6 +419,7 @@ def test_isic2020_v1_and_kaggle_copy(tmp_path, v2, kaggle):
     # patients are groups: the two melanomas of IP_0962375 share a split
     assert samples["ISIC_0149568"]["group"] == samples["ISIC_0188432"]["group"]
     _no_group_across_splits(out)
+    assert verify(out) == (0, [])
 
 
 def test_a_duplicate_list_naming_unknown_ids_is_one_line(tmp_path):
@@ -562,3 +565,21 @@ def test_a_malignancy_run_writes_image_target_and_gives_auc_first(build, tmp_pat
     assert "AUC " in result.output.split("test (")[-1]  # the run says its AUC first
     expected = roc_auc_score([truth[r[0]] == "malignant" for r in rows], [float(r[1]) for r in rows])
     assert evaluation["auc"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_stats_and_report_show_image_types_left_out_and_listed_pairs(tmp_path):
+    from hamdata.report import render_report
+    from hamdata.stats import run_stats
+
+    data, _ = _today_export(tmp_path / "arc")
+    out, _ = _build(tmp_path, data)
+    stats = run_stats(out, tmp_path / "stats", progress=False)
+    assert "image types left out: 3 rows" in stats["text"]
+    assert stats["tables"]["left_out"]["rows"].sum() == 3
+    page = render_report(out)
+    assert "Image types left out (3 rows)" in page and "RCM: tile" in page
+    listed, _ = _build(tmp_path, _isic2020(tmp_path / "isic2020"), name="i20",
+                       extra=("--classes", "malignancy", "--no-duplicate-search"))
+    page = render_report(listed)
+    assert "4 by a published duplicate list" in page and "listed in ISIC_2020_Training_Duplicates.csv" in page
+    assert "duplicate list" in run_stats(listed, tmp_path / "s2", progress=False)["text"]

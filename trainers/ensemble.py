@@ -169,7 +169,7 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     metrics = finish_evaluation(out, ids, labels, probs, info, lesions, calibration, classes=classes)
     write_record(out, {"members": records, "weights": weights, "selection": selection, "split": split, "tta": tta,
                        "by_lesion": by_lesion, "build": str(build), "temperature": info["temperature"],
-                       "scores": {k: metrics[k] for k in SUMMARY}})
+                       "scores": {k: metrics[k] for k in SUMMARY if k in metrics}})
     report = write_report(out)
     for record in records:
         echo(f"  {record['name']}: macro-F1 {record['scores']['macro_f1']:.3f} (weight {record['weight']:.2f})")
