@@ -75,7 +75,8 @@ def read_history(path: Path) -> tuple[list[dict], int]:
 def _metrics_section(folder: Path, metrics: dict | None, problems: list[str]) -> h.Section:
     section = h.Section("metrics", "Metrics").add(*[h.note(p) for p in problems])
     if metrics:
-        headline = [(k, metrics.get(k)) for k in ("split", "samples", "auc", "accuracy", "balanced_accuracy", "macro_f1",
+        headline = [(k, metrics.get(k)) for k in ("split", "samples", "auc", "pauc_80", "sensitivity_at_specificity_0.90",
+                                                   "sensitivity_at_specificity_0.95", "accuracy", "balanced_accuracy", "macro_f1",
                                                    "macro_auc", "checkpoint", "epoch", "tta", "by_lesion", "csv_holds")
                     if k in metrics]
         if isinstance(metrics.get("image_level"), dict):

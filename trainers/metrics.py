@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (classification_report, confusion_matrix, precision_recall_fscore_support, roc_auc_score,
+                             roc_curve)
 
 from hamdata import runfiles
 from hamdata.classes import CLASS_SETS, CLASSES, ISIC2018_COLUMNS, UNKNOWN_COLUMN, isic_column, isic_columns
@@ -55,6 +56,33 @@ def one_vs_rest_auc(labels: np.ndarray, probs: np.ndarray) -> list[float | None]
     return aucs
 
 
+MIN_TPR = 0.80  # ISIC 2024's partial AUC: the area of the ROC curve above 80% true-positive rate
+FIXED_SPECIFICITIES = (0.90, 0.95)
+
+
+def partial_auc_above_tpr(positive, scores, min_tpr: float = MIN_TPR) -> float | None:
+    """The ISIC 2024 challenge's score: the area under the ROC curve above ``min_tpr`` true-positive rate, in
+    0 .. 1 - min_tpr (0.2: perfect; 0.02: scores that tell nothing). As the challenge's Kaggle metric computes
+    it: labels and scores flipped, scikit-learn's McClish-standardised AUC up to FPR = 1 - min_tpr, rescaled back
+    to the plain area. None when the labels hold one class only."""
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
+        return None
+    max_fpr = abs(1 - min_tpr)
+    scaled = roc_auc_score(~positive, -np.asarray(scores, dtype=np.float64), max_fpr=max_fpr)
+    return float(0.5 * max_fpr ** 2 + (max_fpr - 0.5 * max_fpr ** 2) / (1.0 - 0.5) * (scaled - 0.5))
+
+
+def sensitivity_at_specificity(positive, scores, specificity: float) -> float | None:
+    """The highest true-positive rate among the thresholds whose specificity is at least ``specificity``
+    (a point of the ROC curve, no interpolation); None when the labels hold one class only."""
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
+        return None
+    fpr, tpr, _ = roc_curve(positive, np.asarray(scores, dtype=np.float64))
+    return float(tpr[fpr <= 1 - specificity + 1e-12].max())
+
+
 def classification_metrics(labels, probs, classes=CLASSES) -> dict:
     """Top-level and per-class metrics of probabilities ``probs`` (n x len(classes)) against ``labels`` (n)."""
     classes = tuple(classes)
@@ -74,7 +102,10 @@ def classification_metrics(labels, probs, classes=CLASSES) -> dict:
     }
     first = {}
     if len(classes) == 2:  # a two-class set is read by its AUC first (ISIC 2020): P(second class) as the score
-        first = {"auc": aucs[1]}
+        positive = labels == 1
+        first = {"auc": aucs[1], "pauc_80": partial_auc_above_tpr(positive, probs[:, 1]),
+                 **{f"sensitivity_at_specificity_{s:.2f}": sensitivity_at_specificity(positive, probs[:, 1], s)
+                    for s in FIXED_SPECIFICITIES}}
     return {
         **first,
         "samples": int(len(labels)),
@@ -94,6 +125,8 @@ def headline(metrics: dict) -> str:
     balanced accuracy and accuracy."""
     auc = metrics.get("auc")
     first = f"AUC {auc:.3f}, " if isinstance(auc, float) else ("AUC n/a, " if "auc" in metrics else "")
+    pauc = metrics.get("pauc_80")
+    first += f"pAUC>80%TPR {pauc:.4f}, " if isinstance(pauc, float) else ""
     return (f"{first}macro-F1 {metrics['macro_f1']:.3f}, balanced acc {metrics['balanced_accuracy']:.3f}, "
             f"accuracy {metrics['accuracy']:.3f}")
 

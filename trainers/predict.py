@@ -27,7 +27,7 @@ from .fusion import MetadataEncoding
 from .loop import Dist, Env, make_env, predict_split, resolve_device, tta_views
 from .metrics import classification_metrics, headline, write_evaluation
 
-SUMMARY = ("auc", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "samples")
+SUMMARY = ("auc", "pauc_80", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "samples")
 
 
 def _checkpoint_env(state: dict, device: str, path: Path) -> tuple[Env, nn.Module]:

@@ -448,7 +448,7 @@ def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
     if env.dist.main:
         info = {"split": "test", "checkpoint": str(out / name), "epoch": best["epoch"], "tta": False}
         metrics = write_evaluation(out, ids, labels, probs, info, plan.classes)
-        result["test"] = {k: metrics[k] for k in ("auc", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+        result["test"] = {k: metrics[k] for k in ("auc", "pauc_80", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
                           if k in metrics}
         echo(f"test ({name}, epoch {best['epoch']}): {headline(metrics)} -> {out}")
         if config.gradcam:
