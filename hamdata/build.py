@@ -160,12 +160,17 @@ def json_value(value):
 SAMPLE_FIELDS = ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization")
 
 
-def sample_record(row, split: str) -> dict:
+def sample_record(row, split: str, tabular: bool = False) -> dict:
+    """The json record of a kept row; `tabular`: a format 3 build (its image type and numeric columns too)."""
     record = {name: json_value(getattr(row, name)) for name in SAMPLE_FIELDS}
     record.update(split=split, source="original", parent=None, recipe=None)
     for name in INPUT_FIELDS:
         if hasattr(row, name):
             record[name] = json_value(getattr(row, name)) if getattr(row, name) != "" else None
+    if tabular:
+        record["image_type"] = row.image_type or None
+        names, values = row.features if row.features is not None else ((), ())
+        record["features"] = {name: json_value(float(value)) for name, value in zip(names, values)}
     return record
 
 
@@ -243,6 +248,8 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
         rows, vectors = fingerprints(list(table["locator"]), workers if len(table) > 5000 else 1, progress)
         found = settle(table, rows, vectors, cfg.keep_duplicates)
         search.update(same_lesion_pairs=found["same_lesion_pairs"], fingerprinted=len(rows))
+    listed_pairs = {frozenset(p) for p in listed["pairs"]}
+    found["records"] = [r for r in found["records"] if frozenset((r["kept"], r["dropped"])) not in listed_pairs]
     dropped = table["image_id"].isin(found["drop"]).to_numpy()
     listed_rows = inputs.table[inputs.table["image_id"].isin(listed["drop"])]
     links = pd.concat([inputs.links, table[dropped][list(inputs.links.columns)],
@@ -264,6 +271,7 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
         "label_map": list(label_map.files),
         "duplicates": id_records + listed["records"] + found["records"],
         "duplicate_lists": listed["lists"],
+        "features": list(dict.fromkeys(n for s in inputs.sources for n in s.feature_names)),
         "duplicate_search": search,
         "groups": {"count": int(len(sizes)), "largest": int(sizes.max()) if len(sizes) else 0,
                    "with_several_lesions": int((lesions > 1).sum())},
@@ -282,31 +290,33 @@ def listed_duplicates(inputs, keep: bool) -> dict:
     Returns {"drop": ids, "pairs": (kept, other) pairs, "records": dataset.json duplicates, "lists": per list}.
     """
     position = {image: i for i, image in enumerate(inputs.table["image_id"])}
+    input_of = dict(zip(inputs.table["image_id"], inputs.table["input"]))
     drop, pairs, records, lists = set(), [], [], []
     for index, source in enumerate(inputs.sources):
         if source.duplicate_list is None:
             continue
-        inside = [(a, b) for a, b in source.listed_duplicates if a in position and b in position]
+        # The sets are made of every listed pair, built or not: a-b, b-c with b left out still makes a and c one.
         sets = UnionFind()
-        for a, b in inside:
+        for a, b in source.listed_duplicates:
             sets.union(a, b)
         members: dict = {}
-        for image in sorted({i for pair in inside for i in pair}, key=position.get):
+        for image in sorted({i for pair in source.listed_duplicates for i in pair if i in position}, key=position.get):
             members.setdefault(sets.find(image), []).append(image)
-        seconds = {b for _, b in inside}
+        seconds = {b for _, b in source.listed_duplicates}
         for images in members.values():
             kept = next((i for i in images if i not in seconds), images[0])
             for other in images:
                 if other == kept:
                     continue
                 pairs.append((kept, other))
-                records.append({"kept": kept, "kept_input": index, "dropped": other, "input": index,
-                                "action": "kept (--keep-duplicates)" if keep else "dropped",
+                records.append({"kept": kept, "kept_input": int(input_of[kept]), "dropped": other,
+                                "input": int(input_of[other]), "action": "kept (--keep-duplicates)" if keep else "dropped",
                                 "evidence": {"method": LIST_EVIDENCE, "file": str(source.duplicate_list)}})
                 if not keep:
                     drop.add(other)
+        inside = sum(a in position and b in position for a, b in source.listed_duplicates)
         lists.append({"input": index, "file": str(source.duplicate_list), "pairs": len(source.listed_duplicates),
-                      "applied": len(inside), "outside": len(source.listed_duplicates) - len(inside)})
+                      "applied": inside, "outside": len(source.listed_duplicates) - inside})
     records.sort(key=lambda r: (r["kept"], r["dropped"]))
     return {"drop": drop, "pairs": sorted(pairs), "records": records, "lists": lists}
 
@@ -340,6 +350,7 @@ def _build(cfg: BuildConfig, out: Path, workspace: Workspace, workers: int | Non
 def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConfig, classes, workers: int,
                  progress: bool) -> tuple[dict, dict]:
     card = card_skeleton("build", cfg.to_dict(), classes)
+    tabular = bool(len(kept)) and kept["features"].notna().any()  # format 3: an input with measurements
     ordered = sample_order(kept, split, cfg.split.seed)
     rows, tasks = {}, []
     for name, part in ordered:
@@ -369,7 +380,7 @@ def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConf
                 converted.append({"image_id": row.image_id, "file": locator, "notes": list(result.notes)})
             if name == "train":
                 moments += result.moments
-            record = sample_record(row, name)
+            record = sample_record(row, name, tabular)
             t0 = time.perf_counter()
             label = label_of(row.dx, classes)
             shard = writers[name].write(row.image_id, cfg.format, result.data, label, sample_json(record))

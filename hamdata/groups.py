@@ -1,7 +1,8 @@
 """Groups: images that must share a split.
 
 Two images are in one group when they share a lesion id or a patient id (each
-namespaced by its collection: ``isic2019:BCN_0000123``), when they are one
+namespaced by its collection: ``isic2019:BCN_0000123``; the archive's own ``IL_``
+and ``IP_`` ids, which ISIC 2020, ISIC 2024 and archive exports share, by ``isic:``), when they are one
 image id (the later copy of an id in another input still brings its lesion
 and patient ids), or when their content shows the same picture (hamdata.dedup).
 Groups are the connected components of those links, found with a union-find.
@@ -10,6 +11,8 @@ build whose groups are its lesions splits exactly as a lesion-aware split.
 """
 
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 
@@ -41,8 +44,15 @@ class UnionFind:
         self.size[a] += self.size[b]
 
 
+# The ISIC archive's own lesion and patient ids (IL_1234567, IP_1234567) name one lesion or patient in every
+# collection that comes from the archive (ISIC 2020 v2, ISIC 2024, archive exports): one namespace for them all.
+_ARCHIVE_ID = re.compile(r"I[LP]_\d{7}")
+ARCHIVE_NAMESPACE = "isic"
+
+
 def lesion_key(collection: str, lesion: str) -> str:
-    return f"{collection}:{lesion}"
+    """A lesion or patient id in its namespace: its collection's, or the archive's for IL_/IP_ ids."""
+    return f"{ARCHIVE_NAMESPACE if _ARCHIVE_ID.fullmatch(lesion) else collection}:{lesion}"
 
 
 def make_groups(table: pd.DataFrame, links: pd.DataFrame | None = None, pairs=()) -> pd.Series:

@@ -27,7 +27,7 @@ import functools
 import io
 
 from .errors import HamdataError
-from .vocabulary import SITES, UNKNOWN_SITE, shipped_file
+from .vocabulary import SITES, shipped_file
 
 DIAGNOSIS_FILE = "isic_diagnosis_hierarchy.csv"
 SITE_FILE = "isic_site_hierarchy.csv"
@@ -104,7 +104,7 @@ def unseen(levels, kind: str) -> str | None:
 
 def site_of(levels, special: str = "") -> str:
     """The build's site of a site path (deepest known node), with anatom_site_special's palms/soles and
-    oral/genital taking precedence; unknown when neither says."""
+    oral/genital taking precedence; "" when neither says (the caller falls back to anatom_site_general)."""
     if _key(special) in SPECIAL_SITES:
         return SPECIAL_SITES[_key(special)]
     known, tree = _lower("site"), site_tree()
@@ -112,4 +112,4 @@ def site_of(levels, special: str = "") -> str:
     for depth in range(len(path), 0, -1):
         if path[:depth] in known:
             return tree[known[path[:depth]]]
-    return UNKNOWN_SITE
+    return ""

@@ -37,7 +37,7 @@ IMAGE_TYPES = ("dermoscopic", "clinical: overview", "clinical: close-up", "TBP t
                "RCM: macroscopic", "RCM: tile", "RCM: mosaic")  # isic-metadata fields.py ImageTypeEnum (562f25c)
 NO_DIAGNOSIS = "no diagnosis (empty, nan or unknown)"
 TABLE_COLUMNS = ("image_id", "file_id", "lesion_id", "patient_id", "dx", "label", "dx_type", "age", "sex",
-                 "localization", "site", "collection", "input", "locator")
+                 "localization", "site", "collection", "input", "locator", "image_type", "features")
 
 
 @dataclass
@@ -72,9 +72,12 @@ def _normalised(source: Source) -> pd.DataFrame:
     return df
 
 
-def check_image_types(image_types) -> tuple[str, ...]:
-    """--image-types as a tuple of the archive's spellings; a one-line error for a type the archive does not have."""
+def check_image_types(image_types) -> tuple[str, ...] | None:
+    """--image-types as a tuple of the archive's spellings (None: "all"); a one-line error for a type the archive
+    does not have."""
     if isinstance(image_types, str):
+        if image_types.strip().lower() == "all":
+            return None
         image_types = [t for t in image_types.split(",")]
     spelled = {t.lower(): t for t in IMAGE_TYPES}
     chosen = [" ".join(t.split()) for t in image_types if t.strip()]
@@ -97,7 +100,7 @@ def _image_types(df: pd.DataFrame, source: Source, index: int, image_types, left
     """Which rows are of a chosen image type (a row without one is kept), counting the others per type."""
     if image_types is None:
         return pd.Series(True, index=df.index)
-    chosen = {t.lower() for t in image_types}
+    chosen = {t.lower() for t in (*image_types, *source.own_image_types)}
     kinds = df["image_type"].fillna("").astype(str)
     keep = kinds.map(lambda t: not t or t.lower() in chosen)
     per = left_out.setdefault(source.collection, {}) if not keep.all() else {}
@@ -157,6 +160,10 @@ def _unify(df: pd.DataFrame, source: Source, index: int, warnings: list[str]) ->
         "localization": [v or UNKNOWN for v in df["localization"]],
         "site": [s or UNKNOWN_SITE for s in sites], "collection": source.collection, "input": index,
         "locator": [source.images.get(i, "") for i in df["image_id"]],
+        "image_type": df["image_type"].fillna("").to_numpy(),
+        # (names, float row) per image of an input with measurements (SLICE-3D), else None
+        "features": ([(source.feature_names, row) for row in df["features"]] if "features" in df.columns
+                     else [None] * len(df)),
     })
 
 
@@ -222,6 +229,10 @@ def open_inputs(paths, label_map: LabelMap, on_error: str = "fail", image_types=
     missing = [m for m in missing if m["image_id"] not in first_of]
     table = pd.concat(kept_rows, ignore_index=True) if kept_rows else pd.DataFrame(columns=TABLE_COLUMNS)
     if table.empty:
+        types = sorted({t for per in left_out.values() for t in per})
+        if types and not any(per for per in unmapped.values()):
+            raise HamdataError(f"every image of {', '.join(str(Path(p)) for p in paths)} is of an image type not "
+                               f"chosen ({listing(types)}): pass --image-types with those types, or all")
         raise HamdataError(f"no image of {', '.join(str(Path(p)) for p in paths)} maps to a class of the "
                            f"{label_map.class_set} class set: check --classes and --label-map")
     link_table = pd.concat(links, ignore_index=True)[["image_id", "lesion_id", "patient_id", "collection"]]

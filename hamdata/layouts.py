@@ -72,6 +72,9 @@ from hamdata.metadata_isic import (
     parse_archive,
     parse_isic2019,
 )
+from hamdata.metadata_slice3d import (IMAGES_FOLDER as SLICE3D_FOLDER, IMAGES_HDF5 as SLICE3D_HDF5,
+                                      OWN_IMAGE_TYPES as SLICE3D_TYPES, TRAIN as SLICE3D_TRAIN, is_slice3d_table,
+                                      parse_slice3d)
 from hamdata.metadata_isic2020 import (
     DUPLICATES as ISIC2020_DUPLICATES,
     KAGGLE_TRAIN,
@@ -82,15 +85,19 @@ from hamdata.metadata_isic2020 import (
     parse_isic2020,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")  # isic-cli writes the archive's own extension
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+ARCHIVE_EXTENSIONS = IMAGE_EXTENSIONS + (".tif", ".tiff")  # isic-cli writes the archive's own extension (RCM: tif)
 
 _HAM_METADATA = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
 _HAM_PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 _ISIC_INPUT = "ISIC2018_Task3_Training_Input"
 _ISIC_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
 _ISIC2019_INPUT = "ISIC_2019_Training_Input"
-_COLLECTION_CSV = re.compile(r".+_metadata_\d{4}-\d{2}-\d{2}[0-9T:_.-]*\.csv", re.IGNORECASE)
+# A browser saving the same download twice adds " (1)".
+_COLLECTION_CSV = re.compile(r".+_metadata_\d{4}-\d{2}-\d{2}[0-9T:_.-]*( \(\d+\))?\.csv", re.IGNORECASE)
 _ISIC2020_IMAGES = ("train", "ISIC_2020_Training_JPEG")  # the training zip unpacks to train/
+_H5_LOCATOR = re.compile(r"h5:(?P<file>.+?\.(?:hdf5|h5))!(?P<key>[^!]+)", re.IGNORECASE | re.DOTALL)
+_ID_OK = re.compile(r"[A-Za-z0-9_-]+")
 _ZIP_LOCATOR = re.compile(r"zip:(?P<zip>.+?\.zip)!(?P<member>.+)", re.IGNORECASE | re.DOTALL)
 _LOOKED_FOR = (
     "expected HAM10000_metadata.csv (or .tab) with HAM10000_images_part_1/ and _part_2/ "
@@ -123,15 +130,17 @@ class Source:
     repeated: tuple = ()  # rows whose image_id an earlier row of the same table has ({image_id, file_id, row})
     listed_duplicates: tuple = ()  # (kept id, dropped id) pairs of a published duplicate list (ISIC 2020)
     duplicate_list: Path | None = None  # the file they come from
+    feature_names: tuple = ()  # the numeric columns of the table's ``features`` rows (ISIC 2024 SLICE-3D)
+    own_image_types: tuple = ()  # image types this collection is made of: kept whatever --image-types says
 
 
 # ---------------------------------------------------------------- images
 
 
-def _image_id(name: str) -> str | None:
+def _image_id(name: str, extensions=IMAGE_EXTENSIONS) -> str | None:
     """The image_id a file name stands for, or None for other files (and "._x.jpg" forks)."""
     stem, ext = os.path.splitext(name)
-    if name.startswith(".") or not stem or ext.lower() not in IMAGE_EXTENSIONS:
+    if name.startswith(".") or not stem or ext.lower() not in extensions:
         return None
     return stem
 
@@ -145,14 +154,14 @@ def _add(found: dict[str, str], image_id: str, locator: str, container: Path) ->
     found[image_id] = locator
 
 
-def _scan_folder(folder: Path) -> dict[str, str]:
+def _scan_folder(folder: Path, extensions=IMAGE_EXTENSIONS) -> dict[str, str]:
     try:
         names = sorted(e.name for e in os.scandir(folder) if e.is_file())
     except OSError as e:
         raise HamdataError(f"cannot list {folder}: {e.strerror or e}") from None
     found: dict[str, str] = {}
     for name in names:
-        if (image_id := _image_id(name)) is not None:
+        if (image_id := _image_id(name, extensions)) is not None:
             _add(found, image_id, str(folder / name), folder)
     return found
 
@@ -170,12 +179,39 @@ def _scan_zip(path: Path) -> dict[str, str]:
     return found
 
 
-def _find_images(containers: list[Path]) -> dict[str, str]:
+def _scan_hdf5(path: Path) -> dict[str, str]:
+    """The images of an HDF5 file of one scalar dataset of encoded image bytes per image id, at its root
+    (ISIC 2024's train-image.hdf5: ``f[isic_id][()]`` is the JPEG)."""
+    h5py = _h5py()
+    try:
+        with h5py.File(path, "r") as f:
+            names = sorted(name for name, item in f.items() if isinstance(item, h5py.Dataset))
+    except OSError as e:
+        raise HamdataError(f"{path} is not a readable HDF5 file ({e}): expected ISIC 2024's train-image.hdf5, one "
+                           f"dataset of JPEG bytes per isic_id") from None
+    return {name: f"h5:{path}!{name}" for name in names if _ID_OK.fullmatch(name)}
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise HamdataError("reading an HDF5 image file needs h5py: pip install h5py") from None
+    return h5py
+
+
+def _find_images(containers: list[Path], extensions=IMAGE_EXTENSIONS) -> dict[str, str]:
     """Images of all containers; an id in several containers is taken from the first."""
     found: dict[str, str] = {}
     for container in containers:
-        scan = _scan_zip if container.suffix.lower() == ".zip" else _scan_folder
-        for image_id, locator in scan(container).items():
+        suffix = container.suffix.lower()
+        if suffix == ".zip":
+            scanned = _scan_zip(container)
+        elif suffix in (".hdf5", ".h5"):
+            scanned = _scan_hdf5(container)
+        else:
+            scanned = _scan_folder(container, extensions)
+        for image_id, locator in scanned.items():
             found.setdefault(image_id, locator)
     return found
 
@@ -214,13 +250,13 @@ def _part_containers(root: Path) -> list[Path]:
 
 
 def _make_source(root, layout, metadata_path, metadata, warnings, containers, collection="ham10000",
-                 repeated=(), **more) -> Source:
+                 repeated=(), extensions=IMAGE_EXTENSIONS, **more) -> Source:
     """The Source of validated metadata with the images of `containers` (folders or zips).
 
     Files are matched by the table's file_id (its file stem) when it has one, else by image_id.
     An error when no metadata row has an image; images without a row are ignored with a warning.
     """
-    found = _find_images(containers)
+    found = _find_images(containers, extensions)
     stems = list(metadata["file_id"] if "file_id" in metadata.columns else metadata["image_id"])
     listed = set(stems) | {r["file_id"] for r in repeated}
     images = {i: found[f] for i, f in zip(metadata["image_id"], stems) if f in found}
@@ -290,7 +326,8 @@ def _detect_archive(root: Path) -> Source | None:
     images_dir = root / "images"
     folders = [root] + ([images_dir] if images_dir.is_dir() else [])
     metadata, repeated, warnings = parse_archive(path)
-    return _make_source(root, "isic-archive", path, metadata, warnings, folders, "isic-archive", repeated)
+    return _make_source(root, "isic-archive", path, metadata, warnings, folders, "isic-archive", repeated,
+                        ARCHIVE_EXTENSIONS)
 
 
 def _detect_isic2020(root: Path) -> Source | None:
@@ -313,6 +350,19 @@ def _detect_isic2020(root: Path) -> Source | None:
                         f"the search by content")
     return _make_source(root, layout, truth, metadata, warnings, folders, "isic2020", repeated,
                         listed_duplicates=pairs, duplicate_list=listed)
+
+
+def _detect_slice3d(root: Path) -> Source | None:
+    """ISIC 2024 (SLICE-3D): train-metadata.csv with train-image.hdf5 (read in place) or train-image/image/."""
+    table = _child(root, SLICE3D_TRAIN, want_dir=False)
+    if table is None or not is_slice3d_table(header_names(table)):
+        return None
+    hdf5 = _child(root, SLICE3D_HDF5, want_dir=False)
+    folder = root.joinpath(*SLICE3D_FOLDER)
+    containers = [hdf5] if hdf5 is not None else [f for f in (folder, root / SLICE3D_FOLDER[0], root) if f.is_dir()]
+    metadata, repeated, warnings, names = parse_slice3d(table)
+    return _make_source(root, "isic2024", table, metadata, warnings, containers, "isic2024", repeated,
+                        feature_names=names, own_image_types=SLICE3D_TYPES)
 
 
 def _detect_bcn(root: Path) -> Source | None:
@@ -382,7 +432,8 @@ def _detect_flat(root: Path) -> Source | None:
         if _find_images(folders):
             raise HamdataError(
                 f"{root} has images but no metadata CSV: expected one *.csv with columns "
-                f"image_id and dx beside them"
+                f"image_id and dx beside them, or an ISIC-archive metadata.csv or <collection>_metadata_<date>.csv "
+                f"with an isic_id column"
             )
         return None
     metadata, more = parse_metadata(path)
@@ -398,6 +449,7 @@ DETECTORS: tuple[Callable[[Path], Source | None], ...] = (
     _detect_isic2019,  # isic2019
     _detect_ham10000,  # kaggle, dataverse
     _detect_isic2020,  # isic2020, isic2020-kaggle (before flat: a Kaggle train.csv beside images)
+    _detect_slice3d,  # isic2024 (SLICE-3D)
     _detect_bcn,  # bcn20000
     _detect_archive,  # isic-archive (metadata.csv with isic_id; before flat, which would take its images)
     _detect_flat,  # flat
@@ -431,8 +483,27 @@ def _open_zip(path: str, pid: int) -> zipfile.ZipFile:
     return zipfile.ZipFile(path)
 
 
+@functools.lru_cache(maxsize=4)
+def _open_hdf5(path: str, pid: int):
+    # pid: as for zips, each worker process opens the file once, itself
+    return _h5py().File(path, "r")
+
+
+def _read_hdf5(path: str, key: str) -> bytes:
+    try:
+        return bytes(_open_hdf5(path, os.getpid())[key][()])
+    except FileNotFoundError:
+        raise HamdataError(f"HDF5 file {path} not found") from None
+    except KeyError:
+        raise HamdataError(f"{path} has no image {key!r}") from None
+    except (OSError, TypeError, ValueError) as e:
+        raise HamdataError(f"cannot read image {key!r} from {path}: {e}") from None
+
+
 def read_image_bytes(locator: str) -> bytes:
-    """Bytes of an image: a file path, or "zip:<zip path>!<member>"."""
+    """Bytes of an image: a file path, "zip:<zip path>!<member>" or "h5:<hdf5 path>!<dataset>"."""
+    if locator.startswith("h5:") and (h5 := _H5_LOCATOR.fullmatch(locator)):
+        return _read_hdf5(h5["file"], h5["key"])
     match = _ZIP_LOCATOR.fullmatch(locator)
     if match is None:
         try:

@@ -88,13 +88,15 @@ def first_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
 
 def unseen_warnings(path: Path, columns: str, paths, kind: str) -> list[str]:
     """One warning per hierarchy value that the published tree does not hold (read through its parent)."""
-    counts: dict[str, int] = {}
+    counts: dict[tuple, int] = {}
     for levels in paths:
         value = unseen(levels, kind)
         if value is not None:
-            counts[value] = counts.get(value, 0) + 1
-    return [f"{path}: {columns} value {value!r} ({n} rows) is not in the ISIC {kind} hierarchy hamdata ships: read "
-            f"through its parent level" for value, n in sorted(counts.items())]
+            key = (value, tuple(levels).index(value) if value in levels else 0)  # depth 0: no parent to read
+            counts[key] = counts.get(key, 0) + 1
+    return [f"{path}: {columns} value {value!r} ({n} rows) is not in the ISIC {kind} hierarchy hamdata ships: "
+            + ("read through its parent level" if depth else f"read as unknown{' site' if kind == 'site' else ''}")
+            for (value, depth), n in sorted(counts.items())]
 
 
 def parse_isic2019(truth: Path, metadata: Path | None) -> tuple[pd.DataFrame, list[dict], list[str]]:
@@ -166,15 +168,18 @@ def parse_archive(path: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
     sites = list(zip(*(col[f] for f in SITE_LEVELS)))
     warnings += unseen_warnings(path, "diagnosis_1..5", diagnoses, "diagnosis")
     warnings += unseen_warnings(path, "anatom_site_1..5", sites, "site")
+    site = [site_of(p, special) if path_of(p) or special.lower() in SPECIAL_SITES else ""
+            for p, special in zip(sites, col[SITE_SPECIAL])]
+    # the path as the original value where it decided the site; anatom_site_general where it did not
+    localization = [" > ".join(path_of(p)) if s or not general else general
+                    for p, s, general in zip(sites, site, col["anatom_site_general"])]
     table = raw_table(
         names, rows,
         labels=[diagnosis_candidates(d) + (legacy,) for d, legacy in zip(diagnoses, col["diagnosis"])],
         malignancy=[d[0] or bm for d, bm in zip(diagnoses, col["benign_malignant"])],
         lesion_id=col["lesion_id"], patient_id=col["patient_id"], dx_type=col["diagnosis_confirm_type"],
         age=parse_ages(col["age_approx"], rows, path), sex=col["sex"],
-        localization=[" > ".join(path_of(p)) or general for p, general in zip(sites, col["anatom_site_general"])],
-        site=[site_of(p, special) if path_of(p) or special.lower() in SPECIAL_SITES else ""
-              for p, special in zip(sites, col[SITE_SPECIAL])],
+        localization=localization, site=site,
         image_type=col["image_type"],
     )
     table, repeats = first_rows(table)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import HamdataError
-from .metadata import cell_text, check_image_ids, column_index, listing, parse_ages, read_table
+from .metadata import cell_text, check_image_ids, column_index, header_names, listing, parse_ages, read_table
 from .metadata_isic import fields, first_rows, raw_table
 
 TRUTH_V2 = "ISIC_2020_Training_GroundTruth_v2.csv"
@@ -62,9 +62,19 @@ def parse_isic2020(path: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
     return table, repeats, warnings
 
 
+def _data_lines(path: Path) -> int:
+    try:
+        return max(0, sum(1 for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+                          if line.strip()) - 1)
+    except OSError:
+        return 0
+
+
 def parse_duplicate_list(path: Path, ids: set[str]) -> list[tuple[str, str]]:
     """The (image_name_1, image_name_2) pairs of the duplicate list; an error naming the rows whose ids the
     training table does not list."""
+    if set(DUPLICATE_COLUMNS) <= header_names(path) and _data_lines(path) == 0:
+        return []  # a list of no pairs
     df, rows, _ = read_table(path)
     index = column_index(df.columns, DUPLICATE_COLUMNS, DUPLICATE_COLUMNS, path)
     pairs = list(zip((cell_text(v) for v in df.iloc[:, index["image_name_1"]]),

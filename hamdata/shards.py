@@ -29,15 +29,22 @@ JSON_FIELDS = (
 # Format 2 adds where a sample comes from: the unified site, its collection, the index of its --data, its
 # file's stem, its patient id (or null) and its group (lesions, patients and duplicates that share a split).
 INPUT_FIELDS = ("site", "collection", "input", "file_id", "patient_id", "group")
-JSON_SCHEMAS = (JSON_FIELDS, JSON_FIELDS + INPUT_FIELDS)  # format 1, format 2
+# Format 3 adds, in a build of an input with tabular measurements (ISIC 2024 SLICE-3D), the image type and the
+# numeric columns: ``features`` {column: number or null}; every sample of such a build has both (others: {}).
+TABULAR_FIELDS = ("image_type", "features")
+JSON_SCHEMAS = (JSON_FIELDS, JSON_FIELDS + INPUT_FIELDS, JSON_FIELDS + INPUT_FIELDS + TABULAR_FIELDS)  # formats 1-3
 
 
 def sample_json(record: dict) -> bytes:
     """The ``.json`` member: the schema's fields in schema order, compact, ASCII.
 
-    A record with any of INPUT_FIELDS is written in the format 2 schema and needs all of them.
+    A record with any of INPUT_FIELDS is written in the format 2 schema and needs all of them; one with
+    TABULAR_FIELDS in the format 3 schema.
     """
-    fields = JSON_SCHEMAS[1] if any(name in record for name in INPUT_FIELDS) else JSON_FIELDS
+    if any(name in record for name in TABULAR_FIELDS):
+        fields = JSON_SCHEMAS[2]
+    else:
+        fields = JSON_SCHEMAS[1] if any(name in record for name in INPUT_FIELDS) else JSON_FIELDS
     missing = [name for name in fields if name not in record]
     if missing:
         raise ValueError(f"sample json lacks {missing}")

@@ -117,9 +117,20 @@ def _check_listed(path: Path, split_of: dict) -> list[str]:
         return []  # the input has moved: dataset.json's own duplicate records were checked above
     if not set(DUPLICATE_COLUMNS) <= set(table.columns):
         return [f"{path}: expected the columns {', '.join(DUPLICATE_COLUMNS)} of a duplicate list"]
-    return [f"leakage: {a} ({split_of[a]}) and {b} ({split_of[b]}), a pair of {path.name}, are in two splits"
-            for a, b in zip(table[DUPLICATE_COLUMNS[0]], table[DUPLICATE_COLUMNS[1]])
-            if a in split_of and b in split_of and split_of[a] != split_of[b]]
+    from .groups import UnionFind
+
+    sets = UnionFind()  # a chain a-b, b-c is one picture, whether b is in the build or not
+    for a, b in zip(table[DUPLICATE_COLUMNS[0]], table[DUPLICATE_COLUMNS[1]]):
+        sets.union(a, b)
+    seen: dict = {}
+    problems = []
+    for image in sorted(i for i in sets.parent if i in split_of):
+        root = sets.find(image)
+        first = seen.setdefault(root, image)
+        if split_of[first] != split_of[image]:
+            problems.append(f"leakage: {first} ({split_of[first]}) and {image} ({split_of[image]}), copies of one "
+                            f"picture by {path.name}, are in two splits")
+    return problems
 
 
 def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar, classes: tuple[str, ...]) -> list[str]:

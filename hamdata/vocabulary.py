@@ -7,8 +7,9 @@ class set a source label becomes, or empty to drop rows with that label.
 ``manifests/labels_<class set>.csv`` ships one per class set; ``--label-map
 FILE`` overrides or adds entries (same columns). Labels match without regard
 to case or surrounding spaces. A row may offer several labels, most specific
-first (the levels of an ISIC-archive diagnosis path, hamdata.hierarchy): the
-first the map knows decides, so ``Nevus, NOS, Compound`` falls back to
+first (the levels of an ISIC-archive diagnosis path, hamdata.hierarchy): a
+``--label-map`` row for any of them decides first; else the first the shipped
+map knows decides, so ``Nevus, NOS, Compound`` falls back to
 ``Nevus``. A row none of whose labels has an entry is an error (or skipped and
 counted, with ``--on-error skip``); a row whose entry is empty is dropped and
 counted, and so is a row with no diagnosis at all (empty, ``nan``, ``unknown``);
@@ -33,7 +34,9 @@ from pathlib import Path
 from .classes import CLASS_SETS
 from .errors import HamdataError
 
-COLLECTIONS = ("ham10000", "isic2019", "isic2020", "bcn20000", "isic-archive")
+COLLECTIONS = ("ham10000", "isic2019", "isic2020", "bcn20000", "isic2024", "isic-archive")
+# A collection whose labels are another's words: a label map's entries for it come first, then that one's.
+SPOKEN_LIKE = {"isic2024": "isic-archive"}  # SLICE-3D's iddx_1..5 are the archive's diagnosis hierarchy
 
 UNKNOWN_SITE = "unknown"
 SITES = (
@@ -79,6 +82,7 @@ class LabelMap:
     class_set: str
     entries: dict  # (collection, label_key) -> class or ""
     files: tuple[str, ...]
+    overridden: frozenset = frozenset()  # the keys a --label-map file gave: they decide before the shipped ones
 
     def lookup(self, collection: str, label: str) -> str | None:
         """The class of a source label, "" to drop it, None when the map has no entry."""
@@ -88,8 +92,13 @@ class LabelMap:
         """(class, the label that decided it) of a row's labels, most specific first: the first the map knows
         decides (a class, or "" to drop); (None, the most specific label) when it knows none; ("", "") for no label."""
         candidates = [c for c in candidates if c]
+        spoken = (collection, SPOKEN_LIKE[collection]) if collection in SPOKEN_LIKE else (collection,)
+        for label in candidates:  # a user's --label-map row decides first, at whatever level it names
+            for name in spoken:
+                if (name, label_key(label)) in self.overridden:
+                    return self.entries[(name, label_key(label))], label
         for label in candidates:
-            cls = self.lookup(collection, label)
+            cls = next((c for name in spoken if (c := self.lookup(name, label)) is not None), None)
             if cls is not None:
                 return cls, label
         return (None, candidates[0]) if candidates else ("", "")
@@ -145,8 +154,9 @@ def load_label_map(class_set: str, override: str | None = None) -> LabelMap:
     if shipped is None:
         raise HamdataError(f"the label map manifests/labels_{class_set}.csv is not installed: reinstall hamdata")
     entries = _read_map(shipped, classes, class_set, "label map")
-    files = [str(shipped)]
+    files, overridden = [str(shipped)], {}
     if override:
-        entries.update(_read_map(Path(override), classes, class_set, "--label-map"))
+        overridden = _read_map(Path(override), classes, class_set, "--label-map")
+        entries.update(overridden)
         files.append(str(Path(override).resolve()))
-    return LabelMap(class_set, entries, tuple(files))
+    return LabelMap(class_set, entries, tuple(files), frozenset(overridden))

@@ -135,7 +135,7 @@ def test_every_site_node_has_a_site_and_the_known_ones_are_right():
     assert site_of(("Head and neck", "Head", "Ear", "Pinna")) == "head/neck"
     assert site_of(("Lower extremity", "Foot"), "acral palms or soles") == "palms/soles"
     assert site_of(("Trunk", "Lateral trunk", "Axilla", "Not a node")) == "lateral torso"  # its parent's
-    assert site_of(()) == "unknown"
+    assert site_of(()) == ""  # nothing known: anatom_site_general or the site table decides
 
 
 # ---------------------------------------------------------------- ISIC archive: today's export
@@ -583,3 +583,79 @@ def test_stats_and_report_show_image_types_left_out_and_listed_pairs(tmp_path):
     page = render_report(listed)
     assert "4 by a published duplicate list" in page and "listed in ISIC_2020_Training_Duplicates.csv" in page
     assert "duplicate list" in run_stats(listed, tmp_path / "s2", progress=False)["text"]
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_a_listed_chain_through_an_image_not_built_still_keeps_its_ends_together(tmp_path):
+    # ISIC_2637011 is "unknown": not built in a ham10000 build; the pairs around it still make one picture
+    pairs = [("ISIC_0052212", "ISIC_2637011"), ("ISIC_2637011", "ISIC_0250839")]
+    data = _isic2020(tmp_path / "isic2020", pairs=pairs)
+    out, _ = _build(tmp_path, data, extra=("--no-duplicate-search", "--keep-duplicates", "--seed", "1"))
+    samples = _samples(out)
+    assert samples["ISIC_0052212"]["group"] == samples["ISIC_0250839"]["group"]
+    assert samples["ISIC_0052212"]["split"] == samples["ISIC_0250839"]["split"]
+    out, _ = _build(tmp_path, data, name="drop", extra=("--no-duplicate-search",))
+    assert "ISIC_0250839" not in _samples(out) and "ISIC_0052212" in _samples(out)
+    assert verify(out) == (0, [])
+
+
+def test_a_listed_pair_that_content_finds_too_is_recorded_once_with_the_input_it_came_from(tmp_path):
+    data = _isic2020(tmp_path / "isic2020", pairs=[("ISIC_0052212", "ISIC_0015719")])
+    (data / "train" / "ISIC_0015719.jpg").write_bytes((data / "train" / "ISIC_0052212.jpg").read_bytes())
+    out, _ = _build(tmp_path, data, extra=("--classes", "malignancy", "--keep-duplicates"))
+    records = [d for d in _card(out)["duplicates"] if {d["kept"], d["dropped"]} == {"ISIC_0052212", "ISIC_0015719"}]
+    assert len(records) == 1 and records[0]["evidence"]["method"] == "ISIC 2020 duplicate list"
+    assert records[0]["kept_input"] == records[0]["input"] == 0
+
+
+def test_a_label_map_row_decides_before_the_rows_own_malignancy_field(tmp_path):
+    data, _ = _today_export(tmp_path / "arc")
+    override = tmp_path / "ak.csv"
+    _write(override, ["collection", "label", "class"], [["isic-archive", "Solar or actinic keratosis", "malignant"]])
+    out, _ = _build(tmp_path, data, extra=("--classes", "malignancy", "--label-map", override))
+    assert _samples(out)["ISIC_9000006"]["dx"] == "malignant"  # diagnosis_1 Indeterminate would drop it
+
+
+def test_every_row_of_a_type_not_chosen_is_one_line_naming_the_types(tmp_path):
+    data, _ = _today_export(tmp_path / "arc")
+    table = pd.read_csv(data / "metadata.csv", dtype=str, keep_default_na=False)
+    table["image_type"] = "clinical: close-up"
+    table.to_csv(data / "metadata.csv", index=False)
+    line = cli_error("build-shards", "--data", data, "--out", tmp_path / "b", *SIZE)
+    assert "clinical: close-up" in line and "--image-types" in line
+
+
+def test_a_site_path_whose_top_is_unknown_falls_back_to_anatom_site_general(tmp_path):
+    # 2026-02 .. 2026-05 exports hold both the site path and anatom_site_general (ImageMarkup/isic 0036, 0039)
+    root = tmp_path / "arc"
+    _image(root / "ISIC_9100001.jpg", 1)
+    header = ["isic_id", "attribution", "copyright_license", "anatom_site_1", "anatom_site_general", "diagnosis_1",
+              "diagnosis_2", "diagnosis_3", "image_type"]
+    _write(root / "metadata.csv", header, [["ISIC_9100001", "x", "CC-0", "Torso", "posterior torso", "Benign",
+                                            "Benign melanocytic proliferations", "Nevus", "dermoscopic"]])
+    out, _ = _build(tmp_path, root)
+    assert _samples(out)["ISIC_9100001"]["site"] == "posterior torso"
+    assert any("'Torso'" in w and "read as unknown site" in w for w in _card(out)["input"]["warnings"])
+
+
+def test_a_duplicate_list_of_no_pairs_and_a_browser_renamed_collection_csv(tmp_path):
+    data = _isic2020(tmp_path / "isic2020", pairs=[])
+    out, _ = _build(tmp_path, data, extra=("--classes", "malignancy", "--no-duplicate-search"))
+    assert _card(out)["duplicate_lists"][0]["pairs"] == 0 and len(_samples(out)) == len(ISIC2020_ROWS)
+    root = tmp_path / "collection"
+    _image(root / "images" / "ISIC_8000001.jpg", 5)
+    record = {"isic_id": "ISIC_8000001", "diagnosis_1": "Benign", "diagnosis_2": "Benign melanocytic proliferations",
+              "diagnosis_3": "Nevus", "image_type": "dermoscopic"}
+    _write(root / "hospital_metadata_2025-03-01 (1).csv", ERA_2025_HEADER, _rows(ERA_2025_HEADER, [record]))
+    out, _ = _build(tmp_path, root, name="c")
+    assert set(_samples(out)) == {"ISIC_8000001"}
+
+
+def test_build_config_takes_all_image_types():
+    from hamdata.build import BuildConfig
+
+    assert BuildConfig(image_types="all").image_types is None
+    assert BuildConfig(image_types="Dermoscopic, clinical: close-up").image_types == ("dermoscopic",
+                                                                                      "clinical: close-up")

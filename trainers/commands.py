@@ -17,7 +17,7 @@ from .config import ARCHS, DECODES, DEVICES, EVAL_SPLITS, LOSSES, RECIPES, Train
 from .recipes import recipe_config, recipe_doc, run_recipe
 
 COMMON = ("shards", "out", "train_set", "arch", "weights", "epochs", "batch_size", "lr", "image_size", "device",
-          "workers", "decode", "seed", "max_steps", "stop_after", "loss", "cb_beta", "metadata")
+          "workers", "decode", "seed", "max_steps", "stop_after", "loss", "cb_beta", "metadata", "metadata_columns")
 
 
 user_errors = exit_on_user_error("interrupted: the last checkpoint of the run is intact")
@@ -47,6 +47,10 @@ def _train_options(d: TrainConfig):
         click.option("--cb-beta", default=None, type=float, help=f"cb_focal: beta of the effective number.  [default: {d.cb_beta:g}]"),
         click.option("--metadata/--no-metadata", default=None,
                      help=f"Fuse age, sex and site (an MLP beside the image features).  [default: {'on' if d.metadata else 'off'}]"),
+        click.option("--metadata-columns", default=None,
+                     help="Numeric columns of the build's samples to fuse too, comma-separated (ISIC 2024: e.g. "
+                          "tbp_lv_areaMM2,tbp_lv_deltaLBnorm; `stats` lists them); each scaled with train statistics, "
+                          "plus a missing flag.  [default: none]"),
         click.option("--resume", default=None, help=f"Continue the run in this folder (or from this {runfiles.LAST})."),
         click.option("--allow-other-build", is_flag=True,
                      help="With --resume: continue although the build (or balanced set) differs from the one the run started on."),
@@ -78,6 +82,8 @@ def _train_command(name: str, wrap) -> click.Command:
     @wrap
     def command(resume, allow_other_build, **options):
         given = {k: v for k, v in options.items() if v is not None}
+        if given.get("metadata_columns") and "metadata" not in given:
+            given["metadata"] = True  # numeric columns are fused by the metadata MLP
         _print_summary(run_recipe(name, given, resume=resume, echo=click.echo, allow_other_build=allow_other_build))
 
     return command
@@ -119,7 +125,8 @@ def _predict_command(wrap) -> click.Command:
     @click.option("--sex", default=None, help="Metadata of the one image: male, female or unknown.")
     @click.option("--site", default=None, help="Metadata of the one image: anatomical site (HAM10000 localization).")
     @click.option("--metadata", "metadata_csv", default=None, type=click.Path(dir_okay=False),
-                  help="Metadata of many images: a CSV with columns image,age,sex,localization.")
+                  help="Metadata of many images: a CSV with columns image,age,sex,localization (and the numeric "
+                       "columns a checkpoint trained with --metadata-columns fuses).")
     @wrap
     def predict(checkpoint, images, tta, device, as_json, age, sex, site, metadata_csv):
         """Class probabilities of raw images, preprocessed as the checkpoint's build was."""

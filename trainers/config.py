@@ -63,6 +63,7 @@ class TrainConfig:
     gradcam: bool = False  # write Grad-CAM overlays of the test split at the end
     metadata: bool = False  # fuse age, sex and site (trainers.fusion) with the image features
     metadata_dropout: float = 0.1  # training: probability that a sample's metadata is set to missing
+    metadata_columns: tuple[str, ...] = ()  # numeric columns of a format 3 build fused too (ISIC 2024 tbp_lv_*)
 
     def __post_init__(self):
         _choice("recipe", self.recipe, RECIPES)
@@ -90,6 +91,15 @@ class TrainConfig:
             raise HamdataError(f"--lr: expected a number > 0, got {self.lr}")
         if not isinstance(self.metadata, bool):
             raise HamdataError(f"--metadata: expected true or false, got {self.metadata!r}")
+        columns = self.metadata_columns
+        if isinstance(columns, str):
+            columns = [c.strip() for c in columns.split(",") if c.strip()]
+        if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) and c for c in columns):
+            raise HamdataError(f"--metadata-columns: expected comma-separated column names, got {columns!r}")
+        object.__setattr__(self, "metadata_columns", tuple(dict.fromkeys(columns)))
+        if self.metadata_columns and not self.metadata:
+            raise HamdataError("--metadata-columns: the columns are fused by the metadata MLP, which --no-metadata "
+                               "switches off; drop one of the two")
         for name in ("cb_beta", "metadata_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:

@@ -442,7 +442,13 @@ def split_records(shards: tuple[str, ...]) -> list[dict]:
     return records
 
 
-def fit_metadata(build: Path, card: dict) -> dict:
-    """The metadata encoding, fitted on the build's train split (originals only), as a dict."""
+def fit_metadata(build: Path, card: dict, columns=()) -> dict:
+    """The metadata encoding, fitted on the build's train split (originals only), as a dict; `columns`: numeric
+    columns of the samples' ``features`` (--metadata-columns), each one the build must carry."""
+    carried = list(card.get("features") or [])
+    unknown = [c for c in columns if c not in carried]
+    if unknown:
+        held = f"it carries {', '.join(carried)}" if carried else "it carries none (only ISIC 2024 SLICE-3D builds do)"
+        raise HamdataError(f"--metadata-columns: {', '.join(unknown)} not among the numeric columns of {build}: {held}")
     shards, _ = split_shards(build, card, "train")
-    return MetadataEncoding.fit(split_records(shards), where=f"the train split of {build}").to_dict()
+    return MetadataEncoding.fit(split_records(shards), where=f"the train split of {build}", columns=columns).to_dict()

@@ -16,6 +16,11 @@ a sample exactly as training did:
   ``predict --metadata`` CSV in either's words, encode alike. (An encoding
   stored before that, without ``site_field``, keeps reading ``localization``.)
 
+- numeric columns (``--metadata-columns``, e.g. ISIC 2024's ``tbp_lv_*``
+  measurements, which a format 3 build carries in each sample's ``features``):
+  each ``(value - mean) / std`` with train statistics, plus a flag that is 1
+  when the value is missing (the scaled value is then 0).
+
 During training a sample's metadata is dropped (all fields set to missing)
 with a small probability, so that the model still works when a field is
 absent at prediction time.
@@ -67,6 +72,9 @@ class MetadataEncoding:
     sexes: tuple[str, ...]  # one-hot slots, "unknown" included
     sites: tuple[str, ...]
     site_field: str = "site"  # "site": values on the one site vocabulary; "localization": as given (older runs)
+    columns: tuple[str, ...] = ()  # numeric columns of the samples' ``features`` (--metadata-columns)
+    column_means: tuple[float, ...] = ()
+    column_stds: tuple[float, ...] = ()
 
     def site_of(self, value) -> str:
         """A site cell as this encoding reads it."""
@@ -80,12 +88,14 @@ class MetadataEncoding:
 
     @property
     def dim(self) -> int:
-        return 2 + len(self.sexes) + len(self.sites)
+        return 2 + len(self.sexes) + len(self.sites) + 2 * len(self.columns)
 
     @classmethod
-    def fit(cls, records: Iterable[dict], where: str = "the train split") -> "MetadataEncoding":
-        """Fit on sample records (dicts with age, sex, site or localization); an error when none carries any."""
+    def fit(cls, records: Iterable[dict], where: str = "the train split", columns=()) -> "MetadataEncoding":
+        """Fit on sample records (dicts with age, sex, site or localization, and ``features`` for `columns`); an
+        error when none carries any."""
         ages, sexes, sites = [], {UNKNOWN}, {UNKNOWN}
+        values: list[list[float]] = [[] for _ in columns]
         informative = 0
         reader = cls(0.0, 1.0, (), ())
         for record in records:
@@ -94,22 +104,35 @@ class MetadataEncoding:
                 ages.append(age)
             sexes.add(sex)
             sites.add(site)
-            informative += age is not None or sex != UNKNOWN or site != UNKNOWN
+            numbers = [clean_age((record.get("features") or {}).get(c)) for c in columns]
+            for bucket, number in zip(values, numbers):
+                if number is not None:
+                    bucket.append(number)
+            informative += age is not None or sex != UNKNOWN or site != UNKNOWN or any(n is not None for n in numbers)
         if not informative:
             raise HamdataError(f"--metadata: the samples of {where} carry no metadata (age, sex and localization all "
                                "missing); train with --no-metadata")
         mean = float(np.mean(ages)) if ages else 0.0
         std = float(np.std(ages)) if len(ages) > 1 else 1.0
-        return cls(mean, std if std > 0 else 1.0, tuple(sorted(sexes)), tuple(sorted(sites)))
+        means = tuple(float(np.mean(v)) if v else 0.0 for v in values)
+        stds = tuple(float(np.std(v)) if len(v) > 1 and np.std(v) > 0 else 1.0 for v in values)
+        return cls(mean, std if std > 0 else 1.0, tuple(sorted(sexes)), tuple(sorted(sites)), "site", tuple(columns),
+                   means, stds)
 
     def to_dict(self) -> dict:
-        return {"age_mean": self.age_mean, "age_std": self.age_std, "sexes": list(self.sexes), "sites": list(self.sites),
-                "site_field": self.site_field}
+        record = {"age_mean": self.age_mean, "age_std": self.age_std, "sexes": list(self.sexes),
+                  "sites": list(self.sites), "site_field": self.site_field}
+        if self.columns:  # an encoding without columns stays the dict it always was
+            record.update(columns=list(self.columns), column_means=list(self.column_means),
+                          column_stds=list(self.column_stds))
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> "MetadataEncoding":
         return cls(float(record["age_mean"]), float(record["age_std"]), tuple(record["sexes"]), tuple(record["sites"]),
-                   record.get("site_field", "localization"))
+                   record.get("site_field", "localization"), tuple(record.get("columns", ())),
+                   tuple(float(v) for v in record.get("column_means", ())),
+                   tuple(float(v) for v in record.get("column_stds", ())))
 
     def unseen(self, sex, site) -> list[str]:
         """Values this encoding never saw in training (each is read as unknown), for a warning."""
@@ -120,9 +143,16 @@ class MetadataEncoding:
             found.append(f"site {clean_text(site)!r}")
         return found
 
-    def encode(self, age=None, sex=None, site=None) -> np.ndarray:
-        """float32 vector: [scaled age, age missing, one-hot sex, one-hot site]."""
+    def encode(self, age=None, sex=None, site=None, features: dict | None = None) -> np.ndarray:
+        """float32 vector: [scaled age, age missing, one-hot sex, one-hot site, (scaled value, missing) per column]."""
         vector = np.zeros(self.dim, dtype=np.float32)
+        base = 2 + len(self.sexes) + len(self.sites)
+        for k, (column, mean, std) in enumerate(zip(self.columns, self.column_means, self.column_stds)):
+            number = clean_age((features or {}).get(column))
+            if number is None:
+                vector[base + 2 * k + 1] = 1.0
+            else:
+                vector[base + 2 * k] = (number - mean) / std
         age = clean_age(age)
         if age is None:
             vector[1] = 1.0
@@ -134,7 +164,7 @@ class MetadataEncoding:
         return vector
 
     def encode_record(self, record: dict) -> np.ndarray:
-        return self.encode(record.get("age"), record.get("sex"), self.site_in(record))
+        return self.encode(record.get("age"), record.get("sex"), self.site_in(record), record.get("features"))
 
     def missing(self) -> np.ndarray:
         """The vector of a sample whose every field is missing."""

@@ -178,7 +178,8 @@ def prepare_image(path: Path, state: dict) -> torch.Tensor:
 
 
 def read_metadata_csv(path, images) -> dict[str, dict]:
-    """``--metadata CSV`` (image,age,sex,localization): the row of each image, matched by file name or stem."""
+    """``--metadata CSV`` (image,age,sex,localization, and any numeric columns the checkpoint fuses): the row of
+    each image, matched by file name or stem."""
     import pandas as pd
 
     try:
@@ -195,7 +196,10 @@ def read_metadata_csv(path, images) -> dict[str, dict]:
         row = rows.get(name) or rows.get(stem) or rows.get(str(image))
         if row is None:
             raise HamdataError(f"--metadata {path}: no row for image {name} (column image holds a file name or id)")
-        found[str(image)] = {"age": row["age"] or None, "sex": row["sex"], "localization": row["localization"]}
+        # any other column is a numeric feature a checkpoint fused with --metadata-columns (ISIC 2024 tbp_lv_*)
+        features = {c: row[c] for c in table.columns if c not in ("image", "age", "sex", "localization")}
+        found[str(image)] = {"age": row["age"] or None, "sex": row["sex"], "localization": row["localization"],
+                             "features": features}
     return found
 
 
@@ -209,6 +213,9 @@ def _metadata_vectors(state: dict, images, metadata: dict | None, echo) -> list[
     encoding = MetadataEncoding.from_dict(encoding)
     if not metadata:
         echo("note: a metadata-fusion checkpoint given no metadata: predicting as for missing age, sex and site")
+    absent = [c for c in encoding.columns if not any(c in (r.get("features") or {}) for r in (metadata or {}).values())]
+    if metadata and absent:
+        echo(f"warning: the checkpoint fuses {', '.join(absent)}, which --metadata does not give: read as missing")
     warned = set()
     vectors = []
     for image in images:

@@ -274,7 +274,7 @@ def _plan(config: TrainConfig, state: dict | None, dist: Dist, locks: contextlib
             "mean": card["train_stats"]["mean"], "std": card["train_stats"]["std"], "image_size": config.image_size,
             "shards_sha256": prints}
     if config.metadata:  # fitted on the build's train split; a resumed run keeps the encoding it trained with
-        data["metadata"] = state["data"]["metadata"] if state else fit_metadata(build, card)
+        data["metadata"] = state["data"]["metadata"] if state else fit_metadata(build, card, config.metadata_columns)
     meta = {"format": CHECKPOINT_FORMAT, "classes": list(card_classes(card)), "arch": config.arch, "config": config.to_dict(), "data": data}
     guard = ((str(build), tuple(prints["build"])),)
     if "train_set" in prints:

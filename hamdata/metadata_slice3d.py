@@ -1,0 +1,88 @@
+"""Parse ISIC 2024 (SLICE-3D): ``train-metadata.csv`` beside ``train-image.hdf5`` or ``train-image/image/``.
+
+The table, as the challenge ships it (55 columns; header and rows as printed by public solutions, e.g.
+danielkaijzer/Skin-Cancer-Classifier ``data/test-metadata.csv`` at 8fd716f, and counted in several EDA
+notebooks): ``isic_id,target,patient_id,age_approx,sex,anatom_site_general,clin_size_long_diam_mm,image_type,
+tbp_tile_type``, 34 ``tbp_lv_*`` columns, ``attribution,copyright_license,lesion_id,iddx_full,iddx_1..iddx_5,
+mel_mitotic_index,mel_thick_mm,tbp_lv_dnn_lesion_confidence``. 401,059 rows, 393 with target 1, 1,042 patients,
+379,001 rows without a lesion id (patients are what keeps such a split clean), every image ``TBP tile: close-up``.
+
+- Labels: ``iddx_1..5`` are the archive's diagnosis hierarchy (hamdata.hierarchy), deepest first; a malignancy
+  build takes ``target`` (1 malignant, 0 benign) first.
+- ``features``: the numeric measurements (``NUMERIC_COLUMNS``: ``clin_size_long_diam_mm`` and the ``tbp_lv_*``
+  numbers, not the two location names) as floats, None when missing; they travel in each sample's json.
+  ``mel_thick_mm`` and ``mel_mitotic_index`` are left out: only biopsied melanomas have them, so they would
+  give the label away.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import HamdataError
+from .hierarchy import diagnosis_candidates
+from .metadata import cell_text, check_image_ids, column_index, listing, parse_ages, read_table
+from .metadata_isic import fields, first_rows, raw_table, unseen_warnings
+
+TRAIN = "train-metadata.csv"
+IMAGES_HDF5 = "train-image.hdf5"
+IMAGES_FOLDER = ("train-image", "image")
+OWN_IMAGE_TYPES = ("TBP tile: close-up", "TBP tile: overview")  # the kind this collection is made of
+TBP_NUMERIC = (
+    "tbp_lv_A", "tbp_lv_Aext", "tbp_lv_B", "tbp_lv_Bext", "tbp_lv_C", "tbp_lv_Cext", "tbp_lv_H", "tbp_lv_Hext",
+    "tbp_lv_L", "tbp_lv_Lext", "tbp_lv_areaMM2", "tbp_lv_area_perim_ratio", "tbp_lv_color_std_mean", "tbp_lv_deltaA",
+    "tbp_lv_deltaB", "tbp_lv_deltaL", "tbp_lv_deltaLB", "tbp_lv_deltaLBnorm", "tbp_lv_eccentricity",
+    "tbp_lv_minorAxisMM", "tbp_lv_nevi_confidence", "tbp_lv_norm_border", "tbp_lv_norm_color", "tbp_lv_perimeterMM",
+    "tbp_lv_radial_color_std_max", "tbp_lv_stdL", "tbp_lv_stdLExt", "tbp_lv_symm_2axis", "tbp_lv_symm_2axis_angle",
+    "tbp_lv_x", "tbp_lv_y", "tbp_lv_z", "tbp_lv_dnn_lesion_confidence",
+)
+NUMERIC_COLUMNS = ("clin_size_long_diam_mm",) + TBP_NUMERIC
+IDDX = tuple(f"iddx_{i}" for i in range(1, 6))
+COLUMNS = ("isic_id", "target", "patient_id", "lesion_id", "age_approx", "sex", "anatom_site_general", "image_type",
+           "tbp_tile_type") + IDDX + NUMERIC_COLUMNS
+REQUIRED = ("isic_id", "target", "patient_id")
+_TARGET = {"1": "malignant", "0": "benign", "1.0": "malignant", "0.0": "benign"}
+
+
+def is_slice3d_table(names: set[str]) -> bool:
+    """Whether a header (lower-case names) is SLICE-3D's train-metadata.csv."""
+    return {"isic_id", "target", "patient_id", "tbp_lv_a"} <= names
+
+
+def parse_slice3d(path: Path) -> tuple[pd.DataFrame, list[dict], list[str], tuple[str, ...]]:
+    """The raw table (hamdata.metadata_isic.RAW_COLUMNS + ``features``, a float row per image) of
+    train-metadata.csv, its repeated ids, warnings, and the names of the feature columns."""
+    df, rows, warnings = read_table(path)
+    wanted = tuple(c.lower() for c in COLUMNS)
+    index = column_index(df.columns, wanted, REQUIRED, path)
+    names = [cell_text(v) for v in df.iloc[:, index["isic_id"]]]
+    check_image_ids(names, rows, path)
+    col = fields(df, index, wanted[1:])
+    bad = [f"row {r} ({t!r})" for r, t in zip(rows, col["target"]) if t not in _TARGET]
+    if bad:
+        raise HamdataError(f"{path}: bad target in {listing(bad)}: expected 0 or 1")
+    diagnoses = list(zip(*(col[c] for c in IDDX)))
+    warnings += unseen_warnings(path, "iddx_1..5", diagnoses, "diagnosis")
+    present = [c for c in NUMERIC_COLUMNS if c.lower() in index]
+    # One float matrix (NaN: missing), a row view per image: 401,059 dicts of 34 floats would take half a GiB.
+    matrix = np.full((len(rows), len(present)), np.nan)
+    for j, c in enumerate(present):
+        numbers = pd.to_numeric(pd.Series(col[c.lower()], dtype=object).replace("", np.nan), errors="coerce")
+        bad = [f"row {rows[k]} ({col[c.lower()][k]!r})" for k in np.flatnonzero(numbers.isna().to_numpy())
+               if col[c.lower()][k]]
+        if bad:
+            raise HamdataError(f"{path}: {c} in {listing(bad)} is not a number: expected a number or an empty cell")
+        matrix[:, j] = numbers.to_numpy(dtype=float)
+    features = list(matrix)
+    table = raw_table(
+        names, rows, labels=[diagnosis_candidates(d) for d in diagnoses],
+        malignancy=[_TARGET[t] for t in col["target"]], lesion_id=col["lesion_id"], patient_id=col["patient_id"],
+        age=parse_ages(col["age_approx"], rows, path), sex=col["sex"], localization=col["anatom_site_general"],
+        image_type=col["image_type"],
+    )
+    table["features"] = features
+    table, repeats = first_rows(table)
+    return table, repeats, warnings, tuple(present)
