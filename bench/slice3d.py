@@ -77,7 +77,7 @@ def write_input(data: Path, n: int, seed: int = 0) -> None:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(HEADER)
         for k in range(n):
-            image_id = f"ISIC_{k:07d}"
+            image_id = f"ISIC_{1_000_000 + k:07d}"  # never a HAM10000 id (ISIC_0024306 .. ISIC_0034320)
             row = [""] * len(HEADER)
             bad = k in malignant
             row[col["isic_id"]], row[col["target"]] = image_id, "1" if bad else "0"

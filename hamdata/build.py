@@ -28,7 +28,8 @@ from .errors import HamdataError
 from .groups import UnionFind, make_groups
 from .metadata_isic2020 import LIST_EVIDENCE
 from .inputs import DEFAULT_IMAGE_TYPES, check_image_types, open_inputs
-from .manifest import MANIFEST_NAME, ManifestWriter, card_skeleton, count_table, write_card, write_info
+from .manifest import (MANIFEST_NAME, TABULAR_FORMAT, ManifestWriter, card_skeleton, count_table, write_card,
+                       write_info)
 from .parallel import ordered_map
 from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
 from .shards import INPUT_FIELDS, ShardWriter, sample_json
@@ -351,6 +352,8 @@ def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConf
                  progress: bool) -> tuple[dict, dict]:
     card = card_skeleton("build", cfg.to_dict(), classes)
     tabular = bool(len(kept)) and kept["features"].notna().any()  # format 3: an input with measurements
+    if tabular:
+        card["format_version"] = TABULAR_FORMAT
     ordered = sample_order(kept, split, cfg.split.seed)
     rows, tasks = {}, []
     for name, part in ordered:

@@ -18,6 +18,7 @@ _PLAIN_MIN = 0.75                     # cosine there below which a candidate pai
 _LSH_BITS = 18                        # bits per band
 _LSH_BANDS = 200                      # bands; a pair is a candidate when all bits of one band agree
 _LSH_SEED = 20240611
+_CHUNK = 65536                        # rows turned to float64 at once
 
 
 def whiten(ident: np.ndarray) -> np.ndarray:
@@ -25,9 +26,14 @@ def whiten(ident: np.ndarray) -> np.ndarray:
     subspace. The mean, the covariance and every projection are exact integer arithmetic (below 2**53), and
     the eigenvectors come from that exact matrix, so a row's coordinates never depend on the row order."""
     n = len(ident)
-    x = ident.astype(np.float64)
-    total = x.sum(axis=0)
-    cov = (x.T @ x - np.outer(total, total) / n) / n
+    # In chunks: every partial sum is an exact integer below 2**53, so chunking changes no bit, and a float64
+    # copy of all N descriptors (600 MB at 401,059) is never made.
+    total = ident.sum(axis=0, dtype=np.int64).astype(np.float64)
+    gram = np.zeros((ident.shape[1], ident.shape[1]))
+    for k in range(0, n, _CHUNK):
+        x = ident[k:k + _CHUNK].astype(np.float64)
+        gram += x.T @ x
+    cov = (gram - np.outer(total, total) / n) / n
     values, vectors = np.linalg.eigh(cov)
     top = np.argsort(values)[::-1][:_WHITEN_DIMS]
     floor = min(max(200.0 / n, _WHITEN_FLOOR[0]), _WHITEN_FLOOR[1])
@@ -35,7 +41,8 @@ def whiten(ident: np.ndarray) -> np.ndarray:
     proj = np.rint(proj * (1024.0 / np.abs(proj).max()))
     # Centred on the mean shrunk towards 0 (weight n / (n + _SHRINK)): with few rows the mean is mostly the
     # rows themselves, and a picture and its copy would land on opposite sides of it.
-    z = (x * (n + _SHRINK) - total) @ proj
+    z = np.concatenate([(ident[k:k + _CHUNK].astype(np.float64) * (n + _SHRINK) - total) @ proj
+                        for k in range(0, n, _CHUNK)])
     return np.rint(z * (2.0 ** 22 / max(np.abs(z).max(), 1.0)))
 
 

@@ -43,21 +43,24 @@ def fingerprint_file(locator: str) -> np.ndarray | None:
 
 def fingerprints(locators: list[str], workers: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """(rows that have a fingerprint, their fingerprints), in the order of `locators`."""
-    rows, vectors = [], []
+    # One preallocated array: a list of 401,059 small arrays, stacked at the end, would hold both at once.
+    vectors = np.zeros((len(locators), dedup.FINGERPRINT_SIZE), dtype=np.uint8)
+    found = np.zeros(len(locators), dtype=bool)
     bar = tqdm(total=len(locators), unit="img", desc="duplicates", disable=not progress, dynamic_ncols=True)
-    results = ordered_map(_indexed, list(enumerate(locators)), workers)
+    results = ordered_map(_indexed, enumerate(locators), workers)
     try:
         for index, vector in results:
             bar.update(1)
             if vector is not None:
-                rows.append(index)
-                vectors.append(vector)
+                vectors[index] = vector
+                found[index] = True
     finally:
         results.close()
         bar.close()
-    if not vectors:
+    if not found.any():
         return np.zeros(0, dtype=np.int64), np.zeros((0, 1), dtype=np.float32)
-    return np.asarray(rows, dtype=np.int64), np.stack(vectors)
+    rows = np.flatnonzero(found).astype(np.int64)
+    return rows, (vectors if found.all() else vectors[rows])
 
 
 def _indexed(item: tuple[int, str]):

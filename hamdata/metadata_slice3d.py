@@ -24,7 +24,7 @@ import pandas as pd
 
 from .errors import HamdataError
 from .hierarchy import diagnosis_candidates
-from .metadata import cell_text, check_image_ids, column_index, listing, parse_ages, read_table
+from .metadata import cell_text, check_image_ids, listing, parse_ages
 from .metadata_isic import fields, first_rows, raw_table, unseen_warnings
 
 TRAIN = "train-metadata.csv"
@@ -52,37 +52,67 @@ def is_slice3d_table(names: set[str]) -> bool:
     return {"isic_id", "target", "patient_id", "tbp_lv_a"} <= names
 
 
+def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The wanted columns of train-metadata.csv: text as str (missing by the one rule), numbers as float64 (NaN).
+
+    pandas' C parser, not hamdata.metadata.read_table: 401,059 rows x 55 cells as Python strings would take
+    over a GiB; numbers parsed straight into arrays take 110 MB."""
+    try:
+        head = pd.read_csv(path, nrows=0, encoding="utf-8-sig")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise HamdataError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    by_name = {str(c).strip().lower(): c for c in head.columns}
+    missing = [c for c in REQUIRED if c not in by_name]
+    if missing:
+        raise HamdataError(f"{path}: missing column {', '.join(missing)}: expected ISIC 2024's train-metadata.csv "
+                           f"(isic_id, target, patient_id, ..., tbp_lv_*, ..., iddx_1 .. iddx_5)")
+    text = [c for c in COLUMNS if c not in NUMERIC_COLUMNS and c.lower() in by_name]
+    numeric = [c for c in NUMERIC_COLUMNS if c.lower() in by_name]
+    try:
+        df = pd.read_csv(path, usecols=[by_name[c.lower()] for c in text + numeric], encoding="utf-8-sig",
+                         dtype={by_name[c.lower()]: str for c in text}, keep_default_na=False,
+                         na_values={by_name[c.lower()]: ["", "nan", "NaN", "None", "null", "NA"] for c in numeric})
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise HamdataError(f"{path}: unreadable ({str(e).splitlines()[0]}): expected a comma-separated table with "
+                           f"the header of ISIC 2024's train-metadata.csv") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    for c in numeric:
+        column = df[c.lower()]
+        if column.dtype.kind not in "fiu":
+            numbers = pd.to_numeric(column, errors="coerce")
+            bad = [f"row {k + 1} ({column.iat[k]!r})" for k in np.flatnonzero(numbers.isna().to_numpy())
+                   if str(column.iat[k]).strip()]
+            if bad:
+                raise HamdataError(f"{path}: {c} in {listing(bad)} is not a number: expected a number or an empty "
+                                   f"cell")
+            df[c.lower()] = numbers
+    return df, numeric
+
+
 def parse_slice3d(path: Path) -> tuple[pd.DataFrame, list[dict], list[str], tuple[str, ...]]:
     """The raw table (hamdata.metadata_isic.RAW_COLUMNS + ``features``, a float row per image) of
     train-metadata.csv, its repeated ids, warnings, and the names of the feature columns."""
-    df, rows, warnings = read_table(path)
-    wanted = tuple(c.lower() for c in COLUMNS)
-    index = column_index(df.columns, wanted, REQUIRED, path)
-    names = [cell_text(v) for v in df.iloc[:, index["isic_id"]]]
+    df, numeric = _read(path)
+    rows = list(range(1, len(df) + 1))
+    if not rows:
+        raise HamdataError(f"{path} has a header but no data rows: expected one row per image")
+    names = [cell_text(v) for v in df["isic_id"]]
     check_image_ids(names, rows, path)
-    col = fields(df, index, wanted[1:])
+    index = {c: i for i, c in enumerate(df.columns)}
+    col = fields(df, index, [c.lower() for c in COLUMNS if c not in NUMERIC_COLUMNS and c != "isic_id"])
     bad = [f"row {r} ({t!r})" for r, t in zip(rows, col["target"]) if t not in _TARGET]
     if bad:
         raise HamdataError(f"{path}: bad target in {listing(bad)}: expected 0 or 1")
     diagnoses = list(zip(*(col[c] for c in IDDX)))
-    warnings += unseen_warnings(path, "iddx_1..5", diagnoses, "diagnosis")
-    present = [c for c in NUMERIC_COLUMNS if c.lower() in index]
+    warnings = unseen_warnings(path, "iddx_1..5", diagnoses, "diagnosis")
     # One float matrix (NaN: missing), a row view per image: 401,059 dicts of 34 floats would take half a GiB.
-    matrix = np.full((len(rows), len(present)), np.nan)
-    for j, c in enumerate(present):
-        numbers = pd.to_numeric(pd.Series(col[c.lower()], dtype=object).replace("", np.nan), errors="coerce")
-        bad = [f"row {rows[k]} ({col[c.lower()][k]!r})" for k in np.flatnonzero(numbers.isna().to_numpy())
-               if col[c.lower()][k]]
-        if bad:
-            raise HamdataError(f"{path}: {c} in {listing(bad)} is not a number: expected a number or an empty cell")
-        matrix[:, j] = numbers.to_numpy(dtype=float)
-    features = list(matrix)
+    matrix = df[[c.lower() for c in numeric]].to_numpy(dtype=np.float64) if numeric else np.zeros((len(df), 0))
     table = raw_table(
         names, rows, labels=[diagnosis_candidates(d) for d in diagnoses],
         malignancy=[_TARGET[t] for t in col["target"]], lesion_id=col["lesion_id"], patient_id=col["patient_id"],
         age=parse_ages(col["age_approx"], rows, path), sex=col["sex"], localization=col["anatom_site_general"],
         image_type=col["image_type"],
     )
-    table["features"] = features
+    table["features"] = list(matrix)
     table, repeats = first_rows(table)
-    return table, repeats, warnings, tuple(present)
+    return table, repeats, warnings, tuple(numeric)

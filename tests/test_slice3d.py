@@ -105,6 +105,7 @@ def test_the_real_layout_builds_every_row_once_from_the_hdf5_file(tmp_path):
     assert {k: s["dx"] for k, s in got.items()} == {r[0]: "malignant" if r[1] == "1" else "benign" for r in rows}
     card = json.loads((out / "dataset.json").read_text())
     assert card["inputs"][0]["layout"] == "isic2024" and card["left_out"] == {}  # TBP tiles are its own kind
+    assert card["format_version"] == 3  # samples with image_type and features
     patients = {}
     for s in got.values():
         patients.setdefault(s["patient_id"], set()).add(s["split"])
