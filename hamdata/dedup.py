@@ -436,6 +436,7 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 _IDENT_MIN = 0.85                     # rank correlation without views below which a candidate is dropped
 _CHUNK = 16384                        # images whose thumbnails are made at once
+_PAIR_CHUNK = 65536                   # candidate pairs scored at once
 
 
 def find_duplicates(fingerprints: np.ndarray, stats: dict | None = None) -> list[tuple[int, int, float]]:
@@ -482,11 +483,17 @@ def find_duplicates(fingerprints: np.ndarray, stats: dict | None = None) -> list
         ia, ib = ia[keep], ib[keep]
     plain = time.perf_counter()
     if len(ia):
-        # Thumbnails of the images in candidate pairs only (elementwise ops: the same values as of all of them).
-        used, local = np.unique(np.concatenate([ia, ib]), return_inverse=True)
-        la, lb = local[:len(ia)], local[len(ia):]
-        thumbs = _as_stack(uniq[used])
-        sim, rank, fit = _scores(uniq[used], thumbs, _smooth(thumbs, _DESC_BLUR), ident[used], la, lb)
+        # Pairs in chunks, each with the thumbnails of its own images only: every score is a function of its pair
+        # alone (elementwise ops), so the chunks give the same values as one pass, in bounded memory.
+        parts = []
+        for k in range(0, len(ia), _PAIR_CHUNK):
+            ca, cb = ia[k:k + _PAIR_CHUNK], ib[k:k + _PAIR_CHUNK]
+            used, local = np.unique(np.concatenate([ca, cb]), return_inverse=True)
+            thumbs = _as_stack(uniq[used])
+            parts.append(_scores(uniq[used], thumbs, _smooth(thumbs, _DESC_BLUR), ident[used], local[:len(ca)],
+                                 local[len(ca):]))
+            del thumbs
+        sim, rank, fit = (np.concatenate(column) for column in zip(*parts))
         hit = sim >= THRESHOLD
         for u, v, score in zip(ia[hit], ib[hit], sim[hit]):
             found.extend((int(min(a, b)), int(max(a, b)), float(score)) for a in members[u] for b in members[v])

@@ -203,3 +203,22 @@ def test_wrong_images_get_a_one_line_error(bad):
 def test_method_is_named():
     assert isinstance(dedup.METHOD, str) and dedup.METHOD
     assert -1 < dedup.THRESHOLD < 1
+
+
+def test_chunks_of_images_and_of_pairs_change_no_score(monkeypatch):
+    """The search makes thumbnails, whitens and scores in chunks (bounded memory at ISIC 2024's 401,059 images):
+    chunks of 7 images and of 5 pairs give the same pairs with bit-identical scores, and the same work, as one pass."""
+    from hamdata import dedup_candidates
+
+    fps = _small_set()
+    whole, whole_stats = dedup.find_duplicates(fps), {}
+    dedup.find_duplicates(fps, whole_stats)
+    assert whole and whole_stats["ranked"] > 5
+    monkeypatch.setattr(dedup, "_CHUNK", 7)
+    monkeypatch.setattr(dedup, "_PAIR_CHUNK", 5)
+    monkeypatch.setattr(dedup_candidates, "_CHUNK", 7)
+    chunked_stats = {}
+    assert dedup.find_duplicates(fps, chunked_stats) == whole
+    drop = ("candidates_s", "verify_s")
+    assert {k: v for k, v in chunked_stats.items() if k not in drop} == {k: v for k, v in whole_stats.items()
+                                                                          if k not in drop}
