@@ -478,7 +478,9 @@ def find_duplicates(fingerprints: np.ndarray, stats: dict | None = None) -> list
         ia, ib = codes // n, codes % n
         del codes
         work["whitened"] = len(ia)
-        dots = np.einsum("pd,pd->p", ident[ia].astype(np.float32), ident[ib].astype(np.float32))   # exact
+        dots = np.concatenate([np.einsum("pd,pd->p", ident[ia[k:k + _PAIR_CHUNK]].astype(np.float32),   # exact,
+                                         ident[ib[k:k + _PAIR_CHUNK]].astype(np.float32))      # in chunks
+                               for k in range(0, len(ia), _PAIR_CHUNK)] or [np.empty(0, np.float32)])
         keep = dots >= _IDENT_MIN * _RANK_NORM
         ia, ib = ia[keep], ib[keep]
     plain = time.perf_counter()

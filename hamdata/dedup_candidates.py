@@ -52,8 +52,9 @@ def _planes(dims: int) -> np.ndarray:
     return np.clip(np.rint(rng.standard_normal((dims, _LSH_BANDS * _LSH_BITS)) * 40.0), -127, 127)
 
 
-def _bucket_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i, j), i < j, of rows with equal keys."""
+def _bucket_pair_steps(keys: np.ndarray):
+    """The pairs (i, j), i < j, of rows with equal keys, one step of the sorted runs at a time (at most N pairs
+    each): a band whose buckets are large holds far more pairs than rows, and never all at once."""
     n = len(keys)
     order = np.argsort(keys, kind="stable")
     ordered = keys[order]
@@ -61,18 +62,13 @@ def _bucket_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sizes = np.diff(np.r_[starts, n])
     run_end = np.repeat(starts + sizes, sizes)
     active = np.flatnonzero(np.repeat(sizes, sizes) >= 2)
-    first, second = [], []
     step = 1
     while active.size:
         active = active[active + step < run_end[active]]
         if active.size:
             a, b = order[active], order[active + step]
-            first.append(np.minimum(a, b))
-            second.append(np.maximum(a, b))
+            yield np.minimum(a, b), np.maximum(a, b)
         step += 1
-    if not first:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(first), np.concatenate(second)
 
 
 def candidate_codes(z: np.ndarray, stats: dict) -> np.ndarray:
@@ -85,14 +81,14 @@ def candidate_codes(z: np.ndarray, stats: dict) -> np.ndarray:
     found, emitted = [], 0
     for band in range(_LSH_BANDS):
         keys = ((z @ planes[:, band * _LSH_BITS:(band + 1) * _LSH_BITS]) > 0).astype(np.int64) @ weights
-        a, b = _bucket_pairs(keys)
-        emitted += len(a)
-        for start in range(0, len(a), 1 << 18):
-            pa, pb = a[start:start + (1 << 18)], b[start:start + (1 << 18)]
-            cos = (z[pa] * z[pb]).sum(axis=1) / np.maximum(norms[pa] * norms[pb], 1.0)
-            keep = cos >= _PLAIN_MIN
-            found.append(pa[keep] * n + pb[keep])
-        if len(found) > 64:
-            found = [np.unique(np.concatenate(found))]
+        for a, b in _bucket_pair_steps(keys):
+            emitted += len(a)
+            for start in range(0, len(a), 1 << 18):
+                pa, pb = a[start:start + (1 << 18)], b[start:start + (1 << 18)]
+                cos = (z[pa] * z[pb]).sum(axis=1) / np.maximum(norms[pa] * norms[pb], 1.0)
+                keep = cos >= _PLAIN_MIN
+                found.append(pa[keep] * n + pb[keep])
+            if len(found) > 64:
+                found = [np.unique(np.concatenate(found))]
     stats["emitted"] = emitted
     return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
