@@ -117,7 +117,7 @@ def build_shards_cmd(data, out, class_set, image_types, label_map, keep_duplicat
     cfg = BuildConfig(
         data=tuple(data), out=out, format=fmt, quality=quality, shard_size=shard_size, on_error=on_error,
         allow_missing=allow_missing, classes=class_set, label_map=label_map, find_duplicates=not no_duplicate_search,
-        image_types=None if image_types.strip().lower() == "all" else image_types,
+        image_types=image_types,  # "all" is None: BuildConfig reads it through inputs.check_image_types
         keep_duplicates=keep_duplicates,
         preprocess=PreprocessConfig(hair_removal=not no_hair_removal, clahe=not no_clahe, size=parse_size(size)),
         split=SplitConfig(val=val, test=test_frac, seed=seed, manifest=split_manifest, fresh=fresh_split),

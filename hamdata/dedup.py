@@ -364,6 +364,12 @@ def _ranks(blurred: np.ndarray, index: np.ndarray, params: np.ndarray) -> np.nda
     return (2 * ranks - (_DESC_SIZE - 1)).astype(np.int16)
 
 
+def _descriptors(fingerprints: np.ndarray) -> np.ndarray:
+    """The rank descriptors (P, 192) of fingerprints, unmapped (the identity view)."""
+    count = len(fingerprints)
+    return _ranks(_smooth(_as_stack(fingerprints), _DESC_BLUR), np.arange(count), _identity(count))
+
+
 def _rank_scores(blurred: np.ndarray, ident: np.ndarray, ia: np.ndarray, ib: np.ndarray,
                  chunk: int = 16384) -> np.ndarray:
     """Multi-view rank correlation of each pair: the best over _VIEWS of the correlation of one image's
@@ -471,9 +477,7 @@ def find_duplicates(fingerprints: np.ndarray, stats: dict | None = None) -> list
     sim = rank = fit = np.empty(0)
     if n >= 2:
         # Per image, in chunks: N float32 thumbnails and their blur would take 2.5 GB at ISIC 2024's 401,059.
-        ident = np.concatenate([_ranks(_smooth(_as_stack(uniq[k:k + _CHUNK]), _DESC_BLUR),
-                                       np.arange(len(uniq[k:k + _CHUNK])), _identity(len(uniq[k:k + _CHUNK])))
-                                for k in range(0, n, _CHUNK)])
+        ident = np.concatenate([_descriptors(uniq[k:k + _CHUNK]) for k in range(0, n, _CHUNK)])
         codes = candidate_codes(whiten(ident), work)
         ia, ib = codes // n, codes % n
         del codes

@@ -17,7 +17,7 @@ the site table adds the build's site (hamdata.vocabulary.SITES) of every node.
   ``acral palms or soles`` and ``oral or genital`` win over the path (the archive's
   own ``palms/soles`` and ``oral/genital`` of the old ``anatom_site_general``).
 - ``unseen(levels, kind)``: the first level of a path that the tree does not
-  hold, for the one warning per value that tells a user the archive grew.
+  hold (and its depth), for the one warning per value that tells a user the archive grew.
 """
 
 from __future__ import annotations
@@ -92,13 +92,14 @@ def diagnosis_candidates(levels) -> tuple[str, ...]:
     return tuple(v for v in reversed(tuple(levels)) if v)
 
 
-def unseen(levels, kind: str) -> str | None:
-    """The first level of a path (diagnosis or site) that the published tree does not hold, or None."""
+def unseen(levels, kind: str) -> tuple[str, int] | None:
+    """The first level of a path (diagnosis or site) that the published tree does not hold, and its depth
+    (0: the top level, which has no parent to read through), or None."""
     known = _lower(kind)
     path = tuple(_key(v) for v in path_of(levels))
     for depth in range(1, len(path) + 1):
         if path[:depth] not in known:
-            return path_of(levels)[depth - 1]
+            return path_of(levels)[depth - 1], depth - 1
     return None
 
 

@@ -103,13 +103,9 @@ def _image_types(df: pd.DataFrame, source: Source, index: int, image_types, left
     chosen = {t.lower() for t in (*image_types, *source.own_image_types)}
     kinds = df["image_type"].fillna("").astype(str)
     keep = kinds.map(lambda t: not t or t.lower() in chosen)
-    per = left_out.setdefault(source.collection, {}) if not keep.all() else {}
+    reason = f"image type not chosen (--image-types {','.join(image_types)})"
     for kind, n in kinds[~keep].value_counts().sort_index().items():
-        entry = per.setdefault(kind, {"rows": 0, "reason": f"image type not chosen (--image-types "
-                                                            f"{','.join(image_types)})", "inputs": []})
-        entry["rows"] += int(n)
-        if index not in entry["inputs"]:
-            entry["inputs"].append(index)
+        _tally(left_out, source.collection, kind, reason, int(n), index)
     return keep
 
 
@@ -136,13 +132,18 @@ def _map_labels(df: pd.DataFrame, source: Source, index: int, label_map: LabelMa
             f"{label_map.class_set} label map: add collection,label,class rows with --label-map FILE "
             f"(empty class drops the label), or pass --on-error skip to skip those rows"
         )
-    per = unmapped.setdefault(source.collection, {}) if counts else {}
     for (label, reason), n in sorted(counts.items()):
-        entry = per.setdefault(label, {"rows": 0, "reason": reason, "inputs": []})
-        entry["rows"] += n
-        if index not in entry["inputs"]:
-            entry["inputs"].append(index)
+        _tally(unmapped, source.collection, label, reason, n, index)
     return pd.Series(classes, index=df.index, dtype=object)
+
+
+def _tally(counts: dict, collection: str, value: str, reason: str, rows: int, index: int) -> None:
+    """Count `rows` rows of input `index` not taken, under counts[collection][value] (dataset.json ``unmapped``
+    and ``left_out``: {"rows", "reason", "inputs"})."""
+    entry = counts.setdefault(collection, {}).setdefault(value, {"rows": 0, "reason": reason, "inputs": []})
+    entry["rows"] += rows
+    if index not in entry["inputs"]:
+        entry["inputs"].append(index)
 
 
 def _unify(df: pd.DataFrame, source: Source, index: int, warnings: list[str]) -> pd.DataFrame:

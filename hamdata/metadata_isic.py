@@ -90,10 +90,9 @@ def unseen_warnings(path: Path, columns: str, paths, kind: str) -> list[str]:
     """One warning per hierarchy value that the published tree does not hold (read through its parent)."""
     counts: dict[tuple, int] = {}
     for levels in paths:
-        value = unseen(levels, kind)
-        if value is not None:
-            key = (value, tuple(levels).index(value) if value in levels else 0)  # depth 0: no parent to read
-            counts[key] = counts.get(key, 0) + 1
+        found = unseen(levels, kind)
+        if found is not None:
+            counts[found] = counts.get(found, 0) + 1
     return [f"{path}: {columns} value {value!r} ({n} rows) is not in the ISIC {kind} hierarchy hamdata ships: "
             + ("read through its parent level" if depth else f"read as unknown{' site' if kind == 'site' else ''}")
             for (value, depth), n in sorted(counts.items())]

@@ -9,7 +9,6 @@ fractions, and misses 70/15/15 by more than a point on the rare classes).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 
 from .classes import CLASSES
 from .errors import HamdataError
+from .vocabulary import shipped_file
 
 SPLITS = ("train", "val", "test")
 CANONICAL_NAME = "ham10000_split.csv"
@@ -133,11 +133,7 @@ def split_fractions(df: pd.DataFrame) -> pd.DataFrame:
 
 def canonical_path() -> Path | None:
     """Where the canonical split file lies: beside the code, or installed as package data."""
-    for base in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "hamdata"):
-        path = base / "manifests" / CANONICAL_NAME
-        if path.is_file():
-            return path
-    return None
+    return shipped_file(CANONICAL_NAME)
 
 
 def make_canonical(metadata: pd.DataFrame) -> pd.DataFrame:

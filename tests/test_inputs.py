@@ -47,7 +47,9 @@ def ham_flat(root: Path, rows, seed: int = 0) -> Path:
 
 
 def isic2019(root: Path, rows, seed: int = 1) -> Path:
-    """An ISIC 2019 Task 1 folder: rows (image name, label column, lesion_id, site)."""
+    """An ISIC 2019 Task 1 folder: rows (image name, label column, lesion_id, site). Headers as the challenge
+    publishes them: ISIC_2019_Training_GroundTruth.csv (image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK) and
+    ISIC_2019_Training_Metadata.csv (image,age_approx,anatom_site_general,lesion_id,sex)."""
     images = root / "ISIC_2019_Training_Input"
     images.mkdir(parents=True)
     labels = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
@@ -63,7 +65,10 @@ def isic2019(root: Path, rows, seed: int = 1) -> Path:
 
 def archive(root: Path, rows, seed: int = 2, diagnosis: bool = True, top: str = "Benign") -> Path:
     """An isic-cli export of 2024-2025 (diagnosis_1..3 beside benign_malignant and anatom_site_general): rows
-    (isic_id, diagnosis_2, diagnosis_3, lesion_id, patient_id), diagnosis_1 `top`."""
+    (isic_id, diagnosis_2, diagnosis_3, lesion_id, patient_id), diagnosis_1 `top`. The header follows the writer,
+    ImageMarkup/isic-cli isic_cli/cli/utils.py::_extract_metadata (3072b15): isic_id, attribution,
+    copyright_license, then the fields some row fills, sorted (tests/test_published_formats.py has the full
+    headers of each era)."""
     root.mkdir(parents=True)
     table = []
     for k, (image, d2, d3, lesion, patient) in enumerate(rows):

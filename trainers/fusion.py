@@ -52,15 +52,15 @@ def clean_text(value) -> str:
     return text or UNKNOWN
 
 
-def clean_age(value) -> float | None:
-    """An age cell as a finite float, or None when it is missing or not a number."""
+def clean_number(value) -> float | None:
+    """An age or numeric-column cell as a finite float, or None when it is missing or not a number."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        age = float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
-    return age if math.isfinite(age) else None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,12 @@ class MetadataEncoding:
         informative = 0
         reader = cls(0.0, 1.0, (), ())
         for record in records:
-            age, sex, site = clean_age(record.get("age")), clean_text(record.get("sex")), reader.site_in(record)
+            age, sex, site = clean_number(record.get("age")), clean_text(record.get("sex")), reader.site_in(record)
             if age is not None:
                 ages.append(age)
             sexes.add(sex)
             sites.add(site)
-            numbers = [clean_age((record.get("features") or {}).get(c)) for c in columns]
+            numbers = [clean_number((record.get("features") or {}).get(c)) for c in columns]
             for bucket, number in zip(values, numbers):
                 if number is not None:
                     bucket.append(number)
@@ -148,12 +148,12 @@ class MetadataEncoding:
         vector = np.zeros(self.dim, dtype=np.float32)
         base = 2 + len(self.sexes) + len(self.sites)
         for k, (column, mean, std) in enumerate(zip(self.columns, self.column_means, self.column_stds)):
-            number = clean_age((features or {}).get(column))
+            number = clean_number((features or {}).get(column))
             if number is None:
                 vector[base + 2 * k + 1] = 1.0
             else:
                 vector[base + 2 * k] = (number - mean) / std
-        age = clean_age(age)
+        age = clean_number(age)
         if age is None:
             vector[1] = 1.0
         else:
