@@ -15,16 +15,45 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.abc
 import os
 import random
+import sys
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # its import would otherwise query PyPI
+import cv2
+import numpy as np
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+from .errors import HamdataError
 
-from .errors import HamdataError  # noqa: E402
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("not needed by hamdata.augment")
+        return None
+
+
+def _albumentations():
+    """albumentations, without its PyTorch helpers unless torch is loaded already.
+
+    Its __init__ imports ``albumentations.pytorch`` (ToTensorV2) whenever torch is importable, and skips it on
+    ImportError; this module never uses it, and torch would cost every balance worker 450 MiB and 4 s. The
+    guard lasts for this one import; a later ``import torch`` works as always.
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # its import would otherwise query PyPI
+    if "torch" in sys.modules or "albumentations" in sys.modules:
+        import albumentations
+        return albumentations
+    guard = _NoTorch()
+    sys.meta_path.insert(0, guard)
+    try:
+        import albumentations
+    finally:
+        sys.meta_path.remove(guard)
+    return albumentations
+
+
+A = _albumentations()
 
 POLICY_VERSION = 1
 POLICIES = ("light", "strong")

@@ -176,17 +176,21 @@ class ImageRef:
             return handle.read(self.size)
 
 
-def index_train_shards(build: Path, card: dict) -> tuple[dict[str, ImageRef], dict[str, bytes]]:
-    """Image locations and json members of every train sample of the build.
+def index_train_shards(build: Path, card: dict, wanted: set[str] | None = None) -> tuple[dict[str, ImageRef], dict[str, bytes]]:
+    """Image locations and json members of the train samples of the build (of the keys in `wanted`, or all).
 
     A damaged or truncated tar is an error (shards.iter_members checks every tar to its end);
-    images are only located here, and read when they are written or copied.
+    images are only located here, and read when they are written or copied. Only the wanted samples are
+    kept: the json of all 280,741 train samples of an ISIC 2024 build (its measurements) would take 420 MiB.
     """
     images, metas = {}, {}
     for entry in shards_of(card, "train"):
         path = build / entry["path"]
         try:
-            for member in iter_members(path, read=lambda key, ext: ext == "json"):
+            want = (lambda key, ext: ext == "json") if wanted is None else (lambda key, ext: ext == "json" and key in wanted)
+            for member in iter_members(path, read=want):
+                if wanted is not None and member.key not in wanted:
+                    continue
                 if member.ext in IMAGE_EXTS:
                     images[member.key] = ImageRef(str(path), member.offset, member.size, member.ext)
                 elif member.ext == "json":
@@ -244,7 +248,7 @@ def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, ov
 def _balance(build: Path, card: dict, train, cfg: BalanceConfig, target_dir: Path, workspace: Workspace, workers: int,
              progress: bool, started: float) -> dict:
     plan = plan_balance(train, cfg, card_classes(card))
-    images, metas = index_train_shards(build, card)
+    images, metas = index_train_shards(build, card, {s.origin for s in plan.samples})
     absent = sorted({s.origin for s in plan.samples} - (images.keys() & metas.keys()))
     if absent:
         raise HamdataError(f"{build}: {len(absent)} train samples of {MANIFEST_NAME} are in no train shard "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import os
 import time
@@ -21,19 +22,19 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import dedup
+from . import dedup, memory
 from .classes import CLASS_SETS, DEFAULT_CLASS_SET, label_of, resolve_class_set
 from .duplicates import fingerprints, settle
 from .errors import HamdataError
 from .groups import UnionFind, make_groups
 from .metadata_isic2020 import LIST_EVIDENCE
 from .inputs import DEFAULT_IMAGE_TYPES, check_image_types, open_inputs
-from .manifest import (MANIFEST_NAME, TABULAR_FORMAT, ManifestWriter, card_skeleton, count_table, write_card,
+from .manifest import (MANIFEST_NAME, TABULAR_FORMAT, ManifestWriter, card_skeleton, write_card,
                        write_info)
 from .parallel import ordered_map
 from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
 from .shards import INPUT_FIELDS, ShardWriter, sample_json
-from .layouts import read_image_bytes
+from .containers import read_image_bytes
 from .split import SPLITS, SplitConfig, decide_split
 from .vocabulary import load_label_map
 from .locks import hold
@@ -137,14 +138,27 @@ def ordered_results(tasks: list[Task], cfg: BuildConfig, workers: int):
     return ordered_map(work, tasks, workers)
 
 
-def sample_order(metadata: pd.DataFrame, split: pd.Series, seed: int) -> list[tuple[str, pd.DataFrame]]:
-    """Rows of each split in the seeded order they are written in."""
+def sample_order(metadata: pd.DataFrame, split: pd.Series, seed: int) -> list[tuple[str, np.ndarray]]:
+    """Row positions of each split in the seeded order they are written in (image ids sorted, then permuted)."""
+    names, ids = split.to_numpy(), metadata["image_id"].to_numpy()
     ordered = []
     for k, name in enumerate(SPLITS):
-        rows = metadata[split.to_numpy() == name].sort_values("image_id")
+        rows = np.flatnonzero(names == name)
+        rows = rows[np.argsort(ids[rows], kind="stable")]
         perm = np.random.default_rng([seed, k]).permutation(len(rows))
-        ordered.append((name, rows.iloc[perm]))
+        ordered.append((name, rows[perm]))
     return ordered
+
+
+ROW_CHUNK = 4096  # rows turned into Python objects at once while writing (401,059 at once: 370 MiB)
+
+
+def _rows_in_order(metadata: pd.DataFrame, ordered: list[tuple[str, np.ndarray]]):
+    """(split, row) in write order, a chunk of rows at a time: the build never holds a Python object per sample."""
+    for name, rows in ordered:
+        for start in range(0, len(rows), ROW_CHUNK):
+            for row in metadata.iloc[rows[start:start + ROW_CHUNK]].itertuples(index=False):
+                yield name, row
 
 
 def json_value(value):
@@ -237,7 +251,9 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
     if inputs.missing and not cfg.allow_missing:
         raise _missing_error(inputs, cfg)
     listed = listed_duplicates(inputs, cfg.keep_duplicates)
-    table = inputs.table[~inputs.table["image_id"].isin(listed["drop"])].reset_index(drop=True)
+    table = inputs.table
+    if listed["drop"]:
+        table = table[~table["image_id"].isin(listed["drop"])].reset_index(drop=True)
     if cfg.split.manifest:  # a split file that splits a lesion or patient fails now, before the duplicate search
         decide_split(table.assign(group=make_groups(table, inputs.links).to_numpy()), cfg.split, CLASS_SETS[cfg.classes])
     search = {"searched": cfg.find_duplicates, "method": dedup.METHOD if cfg.find_duplicates else None,
@@ -247,15 +263,18 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
     if cfg.find_duplicates:
         # about 1 ms an image: worker processes only pay for their start-up (seconds) on large builds
         rows, vectors = fingerprints(list(table["locator"]), workers if len(table) > 5000 else 1, progress)
+        memory.release()
         found = settle(table, rows, vectors, cfg.keep_duplicates)
         search.update(same_lesion_pairs=found["same_lesion_pairs"], fingerprinted=len(rows))
+        del rows, vectors
+        memory.release()
     listed_pairs = {frozenset(p) for p in listed["pairs"]}
     found["records"] = [r for r in found["records"] if frozenset((r["kept"], r["dropped"])) not in listed_pairs]
     dropped = table["image_id"].isin(found["drop"]).to_numpy()
     listed_rows = inputs.table[inputs.table["image_id"].isin(listed["drop"])]
     links = pd.concat([inputs.links, table[dropped][list(inputs.links.columns)],
                        listed_rows[list(inputs.links.columns)]], ignore_index=True)
-    kept = table[~dropped].reset_index(drop=True)
+    kept = table[~dropped].reset_index(drop=True) if dropped.any() else table.copy(deep=False)
     kept["group"] = make_groups(kept, links, found["pairs"] + listed["pairs"]).to_numpy()
     split, split_record = decide_split(kept, cfg.split, CLASS_SETS[cfg.classes])
     id_records = [{"kept": d["image_id"], "kept_input": d["kept_input"], "dropped": d["image_id"],
@@ -326,6 +345,7 @@ def _build(cfg: BuildConfig, out: Path, workspace: Workspace, workers: int | Non
            started: float) -> dict:
     workers = max(1, workers or os.cpu_count() or 1)
     kept, split, fields = plan_samples(cfg, workers, progress)
+    memory.release()  # the planning's tables are gone; the writing starts from what is alive
     classes = CLASS_SETS[cfg.classes]
     with workspace as tmp:
         card, stage_seconds = _write_build(tmp, kept, split, cfg, classes, workers, progress)
@@ -355,25 +375,25 @@ def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConf
     if tabular:
         card["format_version"] = TABULAR_FORMAT
     ordered = sample_order(kept, split, cfg.split.seed)
-    rows, tasks = {}, []
-    for name, part in ordered:
-        for row in part.itertuples(index=False):
-            rows[len(tasks)] = (name, row)
-            tasks.append(Task(len(tasks), row.image_id, row.locator))
+    # Two passes over the same rows: one feeds the workers (ahead by their window), one writes the results in
+    # order; tee holds only the rows between the two.
+    feed, rows = itertools.tee(_rows_in_order(kept, ordered))
+    tasks = (Task(k, row.image_id, row.locator) for k, (_, row) in enumerate(feed))
+    total = sum(len(r) for _, r in ordered)
     writers = {name: ShardWriter(tmp, name, name, name, cfg.shard_size) for name in SPLITS}
     manifest = ManifestWriter(tmp / MANIFEST_NAME)
     moments = np.zeros(7, dtype=np.int64)
     stage_seconds: dict[str, float] = {}
-    skipped, converted, written = [], [], []
-    bar = tqdm(total=len(tasks), unit="img", desc="build-shards", disable=not progress, dynamic_ncols=True)
+    skipped, converted = [], []
+    written = {(name, dx): 0 for name in SPLITS for dx in classes}
+    bar = tqdm(total=total, unit="img", desc="build-shards", disable=not progress, dynamic_ncols=True)
     results = ordered_results(tasks, cfg, workers)
     try:
-        for result in results:
+        for result, (name, row) in zip(results, rows):
             bar.update(1)
-            name, row = rows[result.index]
             for stage, sec in result.seconds.items():
                 stage_seconds[stage] = stage_seconds.get(stage, 0.0) + sec
-            locator = tasks[result.index].locator
+            locator = row.locator
             if result.error:
                 if cfg.on_error == "fail":
                     raise HamdataError(f"{locator}: {result.error} (pass --on-error skip to build without it)")
@@ -392,7 +412,7 @@ def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConf
                             "shard": shard, "sha256": hashlib.sha256(result.data).hexdigest(),
                             "collection": row.collection, "group": row.group})
             stage_seconds["write"] = stage_seconds.get("write", 0.0) + time.perf_counter() - t0
-            written.append((name, row.dx))
+            written[name, row.dx] += 1
         shards = [info.to_dict() for name in SPLITS for info in writers[name].close()]
     except BaseException:
         results.close()  # stop the workers now, not whenever the generator is collected
@@ -402,9 +422,8 @@ def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConf
     finally:
         bar.close()
         manifest.close()
-    counts = count_table(pd.DataFrame(written, columns=["split", "dx"]), classes) if written else {}
     card.update(
-        counts={name: counts.get(name, {dx: 0 for dx in classes}) for name in SPLITS},
+        counts={name: {dx: written[name, dx] for dx in classes} for name in SPLITS},
         shards=shards, skipped=skipped, converted=converted, train_stats=_mean_std(moments),
     )
     return card, stage_seconds

@@ -207,7 +207,7 @@ class InputFiles:
 
     def read(self, index, image_id: str) -> tuple[bytes | None, str]:
         """The bytes of one image of input ``index``, or None and why not."""
-        from .layouts import read_image_bytes
+        from .containers import read_image_bytes
 
         root = (self.inputs.get(index) or {}).get("root")
         if not root:

@@ -371,7 +371,7 @@ def _descriptors(fingerprints: np.ndarray) -> np.ndarray:
 
 
 def _rank_scores(blurred: np.ndarray, ident: np.ndarray, ia: np.ndarray, ib: np.ndarray,
-                 chunk: int = 16384) -> np.ndarray:
+                 chunk: int = 2048) -> np.ndarray:
     """Multi-view rank correlation of each pair: the best over _VIEWS of the correlation of one image's
     descriptor with a view of the other, both ways. Exact (integer dot products), symmetric."""
     out = np.empty(len(ia), np.float64)
@@ -442,7 +442,7 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 _IDENT_MIN = 0.85                     # rank correlation without views below which a candidate is dropped
 _CHUNK = 16384                        # images whose thumbnails are made at once
-_PAIR_CHUNK = 65536                   # candidate pairs scored at once
+_PAIR_CHUNK = 8192                    # candidate pairs scored at once (their thumbnails: ~300 MB of work arrays)
 
 
 def find_duplicates(fingerprints: np.ndarray, stats: dict | None = None) -> list[tuple[int, int, float]]:
@@ -462,22 +462,25 @@ def find_duplicates(fingerprints: np.ndarray, stats: dict | None = None) -> list
     if len(raw) < 2:
         return []
     # Identical fingerprints are one picture: search among the distinct ones, in byte order (so that not
-    # even the floating-point steps see the input order), and pair up the members of each group.
-    keys = raw.view(np.dtype((np.void, FINGERPRINT_SIZE))).ravel()
-    _, first, group = np.unique(keys, return_index=True, return_inverse=True)
-    group = group.ravel()
-    members = np.split(np.argsort(group, kind="stable"), np.cumsum(np.bincount(group))[:-1])
+    # even the floating-point steps see the input order), and pair up the members of each group. The order is
+    # an index (first: the earliest row of each distinct fingerprint): np.unique would sort a copy of all of
+    # them, and a distinct copy would be another (308 MB each at 401,059 images).
+    order = np.argsort(raw.view(np.dtype((np.void, FINGERPRINT_SIZE))).ravel(), kind="stable")
+    starts = np.ones(len(order), dtype=bool)
+    for k in range(1, len(order), _CHUNK):
+        here = order[k:k + _CHUNK]
+        starts[k:k + len(here)] = (raw[here] != raw[order[k - 1:k - 1 + len(here)]]).any(axis=1)
+    members = np.split(order, np.flatnonzero(starts)[1:])
+    first = order[starts]
     found = [(int(a), int(b), 1.0) for rows in members if len(rows) > 1
              for k, a in enumerate(rows) for b in rows[k + 1:]]
-    uniq = raw[first]
-    del raw, keys  # 308 MB each at 401,059 images; only the distinct ones, in byte order, go on
-    n = len(uniq)
+    n = len(first)
     work: dict = {"emitted": 0, "whitened": 0}
     ia = ib = np.empty(0, np.int64)
     sim = rank = fit = np.empty(0)
     if n >= 2:
         # Per image, in chunks: N float32 thumbnails and their blur would take 2.5 GB at ISIC 2024's 401,059.
-        ident = np.concatenate([_descriptors(uniq[k:k + _CHUNK]) for k in range(0, n, _CHUNK)])
+        ident = np.concatenate([_descriptors(raw[first[k:k + _CHUNK]]) for k in range(0, n, _CHUNK)])
         codes = candidate_codes(whiten(ident), work)
         ia, ib = codes // n, codes % n
         del codes
@@ -495,8 +498,9 @@ def find_duplicates(fingerprints: np.ndarray, stats: dict | None = None) -> list
         for k in range(0, len(ia), _PAIR_CHUNK):
             ca, cb = ia[k:k + _PAIR_CHUNK], ib[k:k + _PAIR_CHUNK]
             used, local = np.unique(np.concatenate([ca, cb]), return_inverse=True)
-            thumbs = _as_stack(uniq[used])
-            parts.append(_scores(uniq[used], thumbs, _smooth(thumbs, _DESC_BLUR), ident[used], local[:len(ca)],
+            chosen = raw[first[used]]
+            thumbs = _as_stack(chosen)
+            parts.append(_scores(chosen, thumbs, _smooth(thumbs, _DESC_BLUR), ident[used], local[:len(ca)],
                                  local[len(ca):]))
             del thumbs
         sim, rank, fit = (np.concatenate(column) for column in zip(*parts))

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import dedup
 from .errors import HamdataError
-from .layouts import read_image_bytes
+from .containers import read_image_bytes
 from .parallel import ordered_map
 
 

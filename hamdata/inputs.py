@@ -20,11 +20,12 @@ ignored (with a warning, as before); a row without an image is in ``missing``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
+from . import memory
 from .errors import HamdataError
 from .layouts import Source, open_source
 from .metadata import UNKNOWN, listing
@@ -50,6 +51,7 @@ class Inputs:
     missing: list[dict] = field(default_factory=list)  # rows with no image file in any input
     warnings: list[str] = field(default_factory=list)
     left_out: dict = field(default_factory=dict)  # {collection: {image type: {"rows": n, "reason": ..., "inputs"}}}
+    rows: list[int] = field(default_factory=list)  # table rows of each input (its sources' tables are let go)
 
     def records(self, built: pd.DataFrame) -> list[dict]:
         """dataset.json ``inputs``: one entry per --data, in order; ``samples``: its rows among ``built`` (the
@@ -58,7 +60,7 @@ class Inputs:
         for i, s in enumerate(self.sources):
             kept = int((built["input"] == i).sum())
             out.append({"index": i, "root": str(s.root), "layout": s.layout, "collection": s.collection,
-                        "metadata": str(s.metadata_path), "rows": len(s.metadata) + len(s.repeated),
+                        "metadata": str(s.metadata_path), "rows": self.rows[i],
                         "samples": kept, "warnings": list(s.warnings)})
         return out
 
@@ -195,6 +197,7 @@ def open_inputs(paths, label_map: LabelMap, on_error: str = "fail", image_types=
     first_of: dict[str, dict] = {}
     duplicates: list[dict] = []
     missing: list[dict] = []
+    rows: list[int] = []
     for index, source in enumerate(sources):
         warnings += list(source.warnings)
         raw = _normalised(source)
@@ -233,6 +236,12 @@ def open_inputs(paths, label_map: LabelMap, on_error: str = "fail", image_types=
             duplicates.append({"image_id": r["image_id"], "kept_input": index, "dropped_input": index,
                                "dropped_file": source.images.get(r["image_id"], r["file_id"]),
                                "evidence": f"same image id ({r['file_id']}, row {r['row']} of the table)"})
+        # What the table took from this input is in its rows now: let go of the raw table and the image list
+        # (at ISIC 2024's 401,059 rows, 200 MiB that a build would otherwise carry to the end).
+        rows.append(len(source.metadata) + len(source.repeated))
+        sources[index] = replace(source, metadata=source.metadata.iloc[:0], images={})
+        del raw, mapped, table
+        memory.release()
     missing = [m for m in missing if m["image_id"] not in first_of]
     table = pd.concat(kept_rows, ignore_index=True) if kept_rows else pd.DataFrame(columns=TABLE_COLUMNS)
     if table.empty:
@@ -244,4 +253,4 @@ def open_inputs(paths, label_map: LabelMap, on_error: str = "fail", image_types=
                            f"{label_map.class_set} class set: check --classes and --label-map")
     link_table = pd.concat(links, ignore_index=True)[["image_id", "lesion_id", "patient_id", "collection"]]
     return Inputs(table[list(TABLE_COLUMNS)].reset_index(drop=True), sources, duplicates, link_table, unmapped,
-                  [{"image_id": m["image_id"], "input": m["input"]} for m in missing], warnings, left_out)
+                  [{"image_id": m["image_id"], "input": m["input"]} for m in missing], warnings, left_out, rows)

@@ -37,24 +37,19 @@ something is wrong; read its metadata with hamdata.metadata and end with
 input an earlier entry recognises today; add what it looks for to
 ``_LOOKED_FOR``. Metadata parsing and validation live in hamdata.metadata.
 
-``read_image_bytes`` reads an image by its locator (a file path or
-``zip:<zip path>!<member>``), safely from forked worker processes.
+Images are listed and read by hamdata.containers (folders, zips, HDF5 files; ``read_image_bytes``).
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import posixpath
 import re
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from hamdata.containers import IMAGE_EXTENSIONS, find_images
 from hamdata.errors import HamdataError
 from hamdata.metadata import (
     ISIC2018_GROUPINGS,
@@ -85,7 +80,6 @@ from hamdata.metadata_isic2020 import (
     parse_isic2020,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 ARCHIVE_EXTENSIONS = IMAGE_EXTENSIONS + (".tif", ".tiff")  # isic-cli writes the archive's own extension (RCM: tif)
 
 _HAM_METADATA = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
@@ -96,9 +90,6 @@ _ISIC2019_INPUT = "ISIC_2019_Training_Input"
 # A browser saving the same download twice adds " (1)".
 _COLLECTION_CSV = re.compile(r".+_metadata_\d{4}-\d{2}-\d{2}[0-9T:_.-]*( \(\d+\))?\.csv", re.IGNORECASE)
 _ISIC2020_IMAGES = ("train", "ISIC_2020_Training_JPEG")  # the training zip unpacks to train/
-_H5_LOCATOR = re.compile(r"h5:(?P<file>.+?\.(?:hdf5|h5))!(?P<key>[^!]+)", re.IGNORECASE | re.DOTALL)
-_ID_OK = re.compile(r"[A-Za-z0-9_-]+")
-_ZIP_LOCATOR = re.compile(r"zip:(?P<zip>.+?\.zip)!(?P<member>.+)", re.IGNORECASE | re.DOTALL)
 _LOOKED_FOR = (
     "expected HAM10000_metadata.csv (or .tab) with HAM10000_images_part_1/ and _part_2/ "
     "folders or zips (Kaggle, Harvard Dataverse), ISIC2018_Task3_Training_Input/ with "
@@ -132,88 +123,6 @@ class Source:
     duplicate_list: Path | None = None  # the file they come from
     feature_names: tuple = ()  # the numeric columns of the table's ``features`` rows (ISIC 2024 SLICE-3D)
     own_image_types: tuple = ()  # image types this collection is made of: kept whatever --image-types says
-
-
-# ---------------------------------------------------------------- images
-
-
-def _image_id(name: str, extensions=IMAGE_EXTENSIONS) -> str | None:
-    """The image_id a file name stands for, or None for other files (and "._x.jpg" forks)."""
-    stem, ext = os.path.splitext(name)
-    if name.startswith(".") or not stem or ext.lower() not in extensions:
-        return None
-    return stem
-
-
-def _add(found: dict[str, str], image_id: str, locator: str, container: Path) -> None:
-    if image_id in found:
-        raise HamdataError(
-            f"{container}: two files for image {image_id}: {found[image_id]} and {locator}: "
-            f"expected one image per image_id"
-        )
-    found[image_id] = locator
-
-
-def _scan_folder(folder: Path, extensions=IMAGE_EXTENSIONS) -> dict[str, str]:
-    try:
-        names = sorted(e.name for e in os.scandir(folder) if e.is_file())
-    except OSError as e:
-        raise HamdataError(f"cannot list {folder}: {e.strerror or e}") from None
-    found: dict[str, str] = {}
-    for name in names:
-        if (image_id := _image_id(name, extensions)) is not None:
-            _add(found, image_id, str(folder / name), folder)
-    return found
-
-
-def _scan_zip(path: Path) -> dict[str, str]:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
-    except (OSError, zipfile.BadZipFile) as e:
-        raise HamdataError(f"{path} is not a readable zip file: {e}") from None
-    found: dict[str, str] = {}
-    for name in names:
-        if (image_id := _image_id(posixpath.basename(name))) is not None:
-            _add(found, image_id, f"zip:{path}!{name}", path)
-    return found
-
-
-def _scan_hdf5(path: Path) -> dict[str, str]:
-    """The images of an HDF5 file of one scalar dataset of encoded image bytes per image id, at its root
-    (ISIC 2024's train-image.hdf5: ``f[isic_id][()]`` is the JPEG)."""
-    h5py = _h5py()
-    try:
-        with h5py.File(path, "r") as f:
-            names = sorted(name for name, item in f.items() if isinstance(item, h5py.Dataset))
-    except OSError as e:
-        raise HamdataError(f"{path} is not a readable HDF5 file ({e}): expected ISIC 2024's train-image.hdf5, one "
-                           f"dataset of JPEG bytes per isic_id") from None
-    return {name: f"h5:{path}!{name}" for name in names if _ID_OK.fullmatch(name)}
-
-
-def _h5py():
-    try:
-        import h5py
-    except ImportError:
-        raise HamdataError("reading an HDF5 image file needs h5py: pip install h5py") from None
-    return h5py
-
-
-def _find_images(containers: list[Path], extensions=IMAGE_EXTENSIONS) -> dict[str, str]:
-    """Images of all containers; an id in several containers is taken from the first."""
-    found: dict[str, str] = {}
-    for container in containers:
-        suffix = container.suffix.lower()
-        if suffix == ".zip":
-            scanned = _scan_zip(container)
-        elif suffix in (".hdf5", ".h5"):
-            scanned = _scan_hdf5(container)
-        else:
-            scanned = _scan_folder(container, extensions)
-        for image_id, locator in scanned.items():
-            found.setdefault(image_id, locator)
-    return found
 
 
 # ---------------------------------------------------------------- layouts
@@ -256,7 +165,7 @@ def _make_source(root, layout, metadata_path, metadata, warnings, containers, co
     Files are matched by the table's file_id (its file stem) when it has one, else by image_id.
     An error when no metadata row has an image; images without a row are ignored with a warning.
     """
-    found = _find_images(containers, extensions)
+    found = find_images(containers, extensions)
     stems = list(metadata["file_id"] if "file_id" in metadata.columns else metadata["image_id"])
     listed = set(stems) | {r["file_id"] for r in repeated}
     images = {i: found[f] for i, f in zip(metadata["image_id"], stems) if f in found}
@@ -429,7 +338,7 @@ def _detect_flat(root: Path) -> Source | None:
     folders = [root] + ([images_dir] if images_dir.is_dir() else [])
     path, warnings = _flat_metadata(root)
     if path is None:
-        if _find_images(folders):
+        if find_images(folders):
             raise HamdataError(
                 f"{root} has images but no metadata CSV: expected one *.csv with columns "
                 f"image_id and dx beside them, or an ISIC-archive metadata.csv or <collection>_metadata_<date>.csv "
@@ -474,53 +383,6 @@ def open_source(data_dir) -> Source:
         if source is not None:
             return source
     raise HamdataError(f"no HAM10000 or ISIC copy found in {root}: {_LOOKED_FOR}")
-
-
-@functools.lru_cache(maxsize=8)
-def _open_zip(path: str, pid: int) -> zipfile.ZipFile:
-    # pid is part of the key: a ZipFile inherited through fork shares its file
-    # offset with the parent, so each worker process opens its own.
-    return zipfile.ZipFile(path)
-
-
-@functools.lru_cache(maxsize=4)
-def _open_hdf5(path: str, pid: int):
-    # pid: as for zips, each worker process opens the file once, itself
-    return _h5py().File(path, "r")
-
-
-def _read_hdf5(path: str, key: str) -> bytes:
-    try:
-        return bytes(_open_hdf5(path, os.getpid())[key][()])
-    except FileNotFoundError:
-        raise HamdataError(f"HDF5 file {path} not found") from None
-    except KeyError:
-        raise HamdataError(f"{path} has no image {key!r}") from None
-    except (OSError, TypeError, ValueError) as e:
-        raise HamdataError(f"cannot read image {key!r} from {path}: {e}") from None
-
-
-def read_image_bytes(locator: str) -> bytes:
-    """Bytes of an image: a file path, "zip:<zip path>!<member>" or "h5:<hdf5 path>!<dataset>"."""
-    if locator.startswith("h5:") and (h5 := _H5_LOCATOR.fullmatch(locator)):
-        return _read_hdf5(h5["file"], h5["key"])
-    match = _ZIP_LOCATOR.fullmatch(locator)
-    if match is None:
-        try:
-            return Path(locator).read_bytes()
-        except FileNotFoundError:
-            raise HamdataError(f"image file {locator} not found") from None
-        except OSError as e:
-            raise HamdataError(f"cannot read image file {locator}: {e.strerror or e}") from None
-    zip_path, member = match["zip"], match["member"]
-    try:
-        return _open_zip(zip_path, os.getpid()).read(member)
-    except FileNotFoundError:
-        raise HamdataError(f"zip file {zip_path} not found") from None
-    except KeyError:
-        raise HamdataError(f"{zip_path} has no member {member!r}") from None
-    except (OSError, zipfile.BadZipFile, zlib.error) as e:
-        raise HamdataError(f"cannot read {member!r} from {zip_path}: {e}") from None
 
 
 def missing_images(source: Source) -> list[str]:

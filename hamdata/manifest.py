@@ -80,15 +80,6 @@ def card_classes(card: dict) -> tuple[str, ...]:
     return tuple(card.get("classes") or CLASSES)
 
 
-def count_table(rows: pd.DataFrame, classes=CLASSES) -> dict:
-    """{split: {dx: n}} with every class listed, in the order of `classes`."""
-    counts = {}
-    for split, part in rows.groupby("split", sort=False):
-        per_class = part["dx"].value_counts()
-        counts[split] = {dx: int(per_class.get(dx, 0)) for dx in classes}
-    return counts
-
-
 def write_card(folder: Path, card: dict) -> None:
     text = json.dumps(card, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
     (folder / CARD_NAME).write_text(text, encoding="utf-8")

@@ -216,7 +216,7 @@ def _distribution_section(records: pd.DataFrame, problems: list[str], classes: t
 def _raw_sources(files: InputFiles, image_ids: list[str]) -> tuple[dict[str, bytes], str]:
     """Raw bytes of the given images from the build's input folders (the first that has an id, as the build
     took it), and a note when some are gone."""
-    from .layouts import read_image_bytes
+    from .containers import read_image_bytes
 
     roots = [(index, entry["root"]) for index, entry in files.inputs.items() if entry.get("root")]
     if not roots:

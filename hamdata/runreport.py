@@ -39,6 +39,8 @@ def run_sections(folder: Path, report_name: str = "report.html") -> list[h.Secti
         sections.append(_ensemble_section(ensemble, metrics or {}))
     else:
         sections.append(_curves_section(folder, history, bad))
+    if (metrics or {}).get("by"):
+        sections.append(_subgroups_section(folder, metrics))
     sections += [_calibration_section(folder, metrics or {}), _confusion_section(folder), _gradcam_section(folder),
                  _config_section(config), _files_section(folder, report_name)]
     return sections
@@ -131,6 +133,33 @@ def _ensemble_section(ensemble: dict, metrics: dict) -> h.Section:
     if ensemble.get("by_lesion"):
         section.add(h.muted("all scores are lesion-voted (each image carries its lesion's mean probabilities); "
                             "do not compare them with image-level figures"))
+    return section
+
+
+def _subgroups_section(folder: Path, metrics: dict) -> h.Section:
+    """evaluate/ensemble --by: a table per field (n/a where a group has too few images of a class) and its plot."""
+    section = h.Section("subgroups", "Figures per subgroup")
+    section.add(h.muted("balanced accuracy and macro-F1 over the classes with at least 2 images in the group; the "
+                        "interval: 2.5th to 97.5th percentile of 1,000 resamples of the group's lesions; n/a: too "
+                        "few images for the figure"))
+    for field, rows in metrics["by"].items():
+        body = []
+        for r in rows:
+            ci = r.get("balanced_accuracy_ci95")
+            body.append([r.get("group"), r.get("images"), r.get("lesions"),
+                         ", ".join(f"{dx} {n}" for dx, n in (r.get("counts") or {}).items() if n),
+                         *("n/a" if v is None else v for v in (r.get("accuracy"), r.get("balanced_accuracy"))),
+                         f"{ci[0]:.3f} to {ci[1]:.3f}" if ci else "n/a",
+                         *("n/a" if v is None else v for v in (r.get("macro_f1"), r.get("auc"))),
+                         ", ".join(f"{dx} {v:.2f}" for dx, v in (r.get("recall") or {}).items() if v is not None)
+                         or "n/a"])
+        section.add(f"<h3>by {h.esc(field)}</h3>")
+        section.add(h.table(["group", "images", "lesions", "images per class", "accuracy", "balanced accuracy",
+                             "95% interval", "macro-F1", "AUC", "recall per class (classes with 2 images or more)"],
+                            body))
+        plot = folder / f"by_{field}.png"
+        if plot.is_file():
+            section.add(f'<div class="plots wide">{h.embed_file(plot, f"balanced accuracy by {field}")}</div>')
     return section
 
 

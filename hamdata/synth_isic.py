@@ -49,7 +49,8 @@ from tqdm import tqdm
 
 from hamdata.classes import ISIC2019_CLASSES, ISIC2019_COLUMNS
 from hamdata.errors import HamdataError
-from hamdata.layouts import open_source, read_image_bytes
+from hamdata.containers import read_image_bytes
+from hamdata.layouts import open_source
 from hamdata.parallel import ordered_map
 from hamdata.preprocess import SIZE_MAX, SIZE_MIN, ImageError, decode_image, encode_image
 from hamdata.synth import (IMAGE_SIZE, JPEG_QUALITY, REAL_AGES, REAL_IMAGES_PER_LESION, apportion, draw_lesion,

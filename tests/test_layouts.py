@@ -19,7 +19,8 @@ from PIL import Image
 
 from hamdata.classes import ISIC2018_COLUMNS
 from hamdata.errors import HamdataError
-from hamdata.layouts import Source, missing_images, open_source, read_image_bytes
+from hamdata.containers import read_image_bytes
+from hamdata.layouts import Source, missing_images, open_source
 from hamdata.metadata import METADATA_COLUMNS
 
 

@@ -159,12 +159,33 @@ def test_greedy_selection_keeps_the_member_that_helps():
 
 
 def test_greedy_selection_combines_complementary_members():
-    labels = np.array([0, 0, 1, 1])
-    a = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])  # right on class 0 only
-    b = np.array([[0.45, 0.55], [0.45, 0.55], [0.1, 0.9], [0.1, 0.9]])  # right on class 1 only
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    a = np.array([[0.8, 0.1, 0.1]] * 2 + [[0.1, 0.8, 0.1]] * 2 + [[0.4, 0.35, 0.25]] * 2)  # wrong on class 2 only
+    b = np.array([[0.3, 0.3, 0.4]] * 4 + [[0.05, 0.05, 0.9]] * 2)  # right on class 2 only
     result = greedy_select([a, b], labels)
+    assert result["metric"] == "macro_f1"
     assert result["counts"] == [1, 1]
-    assert soft_vote([a, b], result["weights"]).argmax(1).tolist() == [0, 0, 1, 1]
+    assert soft_vote([a, b], result["weights"]).argmax(1).tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_greedy_selection_of_a_two_class_set_ranks_members_by_the_partial_auc():
+    """1 malignant in 50: a member whose scores rank the malignant image first but stay under 0.5 (argmax: all
+    benign, macro-F1 0.49) beats one that calls it and three benign images malignant (macro-F1 0.68) but ranks a
+    benign image above it: ISIC 2024 is judged by the ranking (pAUC above 80% TPR), not by argmax."""
+    from sklearn.metrics import roc_curve
+
+    labels = np.zeros(50, dtype=int)
+    labels[7] = 1
+    ranker = np.full(50, 0.1)
+    ranker[7] = 0.3
+    caller = np.full(50, 0.2)
+    caller[[7, 11, 12, 13]] = [0.7, 0.8, 0.6, 0.6]
+    two = [np.stack([1 - p, p], axis=1) for p in (caller, ranker)]
+    result = greedy_select(two, labels)
+    assert result["metric"] == "pauc_80"
+    assert result["counts"] == [0, 1]
+    fpr, tpr, _ = roc_curve(labels, ranker)  # perfect ranking: TPR 1 from FPR 0, the whole 0.2 above 80% TPR
+    assert tpr[fpr == 0].max() == 1.0 and result["trace"][0] == pytest.approx(0.2, abs=1e-12)
 
 
 def test_soft_vote_is_the_weighted_mean():

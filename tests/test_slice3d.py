@@ -154,3 +154,38 @@ def test_a_file_named_train_image_hdf5_that_is_not_one_is_one_line(tmp_path):
     line = cli_error("build-shards", "--data", data, "--out", tmp_path / "b", *SIZE)
     assert "train-image.hdf5 is not a readable HDF5 file" in line
     assert not (tmp_path / "b").exists()
+
+
+def test_a_worker_reads_the_same_bytes_across_reopening_the_hdf5_file(tmp_path, monkeypatch):
+    """HDF5 keeps what it learnt of every dataset opened (240 MiB after 120,000 crops), so a process opens the
+    file afresh every H5_REOPEN reads; the bytes read must not change across the reopenings."""
+    from hamdata import containers
+
+    data, _ = write_slice3d(tmp_path / "isic2024", n=10)
+    path = data / "train-image.hdf5"
+    with h5py.File(path, "r") as f:
+        expected = {key: bytes(f[key][()]) for key in f}
+    opened = []
+    real_file = h5py.File
+    monkeypatch.setattr(containers, "H5_REOPEN", 3)
+    monkeypatch.setattr(containers, "_H5_OPEN", {})
+    monkeypatch.setattr(h5py, "File", lambda *a, **k: opened.append(a[0]) or real_file(*a, **k))
+    got = {key: containers.read_image_bytes(f"h5:{path}!{key}") for key in sorted(expected)}
+    assert got == expected
+    assert len(opened) == -(-len(expected) // 3)  # one handle per 3 reads: 10 reads -> 4 opens
+    handle, reads = next(iter(containers._H5_OPEN.values()))
+    assert handle.id.valid and reads == len(expected) - 3 * (len(opened) - 1)
+
+
+def test_offline_augmentation_does_not_load_torch_and_torch_still_imports_after_it():
+    """albumentations' __init__ imports its PyTorch helpers when torch is importable: 450 MiB and 4 s in every
+    balance worker. hamdata.augment keeps torch out for that one import, and only for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hamdata.augment as a; assert 'torch' not in sys.modules, 'torch loaded'; "
+            "import torch; assert torch.ones(2).sum().item() == 2; print(a.A.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "albumentations"

@@ -102,14 +102,17 @@ def _evaluate_command(wrap) -> click.Command:
     @click.option("--by-lesion", is_flag=True, help="Lesion-level voting: every image of a lesion gets the mean of their probabilities.")
     @click.option("--calibrate", is_flag=True,
                   help="Fit a temperature on the val split, store it in the checkpoint (predict and ensemble apply it) and apply it.")
+    @click.option("--by", default=None, metavar="FIELD[,FIELD]",
+                  help="Figures per group of these fields too: collection, site, sex, age (15-year bands), image_type, "
+                       "or another field of the build's samples.")
     @wrap
-    def evaluate(checkpoint, shards, split, tta, out, device, batch_size, workers, by_lesion, calibrate):
+    def evaluate(checkpoint, shards, split, tta, out, device, batch_size, workers, by_lesion, calibrate, by):
         """Metrics, classification report, confusion matrix and ISIC CSV of a checkpoint (file or run folder)."""
         from . import evaluate_checkpoint
 
         evaluate_checkpoint(checkpoint, shards=shards, split=split, tta=tta, out=out, device=device,
                             batch_size=batch_size, workers=workers, by_lesion=by_lesion, calibrate_on_val=calibrate,
-                            echo=click.echo)
+                            by=by, echo=click.echo)
 
     return evaluate
 
@@ -160,19 +163,24 @@ def _ensemble_command(wrap) -> click.Command:
     @click.option("--tta", is_flag=True, help="Each member averages the 8 flips and 90-degree rotations.")
     @click.option("--by-lesion", is_flag=True, help="Lesion-level voting of the ensemble's probabilities.")
     @click.option("--select", default=None, type=click.Choice(["greedy"]),
-                  help="greedy: forward selection of members (repeats allowed) on the val split by macro-F1.")
+                  help="greedy: forward selection of members (repeats allowed) on the val split by macro-F1 "
+                       "(two classes: by the partial AUC above 80% TPR).")
     @click.option("--calibrate", is_flag=True, help="Fit one temperature to the ensemble on the val split and apply it.")
     @click.option("--out", default=None, help="Output folder.  [default: runs/ensemble-<split>-<timestamp>]")
     @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
     @click.option("--batch-size", default=64, show_default=True, type=int)
     @click.option("--workers", default=2, show_default=True, type=int)
+    @click.option("--by", default=None, metavar="FIELD[,FIELD]",
+                  help="Figures per group of these fields too: collection, site, sex, age (15-year bands), image_type, "
+                       "or another field of the build's samples.")
     @wrap
-    def ensemble(members, shards, split, tta, by_lesion, select, calibrate, out, device, batch_size, workers):
+    def ensemble(members, shards, split, tta, by_lesion, select, calibrate, out, device, batch_size, workers, by):
         """Soft voting over runs or checkpoints (MEMBERS: run folders use their best.pt); writes what evaluate writes."""
         from .ensemble import run_ensemble
 
         run_ensemble(list(members), shards=shards, split=split, tta=tta, by_lesion=by_lesion, select=select,
-                     calibrate=calibrate, out=out, device=device, batch_size=batch_size, workers=workers, echo=click.echo)
+                     calibrate=calibrate, out=out, device=device, batch_size=batch_size, workers=workers, by=by,
+                     echo=click.echo)
 
     return ensemble
 

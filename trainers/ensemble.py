@@ -6,7 +6,8 @@ the ensemble averages those probabilities (weighted by how often greedy
 selection chose the member; equal weights without selection). Greedy
 selection is Caruana et al.'s (2004) forward selection with replacement on the
 val split, by macro-F1, the way Gessert et al. (2019) chose their ISIC 2019
-ensemble.
+ensemble; a two-class set is selected by the partial AUC above 80% TPR, the
+ISIC 2024 challenge's score.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 from hamdata.errors import HamdataError
 from hamdata.workspace import atomic_write
 
-from .metrics import headline, macro_f1
+from .metrics import headline, macro_f1, partial_auc_above_tpr
+from .subgroups import group_values, in_order, parse_by, subgroup_lines
 
 SELECT_ROUNDS = 3  # greedy selection runs at most this many rounds per member
 
@@ -35,11 +37,25 @@ class Member:
     probs: dict  # split -> (n, C) probabilities, rows sorted by image id
 
 
-def greedy_select(member_probs: list[np.ndarray], labels: np.ndarray, rounds: int | None = None) -> dict:
-    """Forward selection with replacement: add the member that most raises macro-F1 of the mean, keep the best prefix.
+def selection_score(labels: np.ndarray, probs: np.ndarray) -> tuple[str, float]:
+    """What greedy selection maximises: for a two-class set whose val split holds both classes, the partial AUC
+    above 80% TPR of P(second class) (the ISIC 2024 challenge's score: at 1 malignant in 1,000, argmax
+    predictions are all benign and macro-F1 cannot tell members apart); otherwise macro-F1 of the argmax."""
+    labels = np.asarray(labels)
+    if probs.shape[1] == 2:
+        pauc = partial_auc_above_tpr(labels == 1, probs[:, 1])
+        if pauc is not None:
+            return "pauc_80", pauc
+    return "macro_f1", macro_f1(labels, probs.argmax(1))
 
-    Returns {"counts": times each member was chosen, "weights": counts / total, "trace": score after each round}.
-    Ties go to the lower index, so the result depends only on the inputs.
+
+def greedy_select(member_probs: list[np.ndarray], labels: np.ndarray, rounds: int | None = None) -> dict:
+    """Forward selection with replacement: add the member that most raises the score of the mean (selection_score:
+    pAUC for two classes, macro-F1 otherwise), keep the best prefix.
+
+    Returns {"counts": times each member was chosen, "weights": counts / total, "trace": score after each round,
+    "rounds_kept", "metric": the score's name}. Ties go to the lower index, so the result depends only on the
+    inputs.
     """
     if not member_probs:
         raise ValueError("greedy_select needs at least one member")
@@ -48,8 +64,9 @@ def greedy_select(member_probs: list[np.ndarray], labels: np.ndarray, rounds: in
     total = np.zeros_like(np.asarray(member_probs[0], dtype=np.float64))
     counts = np.zeros(len(member_probs), dtype=np.int64)
     chosen, trace = [], []
+    metric = selection_score(labels, total + member_probs[0])[0]
     for k in range(1, rounds + 1):
-        scores = [macro_f1(labels, ((total + p) / k).argmax(1)) for p in member_probs]
+        scores = [selection_score(labels, (total + p) / k)[1] for p in member_probs]
         best = int(np.argmax(scores))  # argmax takes the first of equal scores
         total = total + member_probs[best]
         chosen.append(best)
@@ -58,7 +75,7 @@ def greedy_select(member_probs: list[np.ndarray], labels: np.ndarray, rounds: in
     for i in chosen[:keep]:
         counts[i] += 1
     return {"counts": counts.tolist(), "weights": (counts / counts.sum()).tolist(), "trace": trace,
-            "rounds_kept": keep}
+            "rounds_kept": keep, "metric": metric}
 
 
 def soft_vote(member_probs: list[np.ndarray], weights: list[float]) -> np.ndarray:
@@ -113,11 +130,12 @@ def _predict_members(members: list[Member], build: Path, card: dict, splits: lis
 
 def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool = False, by_lesion: bool = False,
                  select: str | None = None, calibrate: bool = False, out=None, device: str = "auto", batch_size: int = 64,
-                 workers: int = 0, echo=print) -> dict:
+                 workers: int = 0, by: str | None = None, echo=print) -> dict:
     """Soft-vote ``members`` (run folders or checkpoints) on ``split``; writes what evaluate writes, plus ensemble.json.
 
     select="greedy": choose members on the val split (see greedy_select). calibrate: fit one temperature on the
     ensemble's val probabilities and apply it. by_lesion: lesion-level soft voting of the ensemble's output.
+    by: fields to give figures per group of (trainers.subgroups), checked before any prediction.
     """
     from hamdata import runfiles
     from hamdata.report import write_report
@@ -129,11 +147,13 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
 
     if select not in (None, "greedy"):
         raise HamdataError(f"--select: expected greedy, got {select!r}")
+    fields = parse_by(by)
     loaded = [load_checkpoint(m) for m in members]  # a damaged member is one line naming it
     check_members([p for p, _ in loaded], [s for _, s in loaded])
     team = [Member(path, state, {}) for path, state in loaded]
     classes = tuple(team[0].state["classes"])  # every member's (check_members), and the build's (open_eval_build)
     build, card = open_eval_build(team[0].state, shards, split, echo, team[0].path)
+    groups = group_values(build, card, split, fields) if fields else None
     splits = list(dict.fromkeys([split] + (["val"] if select or calibrate else [])))
     why = " (and val, for " + " and ".join(w for w, on in (("selection", select), ("calibration", calibrate)) if on) + ")"
     echo(f"ensemble of {len(team)} members on the {split} split{why if len(splits) > 1 else ''} of {build}"
@@ -146,7 +166,7 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     if select:
         selection = greedy_select([m.probs["val"] for m in team], reference["val"][1])
         weights = selection["weights"]
-        echo("  greedy selection on val: weights " + ", ".join(f"{w:.2f}" for w in weights))
+        echo(f"  greedy selection on val by {selection['metric']}: weights " + ", ".join(f"{w:.2f}" for w in weights))
     probs = soft_vote([m.probs[split] for m in team], weights)
     calibration = None
     if calibrate:
@@ -155,6 +175,7 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
         if calibration.get("warning"):
             echo(f"  warning: {calibration['warning']}")
     lesions = lesions_of(build, ids) if by_lesion else None
+    group_lesions = lesions_of(build, ids) if groups else None
     out = Path(out) if out else default_out(split)
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -166,7 +187,8 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
                         "temperature": temperature_of(member.state), "weight": weight, "scores": scores})
     info = {"split": split, "build": str(build), "tta": tta, "ensemble": [str(m.path) for m in team],
             "weights": weights, "temperature": calibration["temperature"] if calibration else 1.0}
-    metrics = finish_evaluation(out, ids, labels, probs, info, lesions, calibration, classes=classes)
+    metrics = finish_evaluation(out, ids, labels, probs, info, lesions, calibration, classes=classes,
+                                groups=groups and in_order(groups, ids, build, split), group_lesions=group_lesions)
     write_record(out, {"members": records, "weights": weights, "selection": selection, "split": split, "tta": tta,
                        "by_lesion": by_lesion, "build": str(build), "temperature": info["temperature"],
                        "scores": {k: metrics[k] for k in SUMMARY if k in metrics}})
@@ -176,4 +198,6 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     echo(f"{split} (ensemble of {len(team)}{', TTA' if tta else ''}{', lesion-voted' if by_lesion else ''}): "
          f"{headline(metrics)} "
          f"-> {out} ({runfiles.ENSEMBLE}, {Path(report).name})")
+    for field, rows in metrics.get("by", {}).items():
+        echo(subgroup_lines(field, rows))
     return {"out": str(out), "metrics": metrics, "members": records, "report": str(report)}

@@ -22,6 +22,7 @@ from hamdata.manifest import read_manifest
 from .calibration import apply_temperature, calibration_summary, fit_temperature, lesion_mean, plot_reliability, reliability_bins
 from .checkpoints import check_build_classes, checkpoint_classes, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import EVAL_SPLITS
+from .subgroups import group_values, in_order, parse_by, subgroup_lines, write_subgroups
 from .data import open_build, shard_sums, split_shards
 from .fusion import MetadataEncoding
 from .loop import Dist, Env, make_env, predict_split, resolve_device, tta_views
@@ -85,9 +86,11 @@ def lesions_of(build: Path, image_ids: list[str]) -> list[str]:
 
 
 def finish_evaluation(out: Path, ids, labels, probs, info: dict, lesions: list[str] | None,
-                      calibration: dict | None = None, *, classes) -> dict:
+                      calibration: dict | None = None, *, classes, groups: dict | None = None,
+                      group_lesions: list[str] | None = None) -> dict:
     """Write what evaluate writes; given the images' ``lesions`` (lesions_of), the CSV and the top-level figures
-    are lesion-voted. classes: the checkpoint's (and build's) class list."""
+    are lesion-voted. classes: the checkpoint's (and build's) class list. groups: {field: group of each image}
+    (--by; trainers.subgroups), with `group_lesions`, the lesion of each image, for the bootstrap."""
     by_lesion = lesions is not None
     info = dict(info, by_lesion=by_lesion)
     if by_lesion:
@@ -103,6 +106,10 @@ def finish_evaluation(out: Path, ids, labels, probs, info: dict, lesions: list[s
         plot_reliability(calibration["bins_before"], calibration["bins_after"], out / runfiles.RELIABILITY,
                          f"val split: ECE {calibration['val_ece_before']:.3f} -> {calibration['val_ece_after']:.3f} "
                          f"(T = {calibration['temperature']:.2f})")
+    if groups:
+        out.mkdir(parents=True, exist_ok=True)
+        title = f"{info.get('split', '')} split{', lesion-voted' if by_lesion else ''}"
+        info["by"] = write_subgroups(out, labels, probs, groups, group_lesions, classes, title)
     return write_evaluation(out, ids, labels, probs, info, classes)
 
 
@@ -120,15 +127,18 @@ def calibrate(val_probs: np.ndarray, val_labels: np.ndarray) -> dict:
 
 def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool = False, out=None, device: str = "auto",
                         batch_size: int = 64, workers: int = 0, by_lesion: bool = False, calibrate_on_val: bool = False,
-                        echo=print) -> dict:
+                        by: str | tuple | None = None, echo=print) -> dict:
     """Metrics, report, confusion matrix and ISIC CSV of a checkpoint on a split of a build.
 
     by_lesion: every image of a lesion gets the mean of their probabilities. calibrate_on_val: fit a
     temperature on the val split, store it in the checkpoint (predict and ensemble then apply it) and
     apply it here; the NLL and ECE before and after go into metrics.json, a reliability diagram beside it.
+    by: fields to give figures per group of (--by; trainers.subgroups), checked before any prediction.
     """
+    fields = parse_by(by) if isinstance(by, (str, type(None))) else tuple(by)
     path, state = load_checkpoint(checkpoint)
     build, card = open_eval_build(state, shards, split, echo, path)
+    groups = group_values(build, card, split, fields) if fields else None
     options = {"tta": tta, "device": device, "batch_size": batch_size, "workers": workers}
     calibration = None
     if calibrate_on_val:
@@ -149,11 +159,15 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
     out.mkdir(parents=True, exist_ok=True)
     info = {"split": split, "checkpoint": str(path), "build": str(build), "epoch": state.get("epoch"), "tta": tta,
             "temperature": temperature_of(state)}
-    metrics = finish_evaluation(out, ids, labels, probs, info, lesions_of(build, ids) if by_lesion else None, calibration,
-                                classes=checkpoint_classes(state))
+    lesions = lesions_of(build, ids) if by_lesion or groups else None
+    metrics = finish_evaluation(out, ids, labels, probs, info, lesions if by_lesion else None, calibration,
+                                classes=checkpoint_classes(state), groups=groups and in_order(groups, ids, build, split),
+                                group_lesions=lesions)
     level = "lesion-voted" if by_lesion else "images"
     echo(f"{split} ({path.name}{', TTA' if tta else ''}, {level}): {headline(metrics)} on {metrics['samples']} images "
          f"-> {out}")
+    for field, rows in metrics.get("by", {}).items():
+        echo(subgroup_lines(field, rows))
     return {"out": str(out), "metrics": metrics}
 
 
