@@ -105,10 +105,13 @@ def synth(out, layout, n_images, seed, metadata, size, duplicates_of, same_id, n
 @click.option("--seed", default=42, show_default=True, type=int, help="Seed for a fresh split and the sample order.")
 @click.option("--split-manifest", default=None, help="Take the split from this CSV (image_id, split).")
 @click.option("--fresh-split", is_flag=True, help="Split anew even when the canonical HAM10000 split applies.")
+@click.option("--hold-out", default="", metavar="COLLECTION[,COLLECTION]",
+              help="Write every image of these collections (e.g. bcn20000), and whatever their lesion, patient and "
+                   "duplicate groups pull along, to a fourth split, heldout; the rest splits as without it.")
 @user_errors
 def build_shards_cmd(data, out, class_set, image_types, label_map, keep_duplicates, no_duplicate_search, size, fmt, quality, shard_size,
                      workers, on_error, allow_missing, overwrite, no_hair_removal, no_clahe, val, test_frac, seed,
-                     split_manifest, fresh_split):
+                     split_manifest, fresh_split, hold_out):
     """Preprocess, split by lesion, patient and duplicate group, and write WebDataset shards."""
     from hamdata.build import BuildConfig, build_shards
     from hamdata.preprocess import PreprocessConfig, parse_size
@@ -118,7 +121,7 @@ def build_shards_cmd(data, out, class_set, image_types, label_map, keep_duplicat
         data=tuple(data), out=out, format=fmt, quality=quality, shard_size=shard_size, on_error=on_error,
         allow_missing=allow_missing, classes=class_set, label_map=label_map, find_duplicates=not no_duplicate_search,
         image_types=image_types,  # "all" is None: BuildConfig reads it through inputs.check_image_types
-        keep_duplicates=keep_duplicates,
+        keep_duplicates=keep_duplicates, hold_out=hold_out,
         preprocess=PreprocessConfig(hair_removal=not no_hair_removal, clahe=not no_clahe, size=parse_size(size)),
         split=SplitConfig(val=val, test=test_frac, seed=seed, manifest=split_manifest, fresh=fresh_split),
     )
@@ -158,6 +161,12 @@ def format_build_summary(summary: dict) -> str:
     lines = [f"warning: {w}" for w in summary["warnings"]]
     lines += untaken_lines(summary)
     lines.append(f"split: {how}")
+    held = split.get("held_out")
+    if held:
+        pulled = held["pulled_along"]
+        lines.append(f"held out: {', '.join(held['collections'])}: {held['images']} images in {held['groups']} groups"
+                     + (f", {len(pulled)} of them of other collections pulled along by their groups (dataset.json "
+                        f"split.held_out)" if pulled else ""))
     for name, per_class in summary["counts"].items():
         lines.append(f"  {name:<5} {sum(per_class.values()):>6}  " + " ".join(f"{dx}={n}" for dx, n in per_class.items()))
     lines.append(f"wrote {summary['samples']} samples in {summary['shards']} shards to {summary['out']} "

@@ -35,7 +35,7 @@ from .parallel import ordered_map
 from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
 from .shards import INPUT_FIELDS, ShardWriter, sample_json
 from .containers import read_image_bytes
-from .split import SPLITS, SplitConfig, decide_split
+from .split import HELDOUT, SPLITS, WRITTEN_SPLITS, SplitConfig, decide_split
 from .vocabulary import load_label_map
 from .locks import hold
 from .workspace import Workspace
@@ -59,6 +59,7 @@ class BuildConfig:
     find_duplicates: bool = True  # search duplicates by content
     keep_duplicates: bool = False  # keep both images of a duplicate pair (in one split)
     image_types: tuple[str, ...] | None = DEFAULT_IMAGE_TYPES  # --image-types: kept types of inputs that name them
+    hold_out: tuple[str, ...] = ()  # --hold-out: collections written to the heldout split, with their groups
 
     def __post_init__(self):
         if isinstance(self.data, (str, Path)):
@@ -77,10 +78,16 @@ class BuildConfig:
             object.__setattr__(self, "image_types", check_image_types(self.image_types))
         if self.on_error not in ("fail", "skip"):
             raise HamdataError(f"--on-error: expected fail or skip, got {self.on_error!r}")
+        hold = self.hold_out.split(",") if isinstance(self.hold_out, str) else self.hold_out
+        object.__setattr__(self, "hold_out", tuple(dict.fromkeys(h.strip() for h in hold if h.strip())))
 
     def to_dict(self) -> dict:
         record = asdict(self)
         record["preprocess"] = self.preprocess.to_dict()
+        if not self.hold_out:
+            del record["hold_out"]  # a build without one reads as before
+        else:
+            record["hold_out"] = list(self.hold_out)
         return record
 
 
@@ -142,7 +149,7 @@ def sample_order(metadata: pd.DataFrame, split: pd.Series, seed: int) -> list[tu
     """Row positions of each split in the seeded order they are written in (image ids sorted, then permuted)."""
     names, ids = split.to_numpy(), metadata["image_id"].to_numpy()
     ordered = []
-    for k, name in enumerate(SPLITS):
+    for k, name in enumerate(WRITTEN_SPLITS):
         rows = np.flatnonzero(names == name)
         rows = rows[np.argsort(ids[rows], kind="stable")]
         perm = np.random.default_rng([seed, k]).permutation(len(rows))
@@ -250,6 +257,7 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
     inputs = open_inputs(cfg.data, label_map, cfg.on_error, cfg.image_types)
     if inputs.missing and not cfg.allow_missing:
         raise _missing_error(inputs, cfg)
+    check_hold_out(cfg.hold_out, inputs.table["collection"])
     listed = listed_duplicates(inputs, cfg.keep_duplicates)
     table = inputs.table
     if listed["drop"]:
@@ -276,7 +284,7 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
                        listed_rows[list(inputs.links.columns)]], ignore_index=True)
     kept = table[~dropped].reset_index(drop=True) if dropped.any() else table.copy(deep=False)
     kept["group"] = make_groups(kept, links, found["pairs"] + listed["pairs"]).to_numpy()
-    split, split_record = decide_split(kept, cfg.split, CLASS_SETS[cfg.classes])
+    split, split_record = split_holding_out(kept, cfg)
     id_records = [{"kept": d["image_id"], "kept_input": d["kept_input"], "dropped": d["image_id"],
                    "input": d["dropped_input"], "action": "dropped", "file": d["dropped_file"],
                    "evidence": {"method": "image id", "detail": d["evidence"]}} for d in inputs.id_duplicates]
@@ -298,6 +306,42 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
         "split": split_record,
     }
     return kept, split, fields
+
+
+def check_hold_out(hold_out: tuple[str, ...], collections: pd.Series) -> None:
+    """--hold-out names collections the build holds, and not all of them (checked before the duplicate search)."""
+    present = sorted(set(collections))
+    absent = [c for c in hold_out if c not in present]
+    if absent:
+        raise HamdataError(f"--hold-out {absent[0]}: the build holds no image of collection {absent[0]!r}: expected "
+                           f"one of {', '.join(present)}")
+    if hold_out and set(present) <= set(hold_out):
+        raise HamdataError(f"--hold-out {','.join(hold_out)}: every image of the build would be held out: nothing "
+                           f"left to train on")
+
+
+def split_holding_out(kept: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.Series, dict]:
+    """The split of every kept row: with --hold-out, every group holding an image of those collections is
+    ``heldout`` (images of other collections it pulls along are listed in the record), and the rest is split as
+    without it (HAM10000 on its canonical split but for the images pulled out)."""
+    classes = CLASS_SETS[cfg.classes]
+    if not cfg.hold_out:
+        return decide_split(kept, cfg.split, classes)
+    check_hold_out(cfg.hold_out, kept["collection"])
+    touched = set(kept.loc[kept["collection"].isin(cfg.hold_out), "group"])
+    held = kept["group"].isin(touched).to_numpy()
+    if held.all():
+        raise HamdataError(f"--hold-out {','.join(cfg.hold_out)}: every image of the build would be held out: "
+                           f"nothing left to train on")
+    rest, record = decide_split(kept[~held], cfg.split, classes)
+    split = pd.Series(HELDOUT, index=kept.index, name="split", dtype=object)
+    split[~held] = rest.to_numpy()
+    pulled = kept[held & ~kept["collection"].isin(cfg.hold_out).to_numpy()]
+    record = dict(record, held_out={
+        "collections": list(cfg.hold_out), "images": int(held.sum()), "groups": len(touched),
+        "pulled_along": [{"image_id": r.image_id, "collection": r.collection, "group": r.group}
+                         for r in pulled.sort_values("image_id").itertuples(index=False)]})
+    return split, record
 
 
 def listed_duplicates(inputs, keep: bool) -> dict:
@@ -380,12 +424,13 @@ def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConf
     feed, rows = itertools.tee(_rows_in_order(kept, ordered))
     tasks = (Task(k, row.image_id, row.locator) for k, (_, row) in enumerate(feed))
     total = sum(len(r) for _, r in ordered)
-    writers = {name: ShardWriter(tmp, name, name, name, cfg.shard_size) for name in SPLITS}
+    splits = SPLITS + ((HELDOUT,) if (split == HELDOUT).any() else ())
+    writers = {name: ShardWriter(tmp, name, name, name, cfg.shard_size) for name in splits}
     manifest = ManifestWriter(tmp / MANIFEST_NAME)
     moments = np.zeros(7, dtype=np.int64)
     stage_seconds: dict[str, float] = {}
     skipped, converted = [], []
-    written = {(name, dx): 0 for name in SPLITS for dx in classes}
+    written = {(name, dx): 0 for name in splits for dx in classes}
     bar = tqdm(total=total, unit="img", desc="build-shards", disable=not progress, dynamic_ncols=True)
     results = ordered_results(tasks, cfg, workers)
     try:
@@ -413,7 +458,7 @@ def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConf
                             "collection": row.collection, "group": row.group})
             stage_seconds["write"] = stage_seconds.get("write", 0.0) + time.perf_counter() - t0
             written[name, row.dx] += 1
-        shards = [info.to_dict() for name in SPLITS for info in writers[name].close()]
+        shards = [info.to_dict() for name in splits for info in writers[name].close()]
     except BaseException:
         results.close()  # stop the workers now, not whenever the generator is collected
         for writer in writers.values():
@@ -423,7 +468,7 @@ def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConf
         bar.close()
         manifest.close()
     card.update(
-        counts={name: {dx: written[name, dx] for dx in classes} for name in SPLITS},
+        counts={name: {dx: written[name, dx] for dx in classes} for name in splits},
         shards=shards, skipped=skipped, converted=converted, train_stats=_mean_std(moments),
     )
     return card, stage_seconds

@@ -20,6 +20,8 @@ from .errors import HamdataError
 from .vocabulary import shipped_file
 
 SPLITS = ("train", "val", "test")
+HELDOUT = "heldout"  # build-shards --hold-out: every image of the collections held out, and what their groups pull along
+WRITTEN_SPLITS = SPLITS + (HELDOUT,)  # in the order a build writes them
 CANONICAL_NAME = "ham10000_split.csv"
 CANONICAL_SEED = 42
 CANONICAL_FRACTIONS = (0.15, 0.15)  # (val, test)

@@ -23,7 +23,7 @@ SCHEDULES = ("warm_restarts", "cosine")  # schedules.make_scheduler
 DEVICES = ("auto", "cpu", "cuda")
 DECODES = ("cpu", "gpu")
 TRAIN_SETS = ("auto", "train")  # --train-set: one of these, or a balanced-N folder of the build
-EVAL_SPLITS = ("test", "val")  # the splits `evaluate` takes
+EVAL_SPLITS = ("test", "val", "heldout")  # the splits `evaluate` takes (heldout: builds made with --hold-out)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,9 @@ def open_eval_build(state: dict, shards, split: str, echo, path="checkpoint") ->
         raise HamdataError(f"--split: expected {' or '.join(EVAL_SPLITS)}, got {split!r}")
     build = Path(shards or state["data"]["build"])
     card = open_build(build)
+    if not sum((card.get("counts") or {}).get(split, {}).values()):
+        raise HamdataError(f"--split {split}: {build} has no {split} split"
+                           + (" (build-shards --hold-out COLLECTION writes one)" if split == "heldout" else ""))
     check_build_classes(path, state, build, card)
     if card["config"]["preprocess"] != state["data"]["preprocess"]:
         echo(f"warning: {build} was preprocessed differently from the checkpoint's training build")

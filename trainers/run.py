@@ -21,6 +21,7 @@ from torch import nn
 
 from hamdata import runfiles
 from hamdata.errors import HamdataError
+from hamdata.split import HELDOUT
 from hamdata.locks import hold
 from hamdata.manifest import card_classes, read_card
 from hamdata.plots import plot_history, save_png
@@ -182,6 +183,7 @@ class Plan:
     steps: int  # batches per epoch and rank
     meta: dict  # what every checkpoint carries besides weights
     guard: tuple  # ((folder, shard sha256s), ...) of the build and training set: reading stops if one is replaced
+    heldout: tuple | None = None  # the heldout split's shards (build-shards --hold-out), evaluated after test
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -279,7 +281,9 @@ def _plan(config: TrainConfig, state: dict | None, dist: Dist, locks: contextlib
     guard = ((str(build), tuple(prints["build"])),)
     if "train_set" in prints:
         guard += ((str(train_set.folder), tuple(prints["train_set"])),)
-    return Plan(config, make_env(dist, device, card["train_stats"]), out, train_set, note, factors, val, test, steps, meta, guard)
+    heldout = split_shards(build, card, HELDOUT) if sum(card.get("counts", {}).get(HELDOUT, {}).values()) else None
+    return Plan(config, make_env(dist, device, card["train_stats"]), out, train_set, note, factors, val, test, steps, meta, guard,
+                heldout)
 
 
 def _initial_model(config: TrainConfig, dist: Dist, resuming: bool, metadata: dict | None, num_classes: int) -> nn.Module:
@@ -438,19 +442,27 @@ def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
     barrier(env.dist)
     _, best = load_checkpoint(out / name)
     t.model.load_state_dict(best["model"])
-    try:
-        ids, labels, probs = predict_split(env, t.model, *plan.test, image_size=config.image_size, batch_size=config.batch_size,
-                                           workers=config.workers, num_classes=len(plan.classes), what="test split",
-                                           metadata=plan.metadata, guard=plan.guard)
-    except BuildReplaced as exc:
-        raise BuildReplaced(f"{exc}: the test evaluation stopped; the checkpoints in {out} are intact") from None
-    result = {"evaluated": name}
+    result, predicted = {"evaluated": name}, {}
+    # test into the run folder; a build's heldout split (a collection never trained on) into eval-heldout/ beside it
+    for split, shards, folder in (("test", plan.test, out), (HELDOUT, plan.heldout, out / f"eval-{HELDOUT}")):
+        if shards is None:
+            continue
+        try:
+            ids, labels, probs = predict_split(env, t.model, *shards, image_size=config.image_size,
+                                               batch_size=config.batch_size, workers=config.workers,
+                                               num_classes=len(plan.classes), what=f"{split} split",
+                                               metadata=plan.metadata, guard=plan.guard)
+        except BuildReplaced as exc:
+            raise BuildReplaced(f"{exc}: the {split} evaluation stopped; the checkpoints in {out} are intact") from None
+        predicted[split] = (ids, labels, probs)
+        if env.dist.main:
+            info = {"split": split, "checkpoint": str(out / name), "epoch": best["epoch"], "tta": False}
+            metrics = write_evaluation(folder, ids, labels, probs, info, plan.classes)
+            result[split] = {k: metrics[k] for k in ("auc", "pauc_80", "accuracy", "balanced_accuracy", "macro_f1",
+                                                     "macro_auc") if k in metrics}
+            echo(f"{split} ({name}, epoch {best['epoch']}): {headline(metrics)} -> {folder}")
     if env.dist.main:
-        info = {"split": "test", "checkpoint": str(out / name), "epoch": best["epoch"], "tta": False}
-        metrics = write_evaluation(out, ids, labels, probs, info, plan.classes)
-        result["test"] = {k: metrics[k] for k in ("auc", "pauc_80", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
-                          if k in metrics}
-        echo(f"test ({name}, epoch {best['epoch']}): {headline(metrics)} -> {out}")
+        ids, labels, probs = predicted["test"]
         if config.gradcam:
             from .gradcam import write_gradcams
 
