@@ -25,7 +25,31 @@ def _workers(value: int | None) -> int:
     return value if value else (os.cpu_count() or 1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OneLineErrors(click.Group):
+    """click's own usage errors (a bad choice, a missing argument, an unknown option, a value of the wrong type)
+    under the one error contract: a single line ``error: ...`` naming what was expected, the command's --help as
+    the hint, exit 2; the same as every HamdataError."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(click.exceptions, "NoArgsIsHelpError", ()) as exc:  # `hamdata`, `hamdata train`: the help
+            click.echo(exc.ctx.get_help())
+            sys.exit(0)
+        except click.exceptions.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else (prog_name or "hamdata")
+            message = " ".join(exc.format_message().split())
+            click.echo(f"error: {message} (see `{where} --help`)", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name=None, version=__import__("hamdata").__version__, prog_name="hamdata")
 def main():
     """HAM10000 as preprocessed, lesion-aware, class-balanced WebDataset shards."""
@@ -113,17 +137,21 @@ def build_shards_cmd(data, out, class_set, image_types, label_map, keep_duplicat
                      workers, on_error, allow_missing, overwrite, no_hair_removal, no_clahe, val, test_frac, seed,
                      split_manifest, fresh_split, hold_out):
     """Preprocess, split by lesion, patient and duplicate group, and write WebDataset shards."""
-    from hamdata.build import BuildConfig, build_shards
+    from hamdata.inputs import check_paths
     from hamdata.preprocess import PreprocessConfig, parse_size
     from hamdata.split import SplitConfig
+
+    check_paths(data, out)  # before hamdata.build, which loads OpenCV: a wrong path answers at once
+    preprocess = PreprocessConfig(hair_removal=not no_hair_removal, clahe=not no_clahe, size=parse_size(size))
+    split = SplitConfig(val=val, test=test_frac, seed=seed, manifest=split_manifest, fresh=fresh_split)
+    from hamdata.build import BuildConfig, build_shards
 
     cfg = BuildConfig(
         data=tuple(data), out=out, format=fmt, quality=quality, shard_size=shard_size, on_error=on_error,
         allow_missing=allow_missing, classes=class_set, label_map=label_map, find_duplicates=not no_duplicate_search,
         image_types=image_types,  # "all" is None: BuildConfig reads it through inputs.check_image_types
         keep_duplicates=keep_duplicates, hold_out=hold_out,
-        preprocess=PreprocessConfig(hair_removal=not no_hair_removal, clahe=not no_clahe, size=parse_size(size)),
-        split=SplitConfig(val=val, test=test_frac, seed=seed, manifest=split_manifest, fresh=fresh_split),
+        preprocess=preprocess, split=split,
     )
     summary = build_shards(cfg, workers=_workers(workers), overwrite=overwrite)
     click.echo(format_build_summary(summary))
@@ -183,6 +211,10 @@ def verify(folder):
     """Re-read every shard and check it against dataset.json and manifest.csv; audit leakage."""
     from hamdata.verify import verify_tree
 
+    if not Path(folder).exists() and not any(Path(folder).parent.glob(f".{Path(folder).name}.tmp-*")):
+        # a user's mistake (one line, exit 2), not a damaged or unfinished build (problem lines, exit 1)
+        raise HamdataError(f"{folder}: no such folder (expected a build made by `hamdata build-shards`, or a "
+                           f"balanced set in it)")
     problems = verify_tree(Path(folder))
     for line in problems:
         click.echo(line)

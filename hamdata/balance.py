@@ -22,14 +22,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .augment import POLICIES, augment_seed, describe_policy, make_recipe, replay
 from .classes import CLASSES, label_of
 from .errors import HamdataError
 from .locks import hold
 from .manifest import (CARD_NAME, MANIFEST_NAME, ManifestWriter, card_classes, card_skeleton, read_card, read_manifest,
                        shards_of, write_card, write_info)
 from .parallel import ordered_map
-from .preprocess import ImageError, decode_image, encode_image
 from .shards import IMAGE_EXTS, TAR_ERRORS, ShardWriter, iter_members, sample_json, sha256_file, tar_error_detail
 from .workspace import Workspace
 
@@ -101,6 +99,8 @@ def spread_across_lesions(keys: list[str], lesions: list[str], n: int, rng: np.r
 
 def round_robin_copies(parents: list[str], n: int, rng: np.random.Generator, policy: str, seed: int, dx: str) -> list[PlannedSample]:
     """``n`` copies, parents taken in a seeded order one after another, so counts per parent differ by <= 1."""
+    from .augment import augment_seed, make_recipe  # albumentations and OpenCV: only once there is work
+
     order = [parents[i] for i in rng.permutation(len(parents))]
     copies = []
     for j in range(n):
@@ -214,6 +214,9 @@ class CopyTask:
 
 def make_copy(task: CopyTask) -> bytes:
     """Parent bytes -> augmented, encoded copy (runs in a worker)."""
+    from .augment import replay
+    from .preprocess import ImageError, decode_image, encode_image
+
     try:
         rgb, _ = decode_image(task.parent.read())
     except ImageError as exc:
@@ -300,6 +303,8 @@ def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, buil
 
 def _balanced_card(build_card: dict, cfg: BalanceConfig, plan: BalancePlan, shards: list[dict], build: Path,
                    target_dir: Path) -> dict:
+    from .augment import POLICIES, describe_policy
+
     build_cfg = build_card["config"]
     config = asdict(cfg)
     # inherited from the build, so that readers of a balanced set find the image settings where a build has them

@@ -28,7 +28,7 @@ from .duplicates import fingerprints, settle
 from .errors import HamdataError
 from .groups import UnionFind, make_groups
 from .metadata_isic2020 import LIST_EVIDENCE
-from .inputs import DEFAULT_IMAGE_TYPES, check_image_types, open_inputs
+from .inputs import DEFAULT_IMAGE_TYPES, check_image_types, check_paths, open_inputs
 from .manifest import (MANIFEST_NAME, TABULAR_FORMAT, ManifestWriter, card_skeleton, write_card,
                        write_info)
 from .parallel import ordered_map
@@ -220,21 +220,11 @@ def _mean_std(moments: np.ndarray) -> dict:
     return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std], "pixels": int(moments[6])}
 
 
-def _check_paths(inputs: tuple[str, ...], out: Path) -> None:
-    for data in map(Path, inputs):
-        if not data.exists():
-            raise HamdataError(f"--data: no such folder: {data} (expected a HAM10000 or ISIC copy; `hamdata synth --out {data}` makes a synthetic one)")
-        if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
-            raise HamdataError(f"--out {out} is inside the input folder {data}; choose a folder outside it")
-        if out.resolve() in data.resolve().parents:  # --overwrite would delete the input with the old build
-            raise HamdataError(f"--data {data} is inside the output folder {out}; choose an --out outside the input")
-
-
 def build_shards(cfg: BuildConfig, workers: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Build the shards of ``cfg.data`` into ``cfg.out``; returns a summary for the CLI."""
     started = time.perf_counter()
     out = Path(cfg.out)
-    _check_paths(cfg.data, out)
+    check_paths(cfg.data, out)
     workspace = Workspace(out, overwrite=overwrite)
     workspace.check()
     with hold(out):  # one writer per output, from before the work until the build is in place

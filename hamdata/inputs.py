@@ -74,6 +74,18 @@ def _normalised(source: Source) -> pd.DataFrame:
     return df
 
 
+def check_paths(inputs, out) -> None:
+    """--data folders that exist, and an --out neither inside one nor holding one (checked before any heavy import)."""
+    out = Path(out)
+    for data in map(Path, inputs):
+        if not data.exists():
+            raise HamdataError(f"--data: no such folder: {data} (expected a HAM10000 or ISIC copy; `hamdata synth --out {data}` makes a synthetic one)")
+        if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
+            raise HamdataError(f"--out {out} is inside the input folder {data}; choose a folder outside it")
+        if out.resolve() in data.resolve().parents:  # --overwrite would delete the input with the old build
+            raise HamdataError(f"--data {data} is inside the output folder {out}; choose an --out outside the input")
+
+
 def check_image_types(image_types) -> tuple[str, ...] | None:
     """--image-types as a tuple of the archive's spellings (None: "all"); a one-line error for a type the archive
     does not have."""

@@ -116,6 +116,8 @@ def read_card(folder: Path) -> dict:
     if not path.is_file():
         if any(Path(folder).parent.glob(f".{Path(folder).name}.tmp-*")):
             raise HamdataError(f"{folder}: no {CARD_NAME}: the build there did not finish; run it again")
+        if not Path(folder).exists():
+            raise HamdataError(f"{folder}: no such folder (expected a build made by `hamdata build-shards`)")
         raise HamdataError(f"{folder}: no {CARD_NAME}: not a hamdata build (run `hamdata build-shards` first)")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))

@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 from io import BytesIO
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -214,6 +213,8 @@ def remove_hair(rgb: np.ndarray, kernel: int = 17, threshold: int = 10, radius: 
     threshold: black-hat response (grey levels) above which a pixel counts as hair.
     radius: inpainting neighbourhood radius in pixels.
     """
+    import cv2  # here, not at the top: argument errors answer before OpenCV loads
+
     rgb = _check_rgb(rgb)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     element = cv2.getStructuringElement(cv2.MORPH_CROSS, (kernel, kernel))
@@ -227,6 +228,8 @@ def apply_clahe(rgb: np.ndarray, clip: float = 2.0, tiles: int = 8) -> np.ndarra
 
     clip: clip limit (higher = stronger contrast). tiles: the grid is tiles x tiles.
     """
+    import cv2  # here, not at the top: argument errors answer before OpenCV loads
+
     rgb = _check_rgb(rgb)
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)  # a new array: writing into it leaves rgb alone
     clahe = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(int(tiles), int(tiles)))
@@ -236,6 +239,8 @@ def apply_clahe(rgb: np.ndarray, clip: float = 2.0, tiles: int = 8) -> np.ndarra
 
 def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Area-interpolated resize to size = (width, height); aspect ratio is not kept."""
+    import cv2  # here, not at the top: argument errors answer before OpenCV loads
+
     rgb = _check_rgb(rgb)
     w, h = size
     if rgb.shape[:2] == (h, w):
@@ -283,6 +288,8 @@ def encode_image(rgb: np.ndarray, fmt: str = "jpg", quality: int = 95) -> bytes:
 
     The same array and options always give the same bytes (same library versions).
     """
+    import cv2  # here, not at the top: argument errors answer before OpenCV loads
+
     rgb = _check_rgb(rgb)
     if fmt == "jpg":
         if not _is_int(quality) or not 1 <= quality <= 100:

@@ -4,14 +4,15 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
+from helpers import REAL_SAMPLE_MISSING, SHARED
+
 REAL_METADATA = SHARED / "HAM10000_metadata.csv"
 REAL_IMAGES = SHARED / "images"
 
 
 def _need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"real HAM10000 sample not found at {path} (only in the project's shared folder)")
+        pytest.skip(REAL_SAMPLE_MISSING)
     return path
 
 

@@ -27,6 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 # synthetic_build makes a build of its own, for a test that writes into it.
 
 
+# The real HAM10000 sample (the full metadata table and 23 images) lives in the project's shared folder, never in
+# the repository; where it is absent (a user's machine), every test that needs it skips with this one reason.
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
+REAL_SAMPLE_MISSING = (f"the real HAM10000 sample is not here ({SHARED}: the full metadata table and 23 images, kept "
+                       f"in the project's shared folder only, as on a user's machine)")
+
+
+def real_sample_present() -> bool:
+    return (SHARED / "HAM10000_metadata.csv").is_file() and (SHARED / "images").is_dir()
+
+
 def _table(n_images: int, metadata: str | Path | None) -> str:
     """What a synthetic set is drawn from, for a folder name: ``n_images`` random rows, or a metadata CSV
     (named after the file and a digest of its bytes, so that different tables never share a folder)."""

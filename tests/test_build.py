@@ -268,11 +268,17 @@ def test_cli_errors_are_one_line(synth_data, tmp_path):
         (["build-shards", "--data", str(synth_data), "--shard-size", "0"], "--shard-size"),
         (["build-shards", "--data", str(synth_data), "--out", str(synth_data / "shards")], "inside the input folder"),
         (["build-shards", "--data", str(synth_data), "--val", "0.6", "--test", "0.5"], "--val + --test"),
-        (["verify", str(tmp_path / "nothing")], "no dataset.json"),
+        (["verify", str(tmp_path / "nothing")], "nothing: no such folder (expected a build made by"),
+        # click's own usage errors, under the same contract, with the command's --help as the hint
+        (["evaluate", "x", "--split", "tset"], "error: Invalid value for '--split': 'tset' is not one of"),
+        (["evaluate"], "error: Missing argument 'CHECKPOINT'. (see `main evaluate --help`)"),
+        (["build-shards", "--bogus"], "error: No such option '--bogus'."),
+        (["balance", "--target", "abc"], "is not a valid integer. (see `main balance --help`)"),
     ]
     for args, expected in cases:
         result = runner.invoke(main, args)
-        assert result.exit_code != 0, args
+        assert result.exit_code == 2, args  # the one contract: a user mistake is one line, "error: ...", exit 2
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), result.output
         assert expected in result.output and "Traceback" not in result.output, (args, result.output)
 
 

@@ -4,7 +4,6 @@ pictures are not merged, results do not depend on row order, and bad input gets 
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,8 +12,8 @@ import pytest
 from hamdata import dedup
 from hamdata.errors import HamdataError
 from hamdata.synth import JPEG_QUALITY, draw_lesion
+from helpers import REAL_SAMPLE_MISSING, SHARED, real_sample_present
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
 COPIES = ("q85", "q70", "r0.5", "r0.75", "r1024", "crop3", "cropasym", "b+15", "b-15", "combo")
 
 
@@ -65,9 +64,8 @@ def real_set():
     lesion id and original row."""
     images = SHARED / "images"
     table = SHARED / "HAM10000_metadata.csv"
-    if not images.is_dir() or not table.is_file():
-        pytest.skip(f"../shared/data/ham10000 not found: {SHARED} holds the 23 real HAM10000 images and their "
-                    "metadata only in the project's shared folder")
+    if not real_sample_present():
+        pytest.skip(REAL_SAMPLE_MISSING)
     with table.open(newline="") as f:
         lesion_of = {row["image_id"]: row["lesion_id"] for row in csv.DictReader(f)}
     rng = np.random.default_rng(7)

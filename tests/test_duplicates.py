@@ -18,15 +18,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import cli, shard_members, verify
+from helpers import REAL_SAMPLE_MISSING, SHARED, cli, real_sample_present, shard_members, verify
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000"
 ISIC2019_LABEL = {"akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV", "vasc": "VASC"}
 COLUMNS = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
 
-pytestmark = pytest.mark.skipif(not (SHARED / "images").is_dir(),
-                                reason="../shared/data/ham10000 (the real HAM10000 images) is not here, as on a "
-                                       "user's machine: the duplicate acceptance test needs them")
+pytestmark = pytest.mark.skipif(not real_sample_present(), reason=REAL_SAMPLE_MISSING)
 
 
 def transformed(data: bytes) -> bytes:

@@ -67,8 +67,10 @@ def assert_nothing_looks_complete(work: Path) -> None:
         assert temp.is_dir()  # hidden, and never read by verify, stats or balance
     if leftovers(work):
         assert verify(out) == (1, [f"{out}: no dataset.json: the build there did not finish; run it again"])
-    else:  # killed before it created anything
-        assert verify(out) == (1, [f"{out}: no dataset.json: not a hamdata build (run `hamdata build-shards` first)"])
+    else:  # killed before it created anything: nothing there, which verify says in one line (exit 2)
+        result = cli("verify", out)
+        assert result.exit_code == 2 and result.stderr.splitlines() == [
+            f"error: {out}: no such folder (expected a build made by `hamdata build-shards`, or a balanced set in it)"]
 
 
 def temp_of(work: Path, proc: subprocess.Popen) -> Path:

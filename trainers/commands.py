@@ -14,7 +14,7 @@ from hamdata import runfiles
 from hamdata.errors import HamdataError, exit_on_user_error
 
 from .config import ARCHS, DECODES, DEVICES, EVAL_SPLITS, LOSSES, RECIPES, TrainConfig
-from .recipes import recipe_config, recipe_doc, run_recipe
+from .recipes import check_paths, recipe_config, recipe_doc, run_recipe
 
 COMMON = ("shards", "out", "train_set", "arch", "weights", "epochs", "batch_size", "lr", "image_size", "device",
           "workers", "decode", "seed", "max_steps", "stop_after", "loss", "cb_beta", "metadata", "metadata_columns")
@@ -105,14 +105,16 @@ def _evaluate_command(wrap) -> click.Command:
     @click.option("--by", default=None, metavar="FIELD[,FIELD]",
                   help="Figures per group of these fields too: collection, site, sex, age (15-year bands), image_type, "
                        "or another field of the build's samples.")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
     @wrap
-    def evaluate(checkpoint, shards, split, tta, out, device, batch_size, workers, by_lesion, calibrate, by):
+    def evaluate(checkpoint, shards, split, tta, out, device, batch_size, workers, by_lesion, calibrate, by, overwrite):
         """Metrics, classification report, confusion matrix and ISIC CSV of a checkpoint (file or run folder)."""
+        check_paths(checkpoints=[checkpoint], shards=shards)  # before torch: a wrong path answers at once
         from . import evaluate_checkpoint
 
         evaluate_checkpoint(checkpoint, shards=shards, split=split, tta=tta, out=out, device=device,
                             batch_size=batch_size, workers=workers, by_lesion=by_lesion, calibrate_on_val=calibrate,
-                            by=by, echo=click.echo)
+                            by=by, overwrite=overwrite, echo=click.echo)
 
     return evaluate
 
@@ -133,6 +135,7 @@ def _predict_command(wrap) -> click.Command:
     @wrap
     def predict(checkpoint, images, tta, device, as_json, age, sex, site, metadata_csv):
         """Class probabilities of raw images, preprocessed as the checkpoint's build was."""
+        check_paths(checkpoints=[checkpoint], images=images)
         from .predict import predict_images, read_metadata_csv
 
         metadata = None
@@ -166,21 +169,27 @@ def _ensemble_command(wrap) -> click.Command:
                   help="greedy: forward selection of members (repeats allowed) on the val split by macro-F1 "
                        "(two classes: by the partial AUC above 80% TPR).")
     @click.option("--calibrate", is_flag=True, help="Fit one temperature to the ensemble on the val split and apply it.")
-    @click.option("--out", default=None, help="Output folder.  [default: runs/ensemble-<split>-<timestamp>]")
+    @click.option("--out", default=None,
+                  help="Output folder.  [default: ensemble-<runs>-<split> beside the first member's run folder]")
     @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
     @click.option("--batch-size", default=64, show_default=True, type=int)
     @click.option("--workers", default=2, show_default=True, type=int)
     @click.option("--by", default=None, metavar="FIELD[,FIELD]",
                   help="Figures per group of these fields too: collection, site, sex, age (15-year bands), image_type, "
                        "or another field of the build's samples.")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
     @wrap
-    def ensemble(members, shards, split, tta, by_lesion, select, calibrate, out, device, batch_size, workers, by):
+    def ensemble(members, shards, split, tta, by_lesion, select, calibrate, out, device, batch_size, workers, by,
+                 overwrite):
         """Soft voting over runs or checkpoints (MEMBERS: run folders use their best.pt); writes what evaluate writes."""
+        check_paths(checkpoints=members, shards=shards)
+        if len(members) < 2:
+            raise HamdataError(f"ensemble: needs at least two members (runs or checkpoints), got {len(members)}")
         from .ensemble import run_ensemble
 
         run_ensemble(list(members), shards=shards, split=split, tta=tta, by_lesion=by_lesion, select=select,
                      calibrate=calibrate, out=out, device=device, batch_size=batch_size, workers=workers, by=by,
-                     echo=click.echo)
+                     overwrite=overwrite, echo=click.echo)
 
     return ensemble
 

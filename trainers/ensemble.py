@@ -13,7 +13,7 @@ ISIC 2024 challenge's score.
 from __future__ import annotations
 
 import json
-import time
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +96,14 @@ def check_members(paths: list, states: list[dict]) -> None:
                                f"for {first}; every member needs the same class list")
 
 
-def default_out(split: str) -> Path:
-    return Path("runs") / f"ensemble-{split}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_out(paths: list[Path], split: str) -> Path:
+    """Beside the first member's run folder: ``ensemble-<run>+<run>...-<split>`` (where a user looks for it, not in
+    ./runs of whatever folder the command ran in)."""
+    runs = [p.parent if p.suffix == ".pt" else p for p in map(Path, paths)]
+    names = "+".join(dict.fromkeys(r.name for r in runs))
+    if len(names) > 80:
+        names = f"{runs[0].name}+{len(runs) - 1}-more"
+    return runs[0].parent / f"ensemble-{names}-{split}"
 
 
 def write_record(out: Path, record: dict) -> None:
@@ -130,7 +136,7 @@ def _predict_members(members: list[Member], build: Path, card: dict, splits: lis
 
 def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool = False, by_lesion: bool = False,
                  select: str | None = None, calibrate: bool = False, out=None, device: str = "auto", batch_size: int = 64,
-                 workers: int = 0, by: str | None = None, echo=print) -> dict:
+                 workers: int = 0, by: str | None = None, overwrite: bool = False, echo=print) -> dict:
     """Soft-vote ``members`` (run folders or checkpoints) on ``split``; writes what evaluate writes, plus ensemble.json.
 
     select="greedy": choose members on the val split (see greedy_select). calibrate: fit one temperature on the
@@ -143,7 +149,8 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     from .calibration import apply_temperature, lesion_mean
     from .checkpoints import load_checkpoint
     from .metrics import classification_metrics
-    from .predict import SUMMARY, calibrate as fit_calibration, finish_evaluation, lesions_of, open_eval_build, temperature_of
+    from .predict import (SUMMARY, calibrate as fit_calibration, claim_output, finish_evaluation, lesions_of, open_eval_build,
+                          temperature_of)
 
     if select not in (None, "greedy"):
         raise HamdataError(f"--select: expected greedy, got {select!r}")
@@ -151,6 +158,8 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     loaded = [load_checkpoint(m) for m in members]  # a damaged member is one line naming it
     check_members([p for p, _ in loaded], [s for _, s in loaded])
     team = [Member(path, state, {}) for path, state in loaded]
+    out = Path(out) if out else default_out([p for p, _ in loaded], split)
+    claim_output(out, overwrite)
     classes = tuple(team[0].state["classes"])  # every member's (check_members), and the build's (open_eval_build)
     build, card = open_eval_build(team[0].state, shards, split, echo, team[0].path)
     groups = group_values(build, card, split, fields) if fields else None
@@ -176,7 +185,8 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
             echo(f"  warning: {calibration['warning']}")
     lesions = lesions_of(build, ids) if by_lesion else None
     group_lesions = lesions_of(build, ids) if groups else None
-    out = Path(out) if out else default_out(split)
+    if overwrite and out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for member, weight in zip(team, weights):

@@ -9,6 +9,7 @@ the same class list.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,13 @@ def open_eval_build(state: dict, shards, split: str, echo, path="checkpoint") ->
         echo(f"warning: {build} is not the build the checkpoint was trained on (its shards differ: another, rebuilt or "
              "replaced build)")
     return build, card
+
+
+def claim_output(out: Path, overwrite: bool) -> None:
+    """An evaluation's folder: refused when it holds files already (as build-shards refuses an existing build),
+    unless --overwrite; checked before anything is predicted."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise HamdataError(f"--out {out} exists already: pass --overwrite to replace it, or choose another --out")
 
 
 def split_probabilities(path: Path, state: dict, build: Path, card: dict, split: str, *, tta: bool, device: str,
@@ -130,7 +138,7 @@ def calibrate(val_probs: np.ndarray, val_labels: np.ndarray) -> dict:
 
 def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool = False, out=None, device: str = "auto",
                         batch_size: int = 64, workers: int = 0, by_lesion: bool = False, calibrate_on_val: bool = False,
-                        by: str | tuple | None = None, echo=print) -> dict:
+                        by: str | tuple | None = None, overwrite: bool = False, echo=print) -> dict:
     """Metrics, report, confusion matrix and ISIC CSV of a checkpoint on a split of a build.
 
     by_lesion: every image of a lesion gets the mean of their probabilities. calibrate_on_val: fit a
@@ -140,6 +148,9 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
     """
     fields = parse_by(by) if isinstance(by, (str, type(None))) else tuple(by)
     path, state = load_checkpoint(checkpoint)
+    suffix = ("-tta" if tta else "") + ("-lesion" if by_lesion else "")
+    out = Path(out) if out else path.parent / f"eval-{path.stem}-{split}{suffix}"
+    claim_output(out, overwrite)
     build, card = open_eval_build(state, shards, split, echo, path)
     groups = group_values(build, card, split, fields) if fields else None
     options = {"tta": tta, "device": device, "batch_size": batch_size, "workers": workers}
@@ -157,8 +168,8 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
              f"{calibration['val_nll_after']:.3f}, ECE {calibration['val_ece_before']:.3f} -> "
              f"{calibration['val_ece_after']:.3f}); stored in {path}")
     ids, labels, probs = split_probabilities(path, state, build, card, split, **options)
-    suffix = ("-tta" if tta else "") + ("-lesion" if by_lesion else "")
-    out = Path(out) if out else path.parent / f"eval-{path.stem}-{split}{suffix}"
+    if overwrite and out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     info = {"split": split, "checkpoint": str(path), "build": str(build), "epoch": state.get("epoch"), "tta": tta,
             "temperature": temperature_of(state)}

@@ -42,14 +42,36 @@ def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: s
     ``config`` may only hold the options that can change (epochs, device, workers,
     stop_after, shards). ``allow_other_build``: resume on a build whose shards differ from the run's.
     """
-    from .run import run
-
     if resume is not None:
         if isinstance(config, TrainConfig):
             raise HamdataError("run_recipe(resume=...): pass a dict of the options to change, not a TrainConfig")
+        check_paths(resume=resume, shards=(config or {}).get("shards"))
+        from .run import run  # torch: only once the arguments are known to be good
+
         return run(resume=resume, overrides={**(config or {}), "recipe": name}, echo=echo, allow_other_build=allow_other_build)
     if not isinstance(config, TrainConfig):
         config = recipe_config(name, **(config or {}))
     elif config.recipe != name:
         raise HamdataError(f"run_recipe({name!r}): the config is for recipe {config.recipe!r}")
+    check_paths(shards=config.shards, weights=config.weights)
+    from .run import run
+
     return run(config, echo=echo)
+
+
+def check_paths(shards=None, resume=None, weights=None, checkpoints=(), images=()) -> None:
+    """The paths a run reads, checked before torch is imported (a mistyped folder answers at once, not after 8 s)."""
+    from pathlib import Path
+
+    if shards is not None and not Path(shards).exists():
+        raise HamdataError(f"{shards}: no such folder (expected a build made by `hamdata build-shards`)")
+    if resume is not None and not Path(resume).exists():
+        raise HamdataError(f"{resume}: no such checkpoint")
+    if weights not in (None, "imagenet", "none") and not Path(weights).exists():
+        raise HamdataError(f"--weights {weights}: no such file (expected imagenet, none or a .pt file)")
+    for path in checkpoints:
+        if not Path(path).exists():
+            raise HamdataError(f"{path}: no such checkpoint")
+    for path in images:
+        if not Path(path).is_file():
+            raise HamdataError(f"{path}: no such image file")
