@@ -14,10 +14,12 @@ import io
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -179,7 +181,7 @@ finally:
 
 
 @pytest.fixture(scope="module")
-def ray_rows(build, tmp_path_factory) -> list[dict]:
+def ray_rows(build, tmp_path_factory, request) -> list[dict]:
     """Every row that README's Ray Data example read, split by split, with one Ray session (about 15 s)."""
     pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install -r requirements-test.txt)")
     example = readme_block("ray.data.read_webdataset(")
@@ -187,7 +189,11 @@ def ray_rows(build, tmp_path_factory) -> list[dict]:
     tmp = tmp_path_factory.mktemp("ray")
     out = tmp / "rows.json"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # nothing written to ~/.ray
-    command = [sys.executable, "-c", RAY_PROGRAM, str(tmp / "r"), str(build.parent), str(out),
+    # Ray's sockets live in its temp folder, and a Unix socket path has at most 107 bytes: pytest's own temp
+    # folders (deeper still under pytest-xdist, .../popen-gw1/...) are too long, so Ray gets a short one.
+    short = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
+    command = [sys.executable, "-c", RAY_PROGRAM, str(short), str(build.parent), str(out),
                readme_block(SHARD_LIST), example]
     log = tmp / "ray.log"  # a file, not a pipe: a Ray process left behind cannot keep the test waiting on it
     with open(log, "wb") as handle:

@@ -112,15 +112,20 @@ def _csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_evaluate_by_sex_and_age_writes_figures_that_the_predictions_csv_gives_back(run, build, tmp_path):
+@pytest.mark.parametrize("by_lesion", [False, True], ids=["images", "lesion-voted"])
+def test_evaluate_by_sex_and_age_writes_figures_that_the_predictions_csv_gives_back(run, build, tmp_path, by_lesion):
+    """The CSV holds what the figures were computed from: image probabilities, or under --by-lesion the
+    lesion-voted ones, so the group figures follow --by-lesion as the overall ones do."""
     from hamdata.manifest import read_manifest
     from trainers.metrics import read_isic_csv
 
     out = tmp_path / "eval"
-    result = cli("evaluate", run, "--device", "cpu", "--workers", 0, "--by", "sex,age", "--out", out)
+    result = cli("evaluate", run, "--device", "cpu", "--workers", 0, "--by", "sex,age", "--out", out,
+                 *(["--by-lesion"] if by_lesion else []))
     assert result.exit_code == 0, result.output
     assert "by sex:" in result.output and "by age:" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["by_lesion"] is by_lesion
     ids, probs = read_isic_csv(out / "predictions_isic2018.csv")
     card = json.loads((build / "dataset.json").read_text())
     classes = card["classes"]
