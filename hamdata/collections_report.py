@@ -162,13 +162,17 @@ def collections_section(card: dict, manifest: pd.DataFrame, classes, meta: dict)
     the duplicate search; None for a format 1 build (no ``inputs``). meta: key -> json record of every sample."""
     if "inputs" not in card:
         return None
+    collections = manifest["collection"].nunique() if "collection" in manifest.columns else 1
+    several = len(card.get("inputs") or []) > 1 or collections > 1
+    if not several and not any((card.get("unmapped") or {}).values()) and not any((card.get("left_out") or {}).values()):
+        return None  # one input, every row taken: the build card says it all
     section = h.Section("collections", "Collections")
     built = pd.Series([m.get("input") for m in meta.values()], dtype=object).value_counts()
     rows = [[i.get("index"), i.get("root"), i.get("layout"), i.get("collection"), i.get("rows"),
-             int(built.get(i.get("index"), 0)), "" if i.get("root") and Path(i["root"]).is_dir() else "gone"]
+             int(built.get(i.get("index"), 0)), "there" if i.get("root") and Path(i["root"]).is_dir() else "gone"]
             for i in card.get("inputs") or []]
     section.add("<h3>Inputs</h3>", h.table(["input", "root", "layout", "collection", "table rows", "samples built",
-                                            "now"], rows))
+                                            "input folder now"], rows))
     counts = collection_counts(manifest, classes)
     section.add("<h3>Samples per collection and class</h3>", h.frame(counts),
                 "<h3>Samples per collection and split</h3>", h.frame(collection_split_counts(manifest)),

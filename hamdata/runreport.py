@@ -41,9 +41,13 @@ def run_sections(folder: Path, report_name: str = "report.html") -> list[h.Secti
         sections.append(_curves_section(folder, history, bad))
     if (metrics or {}).get("by"):
         sections.append(_subgroups_section(folder, metrics))
-    sections += [_calibration_section(folder, metrics or {}), _confusion_section(folder), _gradcam_section(folder),
-                 _config_section(config), _files_section(folder, report_name)]
-    return sections
+    sections += [_calibration_section(folder, metrics or {}), _confusion_section(folder)]
+    # Sections with nothing to show are left out: an evaluation folder has no Grad-CAM images and no config.json.
+    if _gradcam_paths(folder):
+        sections.append(_gradcam_section(folder))
+    if config:
+        sections.append(_config_section(config))
+    return sections + [_files_section(folder, report_name)]
 
 
 def read_json(path: Path) -> tuple[dict | None, str]:
@@ -183,11 +187,13 @@ def _confusion_section(folder: Path) -> h.Section:
     return section.add(h.muted(f"no {rf.CONFUSION} in this folder"))
 
 
+def _gradcam_paths(folder: Path) -> list[Path]:
+    return sorted((folder / rf.GRADCAM).glob("**/*.png")) + sorted(folder.glob(f"*{rf.GRADCAM}*.png"))
+
+
 def _gradcam_section(folder: Path) -> h.Section:
     section = h.Section("gradcam", "Grad-CAM gallery")
-    paths = sorted((folder / rf.GRADCAM).glob("**/*.png")) + sorted(folder.glob(f"*{rf.GRADCAM}*.png"))
-    if not paths:
-        return section.add(h.muted(f"no Grad-CAM images ({rf.GRADCAM}/*.png) in this folder"))
+    paths = _gradcam_paths(folder)
     return section.add(f'<div class="plots">{"".join(h.embed_file(p, gradcam_caption(p.stem)) for p in paths)}</div>')
 
 
@@ -200,10 +206,8 @@ def gradcam_caption(stem: str) -> str:
     return stem
 
 
-def _config_section(config: dict | None) -> h.Section:
+def _config_section(config: dict) -> h.Section:
     section = h.Section("run", "Run")
-    if not config:
-        return section.add(h.muted(f"no {rf.CONFIG} in this folder"))
     train = config.get("config") if isinstance(config.get("config"), dict) else {}
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     versions = config.get("versions") if isinstance(config.get("versions"), dict) else {}

@@ -215,3 +215,10 @@ def test_class_balanced_alpha_matches_the_formula_on_known_counts():
     assert class_balanced_alpha([10, 0, 30], 0.9) == pytest.approx([2 * w10 / (w10 + w30), 1.0, 2 * w30 / (w10 + w30)])
     with pytest.raises(ValueError):
         class_balanced_alpha(counts, 1.0)
+
+
+def test_a_reliability_diagram_with_every_bin_at_one_accuracy_is_flagged_not_drawn():
+    from trainers.calibration import flat_accuracy
+
+    assert flat_accuracy([{"count": 5, "accuracy": 1.0}, {"count": 3, "accuracy": 1.0}, {"count": 0, "accuracy": 0.0}]) == 1.0
+    assert flat_accuracy([{"count": 5, "accuracy": 1.0}, {"count": 3, "accuracy": 0.5}]) is None

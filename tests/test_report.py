@@ -165,6 +165,7 @@ def test_evaluation_folder_and_partial_history(tmp_path):
     (folder / "metrics.json").write_text(json.dumps({"split": "val", "macro_f1": 0.5}))
     page = write_report(folder).read_text(encoding="utf-8")
     assert "no training history (metrics.jsonl)" in page and "no confusion_matrix.png" in page
+    assert ">Grad-CAM gallery<" not in page and ">Run<" not in page  # nothing to show: no section at all
     (folder / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.0, "lr": 0.1}\n{"epoch": 2, "train_lo')
     page = write_report(folder).read_text(encoding="utf-8")
     assert "metrics.jsonl: 1 lines are not JSON objects" in page and 'alt="training curves"' in page

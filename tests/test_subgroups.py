@@ -167,3 +167,26 @@ def test_by_a_field_the_build_does_not_carry_is_one_line_before_any_prediction(r
     line = cli_error("evaluate", run, "--device", "cpu", "--workers", 0, "--by", " , ", "--out", tmp_path / "e")
     assert "--by: no field given" in line
     assert not (tmp_path / "e").exists()
+
+
+def test_the_overall_intervals_are_over_lesions_and_hold_the_point_figures():
+    """write_evaluation's macro-F1 and balanced-accuracy intervals: each holds its point figure, a lesion of many
+    alike images widens them against the same images counted as lesions of their own, and classes under 10 images
+    are flagged in the headline."""
+    from trainers.metrics import classification_metrics, headline, lesion_intervals, small_classes
+
+    labels, probs, _, _ = _two_groups(seed=3, n_a=200, n_b=200)
+    predicted = probs.argmax(1)
+    point = classification_metrics(labels, probs, ["x", "y", "z"])
+    rank = np.empty(len(labels), dtype=int)
+    rank[np.argsort(predicted == labels, kind="stable")] = np.arange(len(labels))
+    alike = [f"L{r // 10}" for r in rank]  # lesions of 10 images that are all right or all wrong together
+    wide = lesion_intervals(labels, predicted, alike, 3)
+    narrow = lesion_intervals(labels, predicted, [f"I{k}" for k in range(len(labels))], 3)
+    for name in ("macro_f1", "balanced_accuracy"):
+        low, high = wide[f"{name}_ci95"]
+        assert low <= point[name] <= high
+        assert high - low > 1.5 * (narrow[f"{name}_ci95"][1] - narrow[f"{name}_ci95"][0])
+    assert small_classes(np.array([0, 0, 1] + [2] * 12), ["x", "y", "z", "w"]) == {"x": 2, "y": 1, "w": 0}
+    line = headline({**point, **wide, "small_classes": {"df": 3}})
+    assert f"[{wide['macro_f1_ci95'][0]:.3f}, {wide['macro_f1_ci95'][1]:.3f}]" in line and "few images: df 3" in line

@@ -90,6 +90,13 @@ def lesion_mean(probs: np.ndarray, lesion_ids: list[str]) -> np.ndarray:
     return (sums / counts)[group]
 
 
+def flat_accuracy(bins: list[dict]) -> float | None:
+    """The one accuracy of every non-empty bin, when they all have the same (a diagram with nothing to read:
+    the val split all right, or all wrong); None when the bins differ."""
+    accuracies = {round(float(r["accuracy"]), 9) for r in bins if r["count"]}
+    return next(iter(accuracies)) if len(accuracies) == 1 else None
+
+
 def plot_reliability(before: list[dict], after: list[dict] | None, path: Path, title: str) -> None:
     """Reliability diagram: accuracy against confidence per bin, before (and after) scaling."""
     from hamdata.plots import new_figure, save_png
@@ -97,6 +104,13 @@ def plot_reliability(before: list[dict], after: list[dict] | None, path: Path, t
     fig = new_figure(5.5, 5)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    flat = flat_accuracy(before)
+    if flat is not None:  # every bin at one accuracy (all right, or all wrong): no curve to read
+        ax.text(0.5, 0.5, f"every val prediction falls in bins of accuracy {flat:.2f}:\nnothing to read calibration "
+                          "from; a larger or harder\nval split (build with a larger --val) would show it",
+                ha="center", va="center", fontsize=9, transform=ax.transAxes,
+                bbox={"facecolor": "white", "edgecolor": "0.7"})
+        before, after = [], None
     for rows, label, marker in ((before, "before", "o"), (after, "after temperature scaling", "s")):
         if rows:
             used = [r for r in rows if r["count"]]

@@ -184,7 +184,7 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
         if calibration.get("warning"):
             echo(f"  warning: {calibration['warning']}")
     lesions = lesions_of(build, ids) if by_lesion else None
-    group_lesions = lesions_of(build, ids) if groups else None
+    group_lesions = lesions_of(build, ids)  # the bootstrap intervals over lesions (overall, and per group)
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

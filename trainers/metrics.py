@@ -120,15 +120,66 @@ def classification_metrics(labels, probs, classes=CLASSES) -> dict:
     }
 
 
+SMALL_CLASS = 10  # a class with fewer images than this in a split is flagged wherever its figures are shown
+BOOTSTRAP = 1000  # resamples of the lesions for the intervals of macro-F1 and balanced accuracy
+
+
+def lesion_intervals(labels, predicted, lesions, n_classes: int, seed: int = 0, resamples: int = BOOTSTRAP) -> dict:
+    """Bootstrap 95% intervals of macro-F1 and balanced accuracy over lesions (the images of a lesion are not
+    independent): the lesions drawn with replacement, each figure recomputed as classification_metrics defines it
+    (balanced accuracy: mean recall over the classes in the labels; macro-F1: mean F1 over the classes in the
+    labels or the predictions). {"macro_f1_ci95": [low, high], "balanced_accuracy_ci95": [low, high]}."""
+    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    _, lesion = np.unique(np.asarray(lesions, dtype=object).astype(str), return_inverse=True)
+    count = int(lesion.max()) + 1 if len(lesion) else 0
+    if count < 2:
+        return {"macro_f1_ci95": None, "balanced_accuracy_ci95": None}
+    true = np.zeros((count, n_classes))
+    hit = np.zeros((count, n_classes))
+    said = np.zeros((count, n_classes))
+    np.add.at(true, (lesion, labels), 1)
+    np.add.at(said, (lesion, predicted), 1)
+    np.add.at(hit, (lesion[labels == predicted], labels[labels == predicted]), 1)
+    rng = np.random.default_rng(seed)
+    f1s, bas = [], []
+    for start in range(0, resamples, 100):  # 100 resamples at once: bounded memory at ISIC 2024's 60,000 lesions
+        rows = min(100, resamples - start)
+        draws = rng.integers(0, count, size=(rows, count)) + (np.arange(rows) * count)[:, None]
+        weights = np.bincount(draws.ravel(), minlength=rows * count).reshape(rows, count).astype(np.float64)
+        t, h, p = weights @ true, weights @ hit, weights @ said
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bas.append(np.nanmean(np.where(t > 0, h / t, np.nan), axis=1))
+            f1s.append(np.nanmean(np.where(t + p > 0, 2 * h / (t + p), np.nan), axis=1))
+    return {"macro_f1_ci95": [float(v) for v in np.percentile(np.concatenate(f1s), [2.5, 97.5])],
+            "balanced_accuracy_ci95": [float(v) for v in np.percentile(np.concatenate(bas), [2.5, 97.5])]}
+
+
+def small_classes(labels, classes) -> dict[str, int]:
+    """The classes with fewer than SMALL_CLASS images among `labels` (0 included), with their counts."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    return {dx: int(counts[i]) for i, dx in enumerate(classes) if counts[i] < SMALL_CLASS}
+
+
 def headline(metrics: dict) -> str:
     """The figures a person reads first: the AUC for a two-class set (ISIC 2020's reading), then macro-F1,
-    balanced accuracy and accuracy."""
+    balanced accuracy (each with its bootstrap interval over lesions, where known) and accuracy; then a flag for
+    the classes with fewer than SMALL_CLASS images."""
     auc = metrics.get("auc")
     first = f"AUC {auc:.3f}, " if isinstance(auc, float) else ("AUC n/a, " if "auc" in metrics else "")
     pauc = metrics.get("pauc_80")
     first += f"pAUC>80%TPR {pauc:.4f}, " if isinstance(pauc, float) else ""
-    return (f"{first}macro-F1 {metrics['macro_f1']:.3f}, balanced acc {metrics['balanced_accuracy']:.3f}, "
-            f"accuracy {metrics['accuracy']:.3f}")
+
+    def interval(name: str) -> str:
+        ci = metrics.get(f"{name}_ci95")
+        return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+    text = (f"{first}macro-F1 {metrics['macro_f1']:.3f}{interval('macro_f1')}, balanced acc "
+            f"{metrics['balanced_accuracy']:.3f}{interval('balanced_accuracy')}, accuracy {metrics['accuracy']:.3f}")
+    small = metrics.get("small_classes")
+    if small:
+        text += (f" (few images: {', '.join(f'{dx} {n}' for dx, n in small.items())}; under {SMALL_CLASS} a class's "
+                 f"figures swing with one image)")
+    return text
 
 
 def report_text(labels, probs, classes=CLASSES) -> str:
@@ -219,10 +270,13 @@ def plot_confusion(labels, probs, path: Path, title: str, classes=CLASSES) -> No
     save_png(fig, path, dpi=110)
 
 
-def write_evaluation(out: Path, image_ids, labels, probs, info: dict, classes=CLASSES) -> dict:
-    """metrics.json, classification_report.txt, confusion_matrix.png and the ISIC CSV (runfiles.PREDICTIONS) in ``out``."""
+def write_evaluation(out: Path, image_ids, labels, probs, info: dict, classes=CLASSES, lesions=None) -> dict:
+    """metrics.json, classification_report.txt, confusion_matrix.png and the ISIC CSV (runfiles.PREDICTIONS) in ``out``.
+    lesions: the lesion of each image, for the bootstrap intervals of macro-F1 and balanced accuracy."""
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {**info, **classification_metrics(labels, probs, classes)}
+    metrics = {**info, **classification_metrics(labels, probs, classes), "small_classes": small_classes(labels, classes)}
+    if lesions is not None:
+        metrics.update(lesion_intervals(labels, np.asarray(probs).argmax(1), lesions, len(classes)))
     write_isic_csv(out / runfiles.PREDICTIONS, image_ids, probs, classes)
     (out / runfiles.REPORT).write_text(report_text(labels, probs, classes), encoding="utf-8")
     plot_confusion(labels, probs, out / runfiles.CONFUSION,

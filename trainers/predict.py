@@ -101,7 +101,8 @@ def finish_evaluation(out: Path, ids, labels, probs, info: dict, lesions: list[s
                       group_lesions: list[str] | None = None) -> dict:
     """Write what evaluate writes; given the images' ``lesions`` (lesions_of), the CSV and the top-level figures
     are lesion-voted. classes: the checkpoint's (and build's) class list. groups: {field: group of each image}
-    (--by; trainers.subgroups), with `group_lesions`, the lesion of each image, for the bootstrap."""
+    (--by; trainers.subgroups). group_lesions: the lesion of each image, for the bootstrap intervals (overall and
+    per group)."""
     by_lesion = lesions is not None
     info = dict(info, by_lesion=by_lesion)
     if by_lesion:
@@ -121,7 +122,7 @@ def finish_evaluation(out: Path, ids, labels, probs, info: dict, lesions: list[s
         out.mkdir(parents=True, exist_ok=True)
         title = f"{info.get('split', '')} split{', lesion-voted' if by_lesion else ''}"
         info["by"] = write_subgroups(out, labels, probs, groups, group_lesions, classes, title)
-    return write_evaluation(out, ids, labels, probs, info, classes)
+    return write_evaluation(out, ids, labels, probs, info, classes, lesions=group_lesions)
 
 
 def calibrate(val_probs: np.ndarray, val_labels: np.ndarray) -> dict:
@@ -132,7 +133,8 @@ def calibrate(val_probs: np.ndarray, val_labels: np.ndarray) -> dict:
     summary["bins_after"] = reliability_bins(apply_temperature(val_probs, temperature), val_labels)
     if summary["at_search_bound"]:
         summary["warning"] = (f"the temperature stopped at the edge of its search range ({temperature:.3g}): the val "
-                              "split is (nearly) all right or all wrong, too easy or too small to calibrate on")
+                              "split is (nearly) all right or all wrong, too easy or too small to calibrate on; build with a "
+                              "larger --val, or calibrate a run whose val split it does not fit so well")
     return summary
 
 
@@ -173,7 +175,7 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
     out.mkdir(parents=True, exist_ok=True)
     info = {"split": split, "checkpoint": str(path), "build": str(build), "epoch": state.get("epoch"), "tta": tta,
             "temperature": temperature_of(state)}
-    lesions = lesions_of(build, ids) if by_lesion or groups else None
+    lesions = lesions_of(build, ids)  # lesion voting, and the bootstrap intervals over lesions
     metrics = finish_evaluation(out, ids, labels, probs, info, lesions if by_lesion else None, calibration,
                                 classes=checkpoint_classes(state), groups=groups and in_order(groups, ids, build, split),
                                 group_lesions=lesions)

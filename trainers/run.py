@@ -36,6 +36,7 @@ from .loop import (Dist, Env, NonFiniteLoss, barrier, batches_per_rank, broadcas
                    make_optimizer, predict_split, resolve_device, train_one_epoch)
 from .losses import make_loss
 from .metrics import headline, write_evaluation
+from .predict import lesions_of
 from .models import build_model
 from .regularize import make_ema, make_mix
 from .schedules import make_scheduler
@@ -457,7 +458,8 @@ def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
         predicted[split] = (ids, labels, probs)
         if env.dist.main:
             info = {"split": split, "checkpoint": str(out / name), "epoch": best["epoch"], "tta": False}
-            metrics = write_evaluation(folder, ids, labels, probs, info, plan.classes)
+            metrics = write_evaluation(folder, ids, labels, probs, info, plan.classes,
+                                       lesions=lesions_of(Path(config.shards), ids))
             result[split] = {k: metrics[k] for k in ("auc", "pauc_80", "accuracy", "balanced_accuracy", "macro_f1",
                                                      "macro_auc") if k in metrics}
             echo(f"{split} ({name}, epoch {best['epoch']}): {headline(metrics)} -> {folder}")
