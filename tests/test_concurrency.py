@@ -131,7 +131,7 @@ def test_two_builds_into_one_out(data, alone, tmp_path, workers, holder):
         b = start_cli(build_args(data, workers, "--size", "64"), work)
         assert_refused(b, OUT, a.pid)
     else:  # b starts first but reaches the lock only after a, which started later, holds it
-        b = start_cli(build_args(data, workers, "--size", "64"), work, waiting.hook("hamdata.build", "_check_paths"))
+        b = start_cli(build_args(data, workers, "--size", "64"), work, waiting.hook("hamdata.build", "check_paths"))
         waiting.wait(b, "the first build started")
         a = start_cli(build_args(data, workers), work, taken.hook("hamdata.build", "open_inputs"))
         taken.wait(a, "the second build held the lock")
