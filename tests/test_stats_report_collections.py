@@ -131,7 +131,7 @@ def test_report_shows_each_content_pair_side_by_side(two_inputs):
     assert f"<tr><td>isic2019</td>{row}</tr>" in collections
     isic = two_inputs["card"]["inputs"][1]
     assert (f'<tr><td class="n">1</td><td>{isic["root"]}</td><td>isic2019</td><td>isic2019</td>'
-            f'<td class="n">{isic["rows"]}</td><td class="n">{counts.loc["isic2019", "total"]}</td><td></td></tr>') in collections
+            f'<td class="n">{isic["rows"]}</td><td class="n">{counts.loc["isic2019", "total"]}</td><td>there</td></tr>') in collections
     assert not re.search(r"\b(?:src|href)=\"(?!data:|#)", page) and "http" not in page.lower()
 
 
