@@ -177,7 +177,10 @@ def bootstrap_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, lesio
     seen, hit = weights @ totals, weights @ right
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(seen > 0, hit / np.where(seen > 0, seen, 1), np.nan)
-    values = np.nanmean(np.where(np.isnan(recall).all(axis=1, keepdims=True), 0.0, recall), axis=1)
+    drawn = ~np.isnan(recall).all(axis=1)  # a resample without any of the classes has no figure: left out
+    if not drawn.any():
+        return None
+    values = np.nanmean(recall[drawn], axis=1)
     low, high = np.percentile(values, [2.5, 97.5])
     return [float(low), float(high)]
 
