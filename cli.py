@@ -196,7 +196,7 @@ def format_build_summary(summary: dict) -> str:
                      + (f", {len(pulled)} of them of other collections pulled along by their groups (dataset.json "
                         f"split.held_out)" if pulled else ""))
     for name, per_class in summary["counts"].items():
-        lines.append(f"  {name:<5} {sum(per_class.values()):>6}  " + " ".join(f"{dx}={n}" for dx, n in per_class.items()))
+        lines.append(f"  {name:<7} {sum(per_class.values()):>6}  " + " ".join(f"{dx}={n}" for dx, n in per_class.items()))
     lines.append(f"wrote {summary['samples']} samples in {summary['shards']} shards to {summary['out']} "
                  f"({summary['images_per_second']:.1f} images/s, {summary['workers']} workers); skipped {summary['skipped']}"
                  + (" (listed in dataset.json)" if summary["skipped"] else "")

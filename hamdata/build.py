@@ -274,7 +274,9 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
                        listed_rows[list(inputs.links.columns)]], ignore_index=True)
     kept = table[~dropped].reset_index(drop=True) if dropped.any() else table.copy(deep=False)
     kept["group"] = make_groups(kept, links, found["pairs"] + listed["pairs"]).to_numpy()
-    split, split_record = split_holding_out(kept, cfg)
+    # links: the rows not built (copies dropped by content or by a list, later rows of an id) with their collection
+    held = held_images(kept, links, found["pairs"] + listed["pairs"], cfg.hold_out) if cfg.hold_out else set()
+    split, split_record = split_holding_out(kept, cfg, held)
     id_records = [{"kept": d["image_id"], "kept_input": d["kept_input"], "dropped": d["image_id"],
                    "input": d["dropped_input"], "action": "dropped", "file": d["dropped_file"],
                    "evidence": {"method": "image id", "detail": d["evidence"]}} for d in inputs.id_duplicates]
@@ -310,15 +312,25 @@ def check_hold_out(hold_out: tuple[str, ...], collections: pd.Series) -> None:
                            f"left to train on")
 
 
-def split_holding_out(kept: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.Series, dict]:
-    """The split of every kept row: with --hold-out, every group holding an image of those collections is
+def held_images(kept: pd.DataFrame, gone: pd.DataFrame, pairs, hold_out: tuple[str, ...]) -> set:
+    """The kept images that stand for a held-out collection: its own, and the kept copy of each of its images
+    that the build dropped (a later copy of the same id in `gone`, or the partner of a dropped copy in `pairs`,
+    found by content or listed), so that a held-out picture never trains under another collection's name."""
+    own = set(kept.loc[kept["collection"].isin(hold_out), "image_id"])
+    dropped = set(gone.loc[gone["collection"].isin(hold_out), "image_id"])
+    kept_ids = set(kept["image_id"])
+    stand_in = {i for pair in pairs if set(pair) & dropped for i in pair}
+    return own | ((dropped | stand_in) & kept_ids)
+
+
+def split_holding_out(kept: pd.DataFrame, cfg: BuildConfig, held: set = frozenset()) -> tuple[pd.Series, dict]:
+    """The split of every kept row: with --hold-out, every group holding an image in `held` (held_images) is
     ``heldout`` (images of other collections it pulls along are listed in the record), and the rest is split as
     without it (HAM10000 on its canonical split but for the images pulled out)."""
     classes = CLASS_SETS[cfg.classes]
     if not cfg.hold_out:
         return decide_split(kept, cfg.split, classes)
-    check_hold_out(cfg.hold_out, kept["collection"])
-    touched = set(kept.loc[kept["collection"].isin(cfg.hold_out), "group"])
+    touched = set(kept.loc[kept["image_id"].isin(held), "group"])
     held = kept["group"].isin(touched).to_numpy()
     if held.all():
         raise HamdataError(f"--hold-out {','.join(cfg.hold_out)}: every image of the build would be held out: "

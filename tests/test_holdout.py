@@ -115,3 +115,20 @@ def test_evaluate_heldout_of_a_build_without_one_is_one_line(build, tmp_path):
                           "out": str(tmp_path / "run")}, echo=lambda *a: None)
     line = cli_error("evaluate", tmp_path / "run", "--split", "heldout", "--device", "cpu", "--workers", 0)
     assert "--split heldout:" in line and "has no heldout split (build-shards --hold-out COLLECTION writes one)" in line
+
+
+def test_a_held_out_picture_dropped_as_a_copy_takes_its_kept_twin_out_of_training(inputs, tmp_path):
+    """Without --keep-duplicates the later copy is dropped: an ISIC 2019 copy of a HAM10000 picture is not
+    built, so its kept HAM10000 twin is what stands for it, and goes to heldout with its group (else the held-out
+    picture would train under the other collection's name)."""
+    out = tmp_path / "b"
+    result = cli("build-shards", "--data", inputs / "ham", "--data", inputs / "isic", "--out", out, "--size", "32",
+                 "--workers", "1", "--hold-out", "isic2019")
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "dataset.json").read_text())
+    manifest = read_manifest(out).set_index("image_id")
+    twins = [d["kept"] for d in card["duplicates"] if d["action"] == "dropped" and d["input"] == 1 and d["kept_input"] == 0]
+    assert twins, "the planted ISIC copies of HAM pictures are dropped as duplicates"
+    assert (manifest.loc[twins, "split"] == "heldout").all()
+    assert set(twins) <= {p["image_id"] for p in card["split"]["held_out"]["pulled_along"]}
+    assert verify(out)[0] == 0

@@ -190,3 +190,25 @@ def test_the_overall_intervals_are_over_lesions_and_hold_the_point_figures():
     assert small_classes(np.array([0, 0, 1] + [2] * 12), ["x", "y", "z", "w"]) == {"x": 2, "y": 1, "w": 0}
     line = headline({**point, **wide, "small_classes": {"df": 3}})
     assert f"[{wide['macro_f1_ci95'][0]:.3f}, {wide['macro_f1_ci95'][1]:.3f}]" in line and "few images: df 3" in line
+
+
+def test_evaluate_refuses_an_existing_out_and_overwrite_replaces_evaluations_only(run, build, tmp_path):
+    out = tmp_path / "eval"
+    args = ("evaluate", run, "--device", "cpu", "--workers", 0)
+    assert cli(*args, "--out", out).exit_code == 0
+    assert "exists already: pass --overwrite" in cli_error(*args, "--out", out)
+    (out / "marker.txt").write_text("old")
+    assert cli(*args, "--out", out, "--overwrite").exit_code == 0
+    assert not (out / "marker.txt").exists() and (out / "metrics.json").is_file()  # the old evaluation replaced
+    # never the run, the build, a folder holding them, or a file
+    for target in (run, build, run.parent):
+        line = cli_error(*args, "--out", target, "--overwrite")
+        assert "which this command reads: choose another --out" in line, line
+    assert (run / "best.pt").is_file() and (build / "dataset.json").is_file()
+    (tmp_path / "a-file").write_text("x")
+    assert "is a file" in cli_error(*args, "--out", tmp_path / "a-file", "--overwrite")
+    other = tmp_path / "not-an-eval"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert "replaces evaluations only" in cli_error(*args, "--out", other, "--overwrite")
+    assert (other / "notes.txt").read_text() == "mine"

@@ -99,7 +99,7 @@ def check_members(paths: list, states: list[dict]) -> None:
 def default_out(paths: list[Path], split: str) -> Path:
     """Beside the first member's run folder: ``ensemble-<run>+<run>...-<split>`` (where a user looks for it, not in
     ./runs of whatever folder the command ran in)."""
-    runs = [p.parent if p.suffix == ".pt" else p for p in map(Path, paths)]
+    runs = [p.parent if p.suffix == ".pt" else p for p in (Path(p).resolve() for p in paths)]
     names = "+".join(dict.fromkeys(r.name for r in runs))
     if len(names) > 80:
         names = f"{runs[0].name}+{len(runs) - 1}-more"
@@ -159,9 +159,9 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     check_members([p for p, _ in loaded], [s for _, s in loaded])
     team = [Member(path, state, {}) for path, state in loaded]
     out = Path(out) if out else default_out([p for p, _ in loaded], split)
-    claim_output(out, overwrite)
     classes = tuple(team[0].state["classes"])  # every member's (check_members), and the build's (open_eval_build)
     build, card = open_eval_build(team[0].state, shards, split, echo, team[0].path)
+    claim_output(out, overwrite, keep=[p for p, _ in loaded] + [build])
     groups = group_values(build, card, split, fields) if fields else None
     splits = list(dict.fromkeys([split] + (["val"] if select or calibrate else [])))
     why = " (and val, for " + " and ".join(w for w, on in (("selection", select), ("calibration", calibrate)) if on) + ")"

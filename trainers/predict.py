@@ -68,11 +68,26 @@ def open_eval_build(state: dict, shards, split: str, echo, path="checkpoint") ->
     return build, card
 
 
-def claim_output(out: Path, overwrite: bool) -> None:
-    """An evaluation's folder: refused when it holds files already (as build-shards refuses an existing build),
-    unless --overwrite; checked before anything is predicted."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+def claim_output(out: Path, overwrite: bool, keep=()) -> None:
+    """An evaluation's folder, checked before anything is predicted: refused when it holds files already (as
+    build-shards refuses an existing build), unless --overwrite, which only ever replaces an earlier evaluation
+    (a folder with metrics.json and no checkpoint), never a file, a run, a build, or a folder holding one of
+    `keep` (the checkpoints and the build read)."""
+    if out.exists() and not out.is_dir():
+        raise HamdataError(f"--out {out} is a file: expected a folder for the evaluation")
+    target = out.resolve()
+    for path in keep:
+        path = Path(path).resolve()
+        if target == path or target in path.parents or path in target.parents:
+            raise HamdataError(f"--out {out} is, holds or lies inside {path}, which this command reads: choose "
+                               f"another --out")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
         raise HamdataError(f"--out {out} exists already: pass --overwrite to replace it, or choose another --out")
+    if not (out / runfiles.METRICS).is_file() or any(out.glob("*.pt")) or (out / "dataset.json").exists():
+        raise HamdataError(f"--out {out} is not an earlier evaluation (no {runfiles.METRICS}, or it holds "
+                           f"checkpoints or a build): --overwrite replaces evaluations only; choose another --out")
 
 
 def split_probabilities(path: Path, state: dict, build: Path, card: dict, split: str, *, tta: bool, device: str,
@@ -152,8 +167,8 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
     path, state = load_checkpoint(checkpoint)
     suffix = ("-tta" if tta else "") + ("-lesion" if by_lesion else "")
     out = Path(out) if out else path.parent / f"eval-{path.stem}-{split}{suffix}"
-    claim_output(out, overwrite)
     build, card = open_eval_build(state, shards, split, echo, path)
+    claim_output(out, overwrite, keep=(path, build))
     groups = group_values(build, card, split, fields) if fields else None
     options = {"tta": tta, "device": device, "batch_size": batch_size, "workers": workers}
     calibration = None

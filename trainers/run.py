@@ -436,6 +436,16 @@ def _epoch_text(line: dict, epochs: int) -> str:
     return text + f" ({line['seconds']:.1f} s, {line['images_per_s']:.0f} images/s{share})"
 
 
+def _lesions_or_none(build: Path, ids, echo):
+    """The lesion of each evaluated image, for the intervals; a manifest that lacks them costs the intervals only,
+    never the finished run."""
+    try:
+        return lesions_of(build, ids)
+    except HamdataError as exc:
+        echo(f"warning: no bootstrap intervals: {exc}")
+        return None
+
+
 def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
     """The best checkpoint (plain or EMA, by validation macro-F1) on the test split, written into the run folder."""
     env, config, out, progress = plan.env, plan.config, plan.out, t.progress
@@ -459,7 +469,7 @@ def _final_evaluation(plan: Plan, t: Trainer, echo) -> dict:
         if env.dist.main:
             info = {"split": split, "checkpoint": str(out / name), "epoch": best["epoch"], "tta": False}
             metrics = write_evaluation(folder, ids, labels, probs, info, plan.classes,
-                                       lesions=lesions_of(Path(config.shards), ids))
+                                       lesions=_lesions_or_none(Path(config.shards), ids, echo))
             result[split] = {k: metrics[k] for k in ("auc", "pauc_80", "accuracy", "balanced_accuracy", "macro_f1",
                                                      "macro_auc") if k in metrics}
             echo(f"{split} ({name}, epoch {best['epoch']}): {headline(metrics)} -> {folder}")

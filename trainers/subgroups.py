@@ -171,17 +171,20 @@ def bootstrap_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, lesio
         np.add.at(totals[:, k], lesion[labels == c], 1)
         np.add.at(right[:, k], lesion[(labels == c) & (predicted == c)], 1)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, count, size=(resamples, count))
-    weights = np.zeros((resamples, count))
-    np.add.at(weights, (np.repeat(np.arange(resamples), count), draws.ravel()), 1)
-    seen, hit = weights @ totals, weights @ right
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(seen > 0, hit / np.where(seen > 0, seen, 1), np.nan)
-    drawn = ~np.isnan(recall).all(axis=1)  # a resample without any of the classes has no figure: left out
-    if not drawn.any():
+    values = []
+    for start in range(0, resamples, 100):  # 100 resamples at once: bounded memory for a 60,000-lesion group
+        rows = min(100, resamples - start)
+        draws = rng.integers(0, count, size=(rows, count)) + (np.arange(rows) * count)[:, None]
+        weights = np.bincount(draws.ravel(), minlength=rows * count).reshape(rows, count).astype(np.float64)
+        seen, hit = weights @ totals, weights @ right
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = np.where(seen > 0, hit / np.where(seen > 0, seen, 1), np.nan)
+        drawn = ~np.isnan(recall).all(axis=1)  # a resample without any of the classes has no figure: left out
+        if drawn.any():
+            values.append(np.nanmean(recall[drawn], axis=1))
+    if not values:
         return None
-    values = np.nanmean(recall[drawn], axis=1)
-    low, high = np.percentile(values, [2.5, 97.5])
+    low, high = np.percentile(np.concatenate(values), [2.5, 97.5])
     return [float(low), float(high)]
 
 
