@@ -95,17 +95,32 @@ def _lesion_sizes(n_images: int, rng: np.random.Generator) -> list[int]:
     return sizes.tolist()
 
 
-def synthetic_metadata(n_images: int, rng: np.random.Generator) -> pd.DataFrame:
+def with_floor(counts: dict, minimum: int) -> dict:
+    """`counts` with every class raised to `minimum`, the images taken from the largest class (the total kept)."""
+    counts = dict(counts)
+    for dx in counts:
+        if counts[dx] < minimum:
+            largest = max(counts, key=counts.__getitem__)
+            take = min(minimum - counts[dx], counts[largest] - minimum)
+            counts[largest] -= take
+            counts[dx] += take
+    return counts
+
+
+def synthetic_metadata(n_images: int, rng: np.random.Generator, min_per_class: int = 0) -> pd.DataFrame:
     """A HAM10000-like metadata table of `n_images` rows, in shuffled order.
 
     n_images: number of images, at least 7 so that every class has one.
     rng: the only source of randomness; the same seed gives the same table.
+    min_per_class: images of every class at least (taken from the largest class), so that a small set's val and
+    test splits hold enough of each class to measure (the demo); 0: HAM10000's own proportions.
     Columns are METADATA_COLUMNS; age is float (NaN when empty), the rest str.
     """
     if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 7:
         raise HamdataError(f"n_images must be an integer >= 7 (one image per class at least), got {n_images!r}")
     dxs, sizes, dx_types = [], [], []  # one entry per lesion
-    for dx, count in apportion(int(n_images), {dx: REAL_CLASS_COUNTS[dx] for dx in CLASSES}).items():
+    counts = apportion(int(n_images), {dx: REAL_CLASS_COUNTS[dx] for dx in CLASSES})
+    for dx, count in with_floor(counts, min(int(min_per_class), int(n_images) // len(CLASSES))).items():
         class_sizes = _lesion_sizes(count, rng)
         dxs += [dx] * len(class_sizes)
         sizes += class_sizes
@@ -454,7 +469,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise HamdataError(f"{out} exists; pass --overwrite to replace it, or choose another output folder")
 
 
-def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, overwrite=False, progress=True) -> dict:
+def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, overwrite=False, progress=True,
+                   min_per_class: int = 0) -> dict:
     """Write a synthetic HAM10000 in the Kaggle layout to `out`; return a summary.
 
     out: the folder to create; it appears complete or not at all.
@@ -464,6 +480,7 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
     workers: processes drawing images (default: os.cpu_count()); the output does not depend on it.
     overwrite: replace an existing non-empty `out`.
     progress: show a tqdm progress bar.
+    min_per_class: images of every class at least (synthetic_metadata); 0: HAM10000's proportions.
     With workers > 1 the processes are started with "spawn", so a script that
     calls this needs the usual `if __name__ == "__main__":` guard.
     Returns {"images": n, "lesions": k, "counts": {dx: n for dx in CLASSES}, "out": str(out)}.
@@ -477,7 +494,7 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
         raise HamdataError(f"workers must be a positive integer, got {workers!r}")
     _check_out(place, overwrite)
     if metadata is None:
-        table = synthetic_metadata(n_images, np.random.default_rng(int(seed)))
+        table = synthetic_metadata(n_images, np.random.default_rng(int(seed)), min_per_class)
     else:
         table = read_metadata_table(metadata)
 

@@ -392,3 +392,18 @@ def test_no_temporary_folder_left_after_a_failure(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         make_synthetic(tmp_path / "out", n_images=7, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_class_floor_raises_the_rare_classes_from_the_largest_and_keeps_the_total():
+    """The demo's synthetic set (min_per_class=80 of 1,000) gives its 15% test split 10 images or more of every
+    class; without a floor the proportions are HAM10000's (df 11, vasc 14 of 1,000)."""
+    import numpy as np
+
+    from hamdata.synth import synthetic_metadata, with_floor
+
+    assert with_floor({"nv": 670, "df": 11, "vasc": 14}, 80) == {"nv": 535, "df": 80, "vasc": 80}
+    floored = synthetic_metadata(1000, np.random.default_rng(42), 80)["dx"].value_counts()
+    plain = synthetic_metadata(1000, np.random.default_rng(42))["dx"].value_counts()
+    assert len(floored) == 7 and floored.min() == 80 and floored.sum() == 1000
+    assert plain["df"] == 11 and plain["vasc"] == 14
+    assert synthetic_metadata(21, np.random.default_rng(0), 80)["dx"].value_counts().min() == 3  # at most n/7
