@@ -184,12 +184,15 @@ def index_train_shards(build: Path, card: dict, wanted: set[str] | None = None) 
     kept: the json of all 280,741 train samples of an ISIC 2024 build (its measurements) would take 420 MiB.
     """
     images, metas = {}, {}
+
+    def want(key: str) -> bool:
+        return wanted is None or key in wanted
+
     for entry in shards_of(card, "train"):
         path = build / entry["path"]
         try:
-            want = (lambda key, ext: ext == "json") if wanted is None else (lambda key, ext: ext == "json" and key in wanted)
-            for member in iter_members(path, read=want):
-                if wanted is not None and member.key not in wanted:
+            for member in iter_members(path, read=lambda key, ext: ext == "json" and want(key)):
+                if not want(member.key):
                     continue
                 if member.ext in IMAGE_EXTS:
                     images[member.key] = ImageRef(str(path), member.offset, member.size, member.ext)

@@ -331,16 +331,16 @@ def split_holding_out(kept: pd.DataFrame, cfg: BuildConfig, held: set = frozense
     if not cfg.hold_out:
         return decide_split(kept, cfg.split, classes)
     touched = set(kept.loc[kept["image_id"].isin(held), "group"])
-    held = kept["group"].isin(touched).to_numpy()
-    if held.all():
+    out = kept["group"].isin(touched).to_numpy()  # the rows written to heldout
+    if out.all():
         raise HamdataError(f"--hold-out {','.join(cfg.hold_out)}: every image of the build would be held out: "
                            f"nothing left to train on")
-    rest, record = decide_split(kept[~held], cfg.split, classes)
+    rest, record = decide_split(kept[~out], cfg.split, classes)
     split = pd.Series(HELDOUT, index=kept.index, name="split", dtype=object)
-    split[~held] = rest.to_numpy()
-    pulled = kept[held & ~kept["collection"].isin(cfg.hold_out).to_numpy()]
+    split[~out] = rest.to_numpy()
+    pulled = kept[out & ~kept["collection"].isin(cfg.hold_out).to_numpy()]
     record = dict(record, held_out={
-        "collections": list(cfg.hold_out), "images": int(held.sum()), "groups": len(touched),
+        "collections": list(cfg.hold_out), "images": int(out.sum()), "groups": len(touched),
         "pulled_along": [{"image_id": r.image_id, "collection": r.collection, "group": r.group}
                          for r in pulled.sort_values("image_id").itertuples(index=False)]})
     return split, record

@@ -24,7 +24,9 @@ def inputs(tmp_path_factory) -> Path:
     from hamdata.split import canonical_path
 
     root = tmp_path_factory.mktemp("holdout")
-    # HAM10000 ids, lesions and labels of the canonical split (the first 60 lesions, whole), so that it applies
+    # HAM10000 ids, lesions and labels of the canonical split (the first 60 lesions, whole), so that it applies,
+    # written with the header of the real HAM10000_metadata.csv (Harvard Dataverse doi:10.7910/DVN/DBW86T, the
+    # Kaggle copy: lesion_id,image_id,dx,dx_type,age,sex,localization)
     canonical = pd.read_csv(canonical_path(), dtype=str)
     rows = canonical[canonical["lesion_id"].isin(sorted(set(canonical["lesion_id"]))[:60])]
     table = rows.assign(dx_type="histo", age="50.0", sex="female", localization="back")

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from .metrics import lesion_index
+
 ECE_BINS = 15
 EPS = 1e-12
 T_RANGE = (0.05, 20.0)  # temperatures searched; outside it a model is broken, not miscalibrated
@@ -83,8 +85,8 @@ def calibration_summary(val_probs, val_labels, temperature: float) -> dict:
 def lesion_mean(probs: np.ndarray, lesion_ids: list[str]) -> np.ndarray:
     """Every row replaced by the mean of the rows of its lesion (lesion-level soft voting)."""
     probs = np.asarray(probs, dtype=np.float64)
-    _, group = np.unique(np.asarray(lesion_ids, dtype=object).astype(str), return_inverse=True)
-    sums = np.zeros((group.max() + 1 if len(group) else 0, probs.shape[1]))
+    group, count = lesion_index(lesion_ids)
+    sums = np.zeros((count, probs.shape[1]))
     np.add.at(sums, group, probs)
     counts = np.bincount(group, minlength=len(sums))[:, None]
     return (sums / counts)[group]

@@ -183,8 +183,8 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
         probs = apply_temperature(probs, calibration["temperature"])
         if calibration.get("warning"):
             echo(f"  warning: {calibration['warning']}")
-    lesions = lesions_of(build, ids) if by_lesion else None
     group_lesions = lesions_of(build, ids)  # the bootstrap intervals over lesions (overall, and per group)
+    lesions = group_lesions if by_lesion else None
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

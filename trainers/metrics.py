@@ -124,14 +124,29 @@ SMALL_CLASS = 10  # a class with fewer images than this in a split is flagged wh
 BOOTSTRAP = 1000  # resamples of the lesions for the intervals of macro-F1 and balanced accuracy
 
 
+def lesion_index(lesions) -> tuple[np.ndarray, int]:
+    """The lesion of each image as an index 0..count-1 (by sorted lesion id), and the count."""
+    _, index = np.unique(np.asarray(lesions, dtype=object).astype(str), return_inverse=True)
+    return index, (int(index.max()) + 1 if len(index) else 0)
+
+
+def lesion_resamples(count: int, seed: int, resamples: int = BOOTSTRAP, chunk: int = 100):
+    """Bootstrap weights of `count` lesions drawn with replacement: (rows, count) arrays, `chunk` resamples at a
+    time (bounded memory at ISIC 2024's 60,000 test lesions), `resamples` rows in all, from one seeded stream."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        draws = rng.integers(0, count, size=(rows, count)) + (np.arange(rows) * count)[:, None]
+        yield np.bincount(draws.ravel(), minlength=rows * count).reshape(rows, count).astype(np.float64)
+
+
 def lesion_intervals(labels, predicted, lesions, n_classes: int, seed: int = 0, resamples: int = BOOTSTRAP) -> dict:
     """Bootstrap 95% intervals of macro-F1 and balanced accuracy over lesions (the images of a lesion are not
     independent): the lesions drawn with replacement, each figure recomputed as classification_metrics defines it
     (balanced accuracy: mean recall over the classes in the labels; macro-F1: mean F1 over the classes in the
     labels or the predictions). {"macro_f1_ci95": [low, high], "balanced_accuracy_ci95": [low, high]}."""
     labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
-    _, lesion = np.unique(np.asarray(lesions, dtype=object).astype(str), return_inverse=True)
-    count = int(lesion.max()) + 1 if len(lesion) else 0
+    lesion, count = lesion_index(lesions)
     if count < 2:
         return {"macro_f1_ci95": None, "balanced_accuracy_ci95": None}
     true = np.zeros((count, n_classes))
@@ -140,12 +155,8 @@ def lesion_intervals(labels, predicted, lesions, n_classes: int, seed: int = 0, 
     np.add.at(true, (lesion, labels), 1)
     np.add.at(said, (lesion, predicted), 1)
     np.add.at(hit, (lesion[labels == predicted], labels[labels == predicted]), 1)
-    rng = np.random.default_rng(seed)
     f1s, bas = [], []
-    for start in range(0, resamples, 100):  # 100 resamples at once: bounded memory at ISIC 2024's 60,000 lesions
-        rows = min(100, resamples - start)
-        draws = rng.integers(0, count, size=(rows, count)) + (np.arange(rows) * count)[:, None]
-        weights = np.bincount(draws.ravel(), minlength=rows * count).reshape(rows, count).astype(np.float64)
+    for weights in lesion_resamples(count, seed, resamples):
         t, h, p = weights @ true, weights @ hit, weights @ said
         with np.errstate(invalid="ignore", divide="ignore"):
             bas.append(np.nanmean(np.where(t > 0, h / t, np.nan), axis=1))

@@ -27,6 +27,8 @@ from hamdata.errors import HamdataError
 from hamdata.manifest import shards_of
 from hamdata.shards import TAR_ERRORS, iter_members, tar_error_detail
 
+from .metrics import lesion_index, lesion_resamples
+
 BUILT_IN = ("collection", "site", "sex", "age", "image_type")
 AGE_BAND = 15  # years per age band
 MIN_PER_CLASS = 2  # images of a class a group needs for a figure of that class
@@ -161,8 +163,7 @@ def bootstrap_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, lesio
     lesions are drawn with replacement; None for a group of one lesion or without classes."""
     if not classes:
         return None
-    _, lesion = np.unique(np.asarray(lesions, dtype=object).astype(str), return_inverse=True)
-    count = int(lesion.max()) + 1
+    lesion, count = lesion_index(lesions)
     if count < 2:
         return None
     totals = np.zeros((count, len(classes)))
@@ -170,12 +171,8 @@ def bootstrap_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, lesio
     for k, c in enumerate(classes):
         np.add.at(totals[:, k], lesion[labels == c], 1)
         np.add.at(right[:, k], lesion[(labels == c) & (predicted == c)], 1)
-    rng = np.random.default_rng(seed)
     values = []
-    for start in range(0, resamples, 100):  # 100 resamples at once: bounded memory for a 60,000-lesion group
-        rows = min(100, resamples - start)
-        draws = rng.integers(0, count, size=(rows, count)) + (np.arange(rows) * count)[:, None]
-        weights = np.bincount(draws.ravel(), minlength=rows * count).reshape(rows, count).astype(np.float64)
+    for weights in lesion_resamples(count, seed, resamples):
         seen, hit = weights @ totals, weights @ right
         with np.errstate(invalid="ignore", divide="ignore"):
             recall = np.where(seen > 0, hit / np.where(seen > 0, seen, 1), np.nan)
