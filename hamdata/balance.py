@@ -260,8 +260,12 @@ def _balance(build: Path, card: dict, train, cfg: BalanceConfig, target_dir: Pat
         raise HamdataError(f"{build}: {len(absent)} train samples of {MANIFEST_NAME} are in no train shard "
                            f"(first: {', '.join(absent[:3])}); run `verify {build}`")
     workers = max(1, int(workers or 1))
+    # a copy belongs to its parent's collection and group (read_manifest fills them in for a format 1 build)
+    origins = {s.origin for s in plan.samples}
+    kin = {key: (collection, group) for key, collection, group in zip(train["key"], train["collection"], train["group"])
+           if key in origins}
     with workspace as tmp:
-        shards = _write_samples(tmp, plan, images, metas, card["config"], card_classes(card), workers, progress)
+        shards = _write_samples(tmp, plan, images, metas, kin, card["config"], card_classes(card), workers, progress)
         balanced = _balanced_card(card, cfg, plan, shards, build, target_dir)
         write_info(tmp, balanced, build=card)
         write_card(tmp, balanced)
@@ -271,8 +275,8 @@ def _balance(build: Path, card: dict, train, cfg: BalanceConfig, target_dir: Pat
             "samples_per_second": len(plan.samples) / seconds if seconds else 0.0, "workers": workers, "seconds": seconds}
 
 
-def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, build_cfg: dict, classes: tuple[str, ...],
-                   workers: int, progress: bool) -> list[dict]:
+def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, kin: dict, build_cfg: dict,
+                   classes: tuple[str, ...], workers: int, progress: bool) -> list[dict]:
     fmt, quality = build_cfg["format"], build_cfg["quality"]
     tasks = (CopyTask(s.key, images[s.origin], s.recipe, fmt, quality) for s in plan.samples if s.recipe is not None)
     copies = ordered_map(make_copy, tasks, workers)
@@ -289,10 +293,12 @@ def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, buil
                 ext, image, meta = fmt, next(copies), sample_json(record)
             label = label_of(sample.dx, classes)
             shard = writer.write(sample.key, ext, image, label, meta)
+            collection, group = kin[sample.origin]
             manifest.write({"key": sample.key, "split": "train", "label": label, "dx": sample.dx,
                             "image_id": record["image_id"], "lesion_id": record["lesion_id"], "source": record["source"],
                             "parent": record["parent"], "recipe": compact_json(sample.recipe) if sample.recipe else None,
-                            "shard": shard, "sha256": hashlib.sha256(image).hexdigest()})
+                            "shard": shard, "sha256": hashlib.sha256(image).hexdigest(),
+                            "collection": collection, "group": group})
             bar.update(1)
         bar.close()
         return [info.to_dict() for info in writer.close()]

@@ -261,11 +261,11 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
     if cfg.find_duplicates:
         # about 1 ms an image: worker processes only pay for their start-up (seconds) on large builds
         rows, vectors = fingerprints(list(table["locator"]), workers if len(table) > 5000 else 1, progress)
-        memory.release()
+        memory.release(len(table))
         found = settle(table, rows, vectors, cfg.keep_duplicates)
         search.update(same_lesion_pairs=found["same_lesion_pairs"], fingerprinted=len(rows))
         del rows, vectors
-        memory.release()
+        memory.release(len(table))
     listed_pairs = {frozenset(p) for p in listed["pairs"]}
     found["records"] = [r for r in found["records"] if frozenset((r["kept"], r["dropped"])) not in listed_pairs]
     dropped = table["image_id"].isin(found["drop"]).to_numpy()
@@ -391,7 +391,7 @@ def _build(cfg: BuildConfig, out: Path, workspace: Workspace, workers: int | Non
            started: float) -> dict:
     workers = max(1, workers or os.cpu_count() or 1)
     kept, split, fields = plan_samples(cfg, workers, progress)
-    memory.release()  # the planning's tables are gone; the writing starts from what is alive
+    memory.release(len(kept))  # the planning's tables are gone; the writing starts from what is alive
     classes = CLASS_SETS[cfg.classes]
     with workspace as tmp:
         card, stage_seconds = _write_build(tmp, kept, split, cfg, classes, workers, progress)

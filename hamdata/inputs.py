@@ -253,7 +253,7 @@ def open_inputs(paths, label_map: LabelMap, on_error: str = "fail", image_types=
         rows.append(len(source.metadata) + len(source.repeated))
         sources[index] = replace(source, metadata=source.metadata.iloc[:0], images={})
         del raw, mapped, table
-        memory.release()
+        memory.release(rows[-1])
     missing = [m for m in missing if m["image_id"] not in first_of]
     table = pd.concat(kept_rows, ignore_index=True) if kept_rows else pd.DataFrame(columns=TABLE_COLUMNS)
     if table.empty:

@@ -5,6 +5,9 @@ glibc keeps the freed pages in its heap (and pyarrow's pool its own), so a proce
 still holds it: 935 MiB after reading ISIC 2024's table against 536 MiB once released. ``release()`` collects
 garbage and asks each allocator to return what it no longer uses. The objects alive are untouched; only the
 resident size changes. Measured in bench/NOTES.md item 17.
+
+A small build has little to give back, and the garbage collection costs ~0.2 s in a process that has torch
+loaded (a notebook, a test run), four times a build: below RELEASE_FROM images a stage leaves memory as it is.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import ctypes.util
 import functools
 import gc
 import sys
+
+RELEASE_FROM = 20_000  # images a stage handled; below this release() does nothing
 
 
 @functools.lru_cache(maxsize=1)
@@ -27,8 +32,13 @@ def _malloc_trim():
         return None
 
 
-def release() -> None:
-    """Collect garbage, then return free heap pages (glibc) and pyarrow's unused pool memory to the system."""
+def release(images: int | None = None) -> None:
+    """Collect garbage, then return free heap pages (glibc) and pyarrow's unused pool memory to the system.
+
+    images: how many images the stage just finished handled; fewer than RELEASE_FROM: nothing worth the time.
+    """
+    if images is not None and images < RELEASE_FROM:
+        return
     gc.collect()
     trim = _malloc_trim()
     if trim is not None:

@@ -442,18 +442,18 @@ def image_rng(seed: int, image_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
-def _render(task: tuple[int, str, str, str]) -> str:
+def _render(task: tuple) -> str:
     """Draw, encode and write one image; top-level so that any start method can pickle it."""
-    seed, image_id, dx, path = task
-    Path(path).write_bytes(encode_image(draw_lesion(dx, image_rng(seed, image_id)), "jpg", JPEG_QUALITY))
+    seed, image_id, dx, path, size = task
+    Path(path).write_bytes(encode_image(draw_lesion(dx, image_rng(seed, image_id), size), "jpg", JPEG_QUALITY))
     return image_id
 
 
-def _tasks(table: pd.DataFrame, root: Path, seed: int) -> list[tuple[int, str, str, str]]:
+def _tasks(table: pd.DataFrame, root: Path, seed: int, size: tuple[int, int]) -> list[tuple]:
     """One task per image; the first half by image_id goes to part 1, as in the Kaggle copy."""
     ordered = table.sort_values("image_id", kind="stable")
     half = len(ordered) // 2
-    return [(seed, image_id, dx, str(root / PART_DIRS[int(i >= half)] / f"{image_id}.jpg"))
+    return [(seed, image_id, dx, str(root / PART_DIRS[int(i >= half)] / f"{image_id}.jpg"), size)
             for i, (image_id, dx) in enumerate(zip(ordered["image_id"], ordered["dx"]))]
 
 
@@ -469,8 +469,15 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise HamdataError(f"{out} exists; pass --overwrite to replace it, or choose another output folder")
 
 
+def _image_size(size) -> tuple[int, int]:
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 32 for v in size)):
+        raise HamdataError(f"image_size must be (width, height), each an integer >= 32, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
 def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, overwrite=False, progress=True,
-                   min_per_class: int = 0) -> dict:
+                   min_per_class: int = 0, image_size: tuple[int, int] = IMAGE_SIZE) -> dict:
     """Write a synthetic HAM10000 in the Kaggle layout to `out`; return a summary.
 
     out: the folder to create; it appears complete or not at all.
@@ -481,6 +488,7 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
     overwrite: replace an existing non-empty `out`.
     progress: show a tqdm progress bar.
     min_per_class: images of every class at least (synthetic_metadata); 0: HAM10000's proportions.
+    image_size: (width, height) of the drawn images; HAM10000's 600x450 unless a smaller one is quicker to test with.
     With workers > 1 the processes are started with "spawn", so a script that
     calls this needs the usual `if __name__ == "__main__":` guard.
     Returns {"images": n, "lesions": k, "counts": {dx: n for dx in CLASSES}, "out": str(out)}.
@@ -501,7 +509,7 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
     with Workspace(place, overwrite=overwrite) as tmp:
         for part in PART_DIRS:
             (tmp / part).mkdir()
-        tasks = _tasks(table, tmp, int(seed))  # an image depends on (seed, image_id) only, not on its worker
+        tasks = _tasks(table, tmp, int(seed), _image_size(image_size))  # an image depends on (seed, image_id) only, not on its worker
         rendered = ordered_map(_render, tasks, min(int(workers), len(tasks)))
         for _ in tqdm(rendered, total=len(tasks), desc="synth", unit="img", disable=not progress):
             pass

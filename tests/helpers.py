@@ -6,8 +6,10 @@ this process, test doubles (a poisoned loss, no network), and the CLI as a real 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,24 +48,55 @@ def _table(n_images: int, metadata: str | Path | None) -> str:
     return f"{Path(metadata).stem}-{hashlib.sha256(Path(metadata).read_bytes()).hexdigest()[:12]}"
 
 
+# Synthetic pictures for tests are drawn at half HAM10000's size: a quarter of the pixels to draw, encode, decode and
+# clean of hair, which is what a build of them costs. No test's claim here needs 600x450 sources; test_synth checks
+# the full-size drawing, and the real sample is full size.
+SOURCE_SIZE = (300, 225)
+
+
+def shared_root(factory: pytest.TempPathFactory) -> Path:
+    """The folder that every worker of this test run shares: under pytest-xdist each worker has a base folder of its
+    own (``.../pytest-N/popen-gw0``), and the run's is its parent; without xdist the base folder itself."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def made_once(path: Path):
+    """Hold an exclusive lock named after ``path`` while the caller makes ``path`` if it is missing, so that two
+    workers asking for the same thing at once make it once and the second waits for it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.made-once", "w") as lock:  # not hamdata's own .NAME.lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def synthetic_data(factory: pytest.TempPathFactory, n_images: int, seed: int = 0,
-                   metadata: str | Path | None = None) -> Path:
-    """Synthetic HAM10000 images in the Kaggle layout (one worker), made once per test session and shared.
+                   metadata: str | Path | None = None, image_size: tuple[int, int] = SOURCE_SIZE) -> Path:
+    """Synthetic HAM10000 images in the Kaggle layout (one worker), made once per test run (across pytest-xdist
+    workers) and shared.
 
     With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored.
     """
     from hamdata.synth import make_synthetic
 
-    data = factory.getbasetemp() / f"synth-{_table(n_images, metadata)}-seed{seed}" / "data"
-    if not data.is_dir():  # make_synthetic's folder appears complete or not at all
-        make_synthetic(data, n_images=n_images, seed=seed, metadata=metadata, workers=1, progress=False)
+    size = "" if image_size == SOURCE_SIZE else f"-{image_size[0]}x{image_size[1]}"
+    data = shared_root(factory) / f"synth-{_table(n_images, metadata)}-seed{seed}{size}" / "data"
+    with made_once(data):
+        if not data.is_dir():  # make_synthetic's folder appears complete or not at all
+            make_synthetic(data, n_images=n_images, seed=seed, metadata=metadata, workers=1, progress=False,
+                           image_size=image_size)
     return data
 
 
 def synthetic_build(root: Path, n_images: int, size: int, shard_size: int, seed: int = 0,
-                    metadata: str | Path | None = None, **preprocess) -> Path:
-    """A build of its own: synthetic images in ``root/data``, built at ``size`` px into ``root/shards`` (one
-    worker); returns the latter. ``preprocess``: other PreprocessConfig options (``hair_removal=False``, ...).
+                    metadata: str | Path | None = None, image_size: tuple[int, int] = SOURCE_SIZE,
+                    **preprocess) -> Path:
+    """A build of its own: synthetic images (``image_size``) in ``root/data``, built at ``size`` px into
+    ``root/shards`` (one worker); returns the latter. ``preprocess``: other PreprocessConfig options
+    (``hair_removal=False``, ...).
 
     With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored.
     """
@@ -71,7 +104,8 @@ def synthetic_build(root: Path, n_images: int, size: int, shard_size: int, seed:
     from hamdata.preprocess import PreprocessConfig
     from hamdata.synth import make_synthetic
 
-    make_synthetic(root / "data", n_images=n_images, seed=seed, metadata=metadata, workers=1, progress=False)
+    make_synthetic(root / "data", n_images=n_images, seed=seed, metadata=metadata, workers=1, progress=False,
+                   image_size=image_size)
     cfg = BuildConfig(data=str(root / "data"), out=str(root / "shards"), shard_size=shard_size,
                       preprocess=PreprocessConfig(size=(size, size), **preprocess))
     build_shards(cfg, workers=1, progress=False)
@@ -79,16 +113,21 @@ def synthetic_build(root: Path, n_images: int, size: int, shard_size: int, seed:
 
 
 def build_once(factory: pytest.TempPathFactory, n_images: int, size: int, shard_size: int = 500,
-               metadata: str | Path | None = None, seed: int = 0, **preprocess) -> Path:
-    """``synthetic_build`` made once per test session and shared by every test file that asks for the same one;
-    the images it was built from are in ``build.parent / "data"``. conftest.py's `build` fixture, which most
-    test files read, is ``build_once(factory, 160, 32, shard_size=25)``.
+               metadata: str | Path | None = None, seed: int = 0, image_size: tuple[int, int] = SOURCE_SIZE,
+               **preprocess) -> Path:
+    """``synthetic_build`` made once per test run (across pytest-xdist workers) and shared by every test file that
+    asks for the same one; the images it was built from are in ``build.parent / "data"``. conftest.py's `build`
+    fixture, which most test files read, is ``build_once(factory, 160, 32, shard_size=25)``.
     """
     options = "".join(f"-{name}={value}" for name, value in sorted(preprocess.items()))
-    root = factory.getbasetemp() / f"build-{_table(n_images, metadata)}-seed{seed}-{size}-{shard_size}{options}"
-    if not (root / "shards" / "dataset.json").is_file():  # build_shards moves a finished build into place
-        shutil.rmtree(root, ignore_errors=True)
-        synthetic_build(root, n_images, size, shard_size, seed=seed, metadata=metadata, **preprocess)
+    if image_size != SOURCE_SIZE:
+        options += f"-from-{image_size[0]}x{image_size[1]}"
+    root = shared_root(factory) / f"build-{_table(n_images, metadata)}-seed{seed}-{size}-{shard_size}{options}"
+    with made_once(root):
+        if not (root / "shards" / "dataset.json").is_file():  # build_shards moves a finished build into place
+            shutil.rmtree(root, ignore_errors=True)
+            synthetic_build(root, n_images, size, shard_size, seed=seed, metadata=metadata, image_size=image_size,
+                            **preprocess)
     return root / "shards"
 
 
@@ -354,3 +393,87 @@ def relabel_build(src: Path, out: Path, scc_every: int = 0) -> Path:
     write_info(out, card)
     write_card(out, card)
     return out
+
+
+# ------------------------------------------------------------------ report pages in a real browser
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
+
+# Added to a copy of a page: once loaded, what a reader would see, as JSON in <pre id="page-check">: images that did
+# not load, and per section its title, the characters of text below the heading, its images and table cells; and
+# header cells with no words.
+CHECK_PAGE = """<script>
+window.addEventListener("load", function () {
+  var all = function (root, selector) { return Array.prototype.slice.call(root.querySelectorAll(selector)); };
+  var images = all(document, "img");
+  var bad = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).map(function (i) { return i.alt; });
+  var sections = all(document, "section").map(function (s) {
+    var heading = s.querySelector("h2");
+    var title = heading ? heading.innerText.trim() : "";
+    return {title: title, text: s.innerText.trim().length - title.length, images: all(s, "img").length,
+            cells: all(s, "td").length};
+  });
+  var unnamed = all(document, "th").filter(function (th) { return !/[A-Za-z0-9]/.test(th.innerText); })
+    .map(function (th) { var t = th.closest("section"); return t ? t.id : "?"; });
+  var out = document.createElement("pre");
+  out.id = "page-check";
+  out.textContent = JSON.stringify({total: images.length, loaded: images.length - bad.length, bad: bad,
+                                    sections: sections, unnamed_columns: unnamed});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def chromium() -> str:
+    for name in BROWSERS:
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("Chromium is not installed (Debian package `chromium`, which .ci/run installs)")
+
+
+def run_chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    # As root Chromium needs --no-sandbox; the resolver rule makes every network name fail, so an
+    # image that needed the network could not load.
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+             "--disable-background-networking", "--disable-component-update", "--hide-scrollbars",
+             "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}"]
+    return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=90)
+
+
+def open_in_chromium(report: Path, tmp: Path, screenshot: bool = True) -> tuple:
+    """What headless Chromium made of the page: CHECK_PAGE's result, and a 1280x2000 screenshot as an array."""
+    import html
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    browser = chromium()
+    name = f"{report.parent.parent.name}-{report.parent.name}"
+    checked = tmp / f"checked-{name}.html"  # the report plus a script that looks at it
+    checked.write_text(report.read_text(encoding="utf-8").replace("</body>", CHECK_PAGE + "</body>"), encoding="utf-8")
+    dom = run_chromium(browser, tmp / "profile", "--virtual-time-budget=10000", "--dump-dom", checked.as_uri())
+    found = re.search(r'<pre id="page-check">(.*?)</pre>', dom.stdout, re.S)
+    assert found, f"no page check in Chromium's DOM (exit {dom.returncode}): {dom.stderr[-800:]}"
+    check = json.loads(html.unescape(found.group(1)))
+    if not screenshot:
+        return check, None
+    shot = tmp / f"{name}.png"
+    done = run_chromium(browser, tmp / "profile", f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri())
+    assert shot.is_file(), f"no screenshot (exit {done.returncode}): {done.stderr[-800:]}"
+    return check, np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+
+
+def assert_looks_right(report: Path, check: dict, pixels=None) -> None:
+    """Every image loaded; no section shows only its heading; every table column has a name in words; the
+    screenshot, where taken, is neither blank nor one flat colour."""
+    page = report.read_text(encoding="utf-8")
+    assert check["bad"] == [] and check["loaded"] == check["total"] == len(IMG_SRC.findall(page)) > 0
+    empty = [s["title"] for s in check["sections"] if s["text"] <= 0 and not s["images"]]
+    assert check["sections"] and not empty, f"{report}: sections with nothing below the heading: {empty}"
+    assert check["unnamed_columns"] == [], f"{report}: table columns without a name in {check['unnamed_columns']}"
+    if pixels is not None:
+        assert pixels.shape == (2000, 1280)
+        assert pixels.std() > 20, "the screenshot is (nearly) one flat colour"
+        assert (pixels < 235).mean() > 0.05, "the screenshot is (nearly) all white"

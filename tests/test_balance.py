@@ -250,6 +250,10 @@ def test_parents_are_train_samples_and_json_provenance(build, balanced):
     copies = rows[rows["source"] == "augmented"]
     assert len(copies) == 210 - sum(min(n, 30) for n in read_card(build)["counts"]["train"].values())
     assert all(json.loads(r)["policy"] in ("light", "strong") for r in copies["recipe"])
+    # every row, original or copy, carries its parent's collection and group (they were once left empty)
+    origin = [parent or key for key, parent in zip(rows.index, rows["parent"])]
+    assert list(rows["collection"]) == list(base.loc[origin, "collection"]) and set(rows["collection"]) == {"ham10000"}
+    assert list(rows["group"]) == list(base.loc[origin, "group"]) and all(g.startswith("ham10000:") for g in rows["group"])
 
 
 def test_replay_reproduces_every_copy_exactly(build, balanced):

@@ -1,16 +1,19 @@
-"""The demo end to end, small: every step runs and leaves what it promises."""
+"""The demo end to end, small: every step runs and leaves what it promises, and its report pages (a build of one
+input, a run, an ensemble) show no empty section in headless Chromium."""
 
 import json
+import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from cli import main
+from helpers import BROWSERS, assert_looks_right, open_in_chromium
 
 
 def test_demo_runs_every_step_and_evaluates_the_run(tmp_path):
     work = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "300", "--workers", "2",
+    result = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "200", "--workers", "2",
                                        "--target", "60", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     for step in ("synth", "build-shards", "balance --target 60", "stats", "verify", "train phase5", "train phase6",
@@ -34,9 +37,13 @@ def test_demo_runs_every_step_and_evaluates_the_run(tmp_path):
     assert record["by_lesion"] and record["tta"]
     assert json.loads((ensemble / "metrics.json").read_text())["samples"] == metrics["samples"]
     assert (ensemble / "report.html").is_file() and (run6 / "report.html").is_file()
-    again = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "300", "--workers", "1",
-                                      "--target", "60", "--epochs", "0"])
+    if any(shutil.which(name) for name in BROWSERS):  # where there is no browser, test_report says so once
+        for page in (shards / "report.html", run / "report.html", run6 / "report.html", ensemble / "report.html"):
+            assert_looks_right(page, *open_in_chromium(page, tmp_path, screenshot=False))
+    again = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "100", "--workers", "1",
+                                      "--target", "20", "--epochs", "0"])
     assert again.exit_code == 0, again.output  # a demo folder may be reused
+    assert len((shards / "manifest.csv").read_text().splitlines()) == 101
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path):

@@ -50,7 +50,6 @@ def test_groups_of_a_ham_build_are_its_lesions_and_split_as_before():
 
 
 def test_pinned_groups_keep_their_split_and_the_rest_fills_the_targets():
-    rng = np.random.default_rng(0)
     n = 3000
     t = pd.DataFrame({"image_id": [f"I{i:05d}" for i in range(n)], "group": [f"G{i // 3:05d}" for i in range(n)],
                       "dx": [("nv", "mel", "bkl")[(i // 3) % 3] for i in range(n)]})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import cli, cli_error, verify
+from helpers import SOURCE_SIZE, cli, cli_error, verify
 
 from hamdata.manifest import read_manifest
 
@@ -31,7 +31,7 @@ def inputs(tmp_path_factory) -> Path:
     rows = canonical[canonical["lesion_id"].isin(sorted(set(canonical["lesion_id"]))[:60])]
     table = rows.assign(dx_type="histo", age="50.0", sex="female", localization="back")
     table[["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]].to_csv(root / "ham.csv", index=False)
-    make_synthetic(root / "ham", seed=3, metadata=root / "ham.csv", workers=1, progress=False)
+    make_synthetic(root / "ham", seed=3, metadata=root / "ham.csv", workers=1, progress=False, image_size=SOURCE_SIZE)
     write_isic2019(root / "isic", images=60, seed=3, size=(200, 150), duplicates_of=root / "ham", same_id=0,
                    new_id=6, within=2, workers=1, progress=False)
     return root

@@ -13,7 +13,7 @@ import torch
 
 from hamdata.classes import CLASSES
 from hamdata.manifest import read_manifest
-from helpers import build_once, cli, cli_error
+from helpers import SOURCE_SIZE, build_once, cli, cli_error
 from trainers import run_recipe
 from trainers.metrics import read_isic_csv
 
@@ -152,7 +152,7 @@ def test_metadata_on_a_build_without_metadata_is_one_line(tmp_path):
     from hamdata.synth import make_synthetic
 
     data = tmp_path / "data"
-    make_synthetic(data, n_images=60, seed=3, workers=1, progress=False)
+    make_synthetic(data, n_images=60, seed=3, workers=1, progress=False, image_size=SOURCE_SIZE)
     table = data / "HAM10000_metadata.csv"
     with open(table, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))

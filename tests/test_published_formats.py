@@ -19,7 +19,7 @@ from PIL import Image
 
 from helpers import cli, cli_error, shard_members, verify
 
-from hamdata.hierarchy import DIAGNOSIS_LEVELS, diagnosis_tree, site_of, site_tree
+from hamdata.hierarchy import diagnosis_tree, site_of, site_tree
 from hamdata.manifest import read_manifest
 from hamdata.vocabulary import SITES, load_label_map
 

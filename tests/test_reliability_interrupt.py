@@ -28,8 +28,9 @@ def leftovers(work: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """96 synthetic images (seed 11; enough for a build to outlast 1.2 s), shared read-only."""
-    return synthetic_data(tmp_path_factory, 96, seed=11)
+    """96 synthetic images at HAM10000's full size (seed 11; enough for a build to outlast 1.2 s by a margin that
+    smaller pictures do not leave), shared read-only."""
+    return synthetic_data(tmp_path_factory, 96, seed=11, image_size=(600, 450))
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,9 @@ must load and the screenshot must not be blank.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +19,22 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
 
 from cli import main
 from hamdata.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.report import render_report, write_report
 from hamdata.verify import verify_tree
+from helpers import IMG_SRC, assert_looks_right, open_in_chromium
 
-IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict:
     from demo import run_demo
 
-    result = run_demo(tmp_path_factory.mktemp("report") / "demo", n_images=100, workers=1, seed=7, epochs=0, echo=lambda *a: None)
+    result = run_demo(tmp_path_factory.mktemp("report") / "demo", n_images=100, workers=1, seed=7, target=20, epochs=0,
+                      echo=lambda *a: None)
     return {**result, "report": write_report(result["shards"])}
 
 
@@ -196,61 +193,12 @@ def test_not_a_report_folder(tmp_path, setup, message):
 
 # ------------------------------------------------------------------ in a real browser
 
-CHECK_IMAGES = """<script>
-window.addEventListener("load", function () {
-  var images = Array.prototype.slice.call(document.images);
-  var bad = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).map(function (i) { return i.alt; });
-  var out = document.createElement("pre");
-  out.id = "image-check";
-  out.textContent = JSON.stringify({total: images.length, loaded: images.length - bad.length, bad: bad});
-  document.body.appendChild(out);
-});
-</script>"""
-
-
-def chromium() -> str:
-    for name in BROWSERS:
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("Chromium is not installed (Debian package `chromium`, which .ci/run installs)")
-
-
-def run_chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    # As root Chromium needs --no-sandbox; the resolver rule makes every network name fail, so an
-    # image that needed the network could not load.
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-             "--disable-background-networking", "--disable-component-update", "--hide-scrollbars",
-             "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}"]
-    return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=90)
-
-
-def open_in_chromium(report: Path, tmp: Path) -> tuple[dict, np.ndarray]:
-    """What Chromium made of the page: the image check result, and a 1280x2000 screenshot as an array."""
-    browser = chromium()
-    checked = tmp / f"checked-{report.parent.name}.html"  # the report plus a script that counts loaded images
-    checked.write_text(report.read_text(encoding="utf-8").replace("</body>", CHECK_IMAGES + "</body>"), encoding="utf-8")
-    dom = run_chromium(browser, tmp / "profile", "--virtual-time-budget=10000", "--dump-dom", checked.as_uri())
-    found = re.search(r'<pre id="image-check">(.*?)</pre>', dom.stdout, re.S)
-    assert found, f"no image check in Chromium's DOM (exit {dom.returncode}): {dom.stderr[-800:]}"
-    screenshot = tmp / f"{report.parent.name}.png"
-    shot = run_chromium(browser, tmp / "profile", f"--screenshot={screenshot}", "--window-size=1280,2000", report.as_uri())
-    assert screenshot.is_file(), f"no screenshot (exit {shot.returncode}): {shot.stderr[-800:]}"
-    return json.loads(html.unescape(found.group(1))), np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64)
-
-
-def assert_looks_right(page: str, check: dict, pixels: np.ndarray) -> None:
-    assert check["bad"] == [] and check["loaded"] == check["total"] == len(image_sources(page)) > 0
-    assert pixels.shape == (2000, 1280)
-    assert pixels.std() > 20, "the screenshot is (nearly) one flat colour"
-    assert (pixels < 235).mean() > 0.05, "the screenshot is (nearly) all white"
-
-
 def test_demo_report_in_chromium(demo, tmp_path):
     check, pixels = open_in_chromium(demo["report"], tmp_path)
-    assert_looks_right(demo["report"].read_text(encoding="utf-8"), check, pixels)
+    assert_looks_right(demo["report"], check, pixels)
 
 
 def test_balanced_and_run_reports_in_chromium(balanced, run_folder, tmp_path):
     for report in (balanced / "report.html", run_folder / "report.html"):
         check, pixels = open_in_chromium(report, tmp_path)
-        assert_looks_right(report.read_text(encoding="utf-8"), check, pixels)
+        assert_looks_right(report, check, pixels)

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import cli
+from helpers import SOURCE_SIZE, cli
 
 import hamdata.collections_report as collections_report
 from hamdata.classes import HAM10000_CLASSES, ISIC2019_CLASSES
@@ -36,7 +36,7 @@ def two_inputs(tmp_path_factory) -> dict:
     from hamdata.synth_isic import write_isic2019
 
     root = tmp_path_factory.mktemp("collections")
-    make_synthetic(root / "ham", n_images=80, seed=3, workers=1, progress=False)
+    make_synthetic(root / "ham", n_images=80, seed=3, workers=1, progress=False, image_size=SOURCE_SIZE)
     write_isic2019(root / "isic", images=60, seed=3, size=(200, 150), duplicates_of=root / "ham", same_id=3,
                    new_id=6, within=2, workers=1, progress=False)
     result = cli("build-shards", "--data", root / "ham", "--data", root / "isic", "--out", root / "b",
@@ -232,4 +232,4 @@ def test_stats_on_a_raw_archive_export_matches_its_summary(tmp_path):
     assert untaken == summary["unmapped"] - other_classes.count(None)
     assert result["tables"]["left_out"]["rows"].sum() == len(other)
     assert "(isic-archive layout, collection isic-archive)" in result["text"]
-    assert f"{untaken} rows no class took" in result["text"] and f"image types left out" in result["text"]
+    assert f"{untaken} rows no class took" in result["text"] and "image types left out" in result["text"]

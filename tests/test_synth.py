@@ -378,7 +378,17 @@ def test_missing_metadata_file(tmp_path):
         make_synthetic(tmp_path / "out", metadata=tmp_path / "nope.csv", progress=False)
 
 
-@pytest.mark.parametrize("option", [{"workers": 0}, {"seed": -1}])
+def test_a_smaller_image_size_draws_the_same_table_smaller(tmp_path):
+    full = make_synthetic(tmp_path / "full", n_images=7, seed=5, workers=1, progress=False)
+    small = make_synthetic(tmp_path / "small", n_images=7, seed=5, workers=1, progress=False, image_size=(300, 225))
+    assert small["counts"] == full["counts"]
+    assert (tmp_path / "small" / "HAM10000_metadata.csv").read_bytes() == (tmp_path / "full" / "HAM10000_metadata.csv").read_bytes()
+    pictures = sorted((tmp_path / "small").rglob("*.jpg"))
+    assert len(pictures) == 7 and {Image.open(p).size for p in pictures} == {(300, 225)}
+
+
+@pytest.mark.parametrize("option", [{"workers": 0}, {"seed": -1}, {"image_size": (16, 16)}, {"image_size": 300},
+                                    {"image_size": (300.0, 225)}])
 def test_bad_options(option, tmp_path):
     with pytest.raises(HamdataError, match=next(iter(option))):
         make_synthetic(tmp_path / "out", n_images=7, progress=False, **option)

@@ -39,17 +39,20 @@ def balanced_metadata(path: Path, per_class: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def builds(tmp_path_factory) -> dict:
-    table = balanced_metadata(tmp_path_factory.mktemp("tables") / "balanced-300.csv", 300)
-    return {"real-proportions": build_once(tmp_path_factory, 1000, 64),
-            "balanced": build_once(tmp_path_factory, 0, 64, metadata=table)}
+def build_of(data: str, factory: pytest.TempPathFactory) -> Path:
+    """The synthetic build named ``data``, made once per test run. Its pictures are HAM10000's full 600x450 (the
+    figures above were measured so): from half-size pictures the same runs scored lower (phase5 seed 1: 0.826,
+    phase4 seed 1: 0.848), too near the bound to judge the recipes by."""
+    if data == "real-proportions":
+        return build_once(factory, 1000, 64, image_size=(600, 450))
+    table = balanced_metadata(factory.mktemp("tables") / "balanced-300.csv", 300)
+    return build_once(factory, 0, 64, metadata=table, image_size=(600, 450))
 
 
 @pytest.mark.parametrize("recipe, data, image_size, epochs", [("phase5", "real-proportions", 64, 5),
                                                               ("phase4", "balanced", 32, 6)])
-def test_recipe_reaches_macro_f1_08_on_synthetic_data(builds, tmp_path, recipe, data, image_size, epochs):
-    build = builds[data]
+def test_recipe_reaches_macro_f1_08_on_synthetic_data(tmp_path_factory, tmp_path, recipe, data, image_size, epochs):
+    build = build_of(data, tmp_path_factory)
     summary = run_recipe(recipe, {**FAST, "shards": str(build), "out": str(tmp_path / recipe), "image_size": image_size,
                                   "epochs": epochs}, echo=lambda *a: None)
     metrics = json.loads((tmp_path / recipe / "metrics.json").read_text())
