@@ -4,6 +4,7 @@
     python cli.py build-shards --data data/HAM10000 --out shards
     python cli.py verify shards
     python cli.py stats shards
+    python cli.py train phase5 --shards shards
     python cli.py demo
 """
 
@@ -279,10 +280,11 @@ def report(folder, out):
 @click.option("--workers", type=int, default=None, help="Processes (default: CPU count).")
 @click.option("--seed", default=42, show_default=True, type=int)
 @click.option("--target", default=200, show_default=True, type=int, help="Samples per class of the balanced set.")
-@click.option("--epochs", default=5, show_default=True, type=int, help="Phase 5 epochs on the CPU (0: no training).")
+@click.option("--epochs", default=5, show_default=True, type=int, help="Epochs of each CPU run, Phase 5 and Phase 6 (0: no training).")
 @user_errors
 def demo(out, n_images, workers, seed, target, epochs):
-    """synth -> build-shards -> balance -> stats -> verify -> train phase5 -> report, in one folder."""
+    """synth -> build-shards -> balance -> stats -> verify -> train phase5 and phase6 -> ensemble -> reports, in one
+    folder."""
     from demo import run_demo
 
     run_demo(Path(out), n_images=n_images, workers=_workers(workers), seed=seed, target=target, epochs=epochs, echo=click.echo)
@@ -296,7 +298,7 @@ def _register_trainers() -> None:
         if getattr(exc, "name", "") not in ("trainers", "trainers.commands"):
             raise
         return
-    register(main, user_errors)
+    register(main)
 
 
 _register_trainers()

@@ -6,6 +6,7 @@ is a bug and keeps its traceback.
 """
 
 
+import errno
 import functools
 import sys
 
@@ -22,6 +23,22 @@ class HamdataError(Exception):
         if isinstance(message, str) and message.startswith("Caught ") and "\nOriginal Traceback" in message:
             message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
         super().__init__(message, *args)
+
+
+# The OS errors that are the user's environment (a full disk, a read-only folder), in words
+REASONS = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
+           errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded",
+           errno.EFBIG: "file too large for this file system or the file size limit (ulimit -f)",
+           errno.EPERM: "operation not permitted"}
+
+
+def os_error_reason(exc: OSError) -> str:
+    return REASONS.get(exc.errno, exc.strerror or str(exc))
+
+
+def os_error_message(exc: OSError, path) -> str:
+    """One line for an OSError that is the user's environment, not a bug."""
+    return f"cannot write {exc.filename or path}: {os_error_reason(exc)}"
 
 
 def exit_on_user_error(interrupted: str):

@@ -1,6 +1,6 @@
 """Several inputs, one table: labels mapped onto the build's classes, one vocabulary, each image id once.
 
-``open_inputs([DIR, DIR2, ...], class_set, label_map, on_error)`` opens every
+``open_inputs([DIR, DIR2, ...], label_map, on_error, image_types)`` opens every
 input with hamdata.layouts, maps each row's source label through the label map
 (hamdata.vocabulary), unifies site, sex and age, and merges the rows:
 

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from .errors import HamdataError
+from .errors import HamdataError, os_error_reason
 
 PROBE_RETRIES = 4
 _HELD: dict[str, list] = {}  # lock path -> [fd, depth], the locks this process holds
@@ -85,8 +85,6 @@ def hold(target):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = _acquire(path, target)
         except OSError as exc:
-            from .workspace import os_error_reason
-
             raise HamdataError(f"cannot write {target}: {os_error_reason(exc)}; nothing was written") from None
         _HELD[key] = [fd, 1]
     try:

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from . import htmlpage as h
 from .classes import CLASS_NAMES, CLASSES
 from .collections_report import InputFiles, collections_section, duplicates_section, input_files, pair_keys
-from .errors import HamdataError
+from .errors import HamdataError, os_error_message
 from .htmlpage import MAX_ROWS
 from .locks import hold
 from .manifest import CARD_NAME, card_classes, read_card, read_manifest
@@ -39,7 +39,7 @@ from .preprocess import PreprocessConfig, decode_image, encode_image, preprocess
 from .runfiles import RUN_MARKERS
 from .runreport import is_run, run_sections
 from .shards import IMAGE_EXTS, TAR_ERRORS, iter_members
-from .workspace import atomic_write, os_error_message
+from .workspace import atomic_write
 
 REPORT_NAME = "report.html"
 PER_CLASS = 4  # samples shown per class

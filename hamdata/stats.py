@@ -162,7 +162,7 @@ def _raw_records(path: Path) -> tuple[pd.DataFrame, list[str], tuple[str, ...], 
     if collection != DEFAULT_COLLECTION:
         return _raw_isic_records(path, source)
     records = source.metadata.assign(split="all", source="original", collection=collection)
-    classes = tuple(getattr(source, "classes", None) or classes_of(records["dx"]))
+    classes = classes_of(records["dx"])
     header = [f"raw dataset {path} ({source.layout} layout): {len(records)} metadata rows, "
               f"{len(source.images)} images found",
               f"class set: {class_set_name(classes) or ', '.join(classes)} (the table's dx codes)"]

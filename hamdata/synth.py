@@ -151,7 +151,7 @@ def synthetic_metadata(n_images: int, rng: np.random.Generator, min_per_class: i
 def read_metadata_table(path) -> pd.DataFrame:
     """Read a HAM10000-style metadata table (comma or tab separated) to copy its rows.
 
-    The rows must pass sources.validate_metadata, the checks the reader of the
+    The rows must pass hamdata.metadata.validate_metadata, the checks the reader of the
     result applies, and have all METADATA_COLUMNS. Returns those columns only
     (an extra Dataverse `dataset` column is dropped), every value the text it
     was, stripped, with dx lower-cased. Raises HamdataError naming the file.

@@ -16,7 +16,7 @@ counted, and so is a row with no diagnosis at all (empty, ``nan``, ``unknown``);
 the counts go into dataset.json ``unmapped``.
 
 Sites. HAM10000 ``localization`` and ISIC ``anatom_site_general`` become one
-``site`` from ``SITES`` through ``SITE_OF`` (README "More data" prints the
+``site`` from ``SITES`` through ``SITE_OF`` (docs/more-data.md prints the
 table); the original value stays in the sample's ``localization``.
 
 Sex is ``male``, ``female`` or ``unknown`` (``M``/``F`` read as male/female, any

@@ -10,12 +10,11 @@ without ``overwrite``: the finished work is left beside it as ``NAME.conflict-PI
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 from pathlib import Path
 
-from .errors import HamdataError
+from .errors import REASONS, HamdataError, os_error_reason
 from .locks import hold, holder_of
 
 
@@ -28,21 +27,6 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-REASONS = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
-           errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded",
-           errno.EFBIG: "file too large for this file system or the file size limit (ulimit -f)",
-           errno.EPERM: "operation not permitted"}
-
-
-def os_error_reason(exc: OSError) -> str:
-    return REASONS.get(exc.errno, exc.strerror or str(exc))
-
-
-def os_error_message(exc: OSError, path) -> str:
-    """One line for an OSError that is the user's environment, not a bug."""
-    return f"cannot write {exc.filename or path}: {os_error_reason(exc)}"
 
 
 def writer_of(target) -> str | None:

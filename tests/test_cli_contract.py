@@ -102,11 +102,14 @@ def test_verify_of_a_damaged_build_keeps_its_problem_lines_and_exit_1(build, tmp
     assert code == 1 and lines
 
 
-def readme_commands() -> list[list[str]]:
-    """Every `python cli.py ...` line of README.md's bash blocks (continuations joined, comments and `&& ...` cut)."""
+DOCUMENTS = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
+
+
+def documented_commands(document: str) -> list[list[str]]:
+    """Every `python cli.py ...` line of a document's bash blocks (continuations joined, comments and `&& ...` cut)."""
     import shlex
 
-    text = (ROOT / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    text = (ROOT / document).read_text(encoding="utf-8").replace("\\\n", " ")
     commands, in_bash = [], False
     for line in text.splitlines():
         if line.startswith("```"):
@@ -120,15 +123,16 @@ def readme_commands() -> list[list[str]]:
     return commands
 
 
-def test_every_readme_command_line_names_a_command_and_options_that_exist():
-    """Each example of README.md, run with --help appended: click rejects an unknown command or option (exit 2)
-    before it looks at --help, so a renamed option in the code or a typo in the README fails here."""
+def test_every_documented_command_line_names_a_command_and_options_that_exist():
+    """Each example of README.md and docs/*.md, run with --help appended: click rejects an unknown command or option
+    (exit 2) before it looks at --help, so a renamed option in the code or a typo in the docs fails here."""
     from click.testing import CliRunner
 
     from cli import main
 
-    commands = readme_commands()
-    assert len(commands) >= 40
-    for words in commands:
-        result = CliRunner().invoke(main, [*words, "--help"])
-        assert result.exit_code == 0, (words, result.output)
+    found = {document: documented_commands(document) for document in DOCUMENTS}
+    assert len(found["README.md"]) >= 12 and len(found["docs/commands.md"]) >= 30, {d: len(c) for d, c in found.items()}
+    for document, commands in found.items():
+        for words in commands:
+            result = CliRunner().invoke(main, [*words, "--help"])
+            assert result.exit_code == 0, (document, words, result.output)

@@ -13,7 +13,7 @@ from helpers import BROWSERS, assert_looks_right, open_in_chromium
 
 def test_demo_runs_every_step_and_evaluates_the_run(tmp_path):
     work = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "200", "--workers", "2",
+    result = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "200", "--workers", "1",
                                        "--target", "60", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     for step in ("synth", "build-shards", "balance --target 60", "stats", "verify", "train phase5", "train phase6",

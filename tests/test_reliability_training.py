@@ -116,6 +116,26 @@ def test_kill_while_last_pt_is_being_written_then_resume(build, tmp_path):
     assert_resumes_to_the_end(out, after=last["epoch"], epochs=3)
 
 
+def test_ctrl_c_says_the_last_checkpoint_is_intact_and_resume_continues(build, tmp_path):
+    """SIGINT (Ctrl-C) in the middle of a run: exit 130 and the train command's own line (not the data commands'),
+    a whole last.pt, and --resume takes it from there."""
+    import signal
+
+    out = tmp_path / "run"
+    # the hook restores Python's Ctrl-C handler, whatever the test runner's process left to its children
+    proc = start(build, out, 40, hook="import signal; signal.signal(signal.SIGINT, signal.default_int_handler)")
+    wait_until(proc, lambda: (out / "last.pt").is_file(), "the first last.pt", "train", timeout=300)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.decode().strip().splitlines()[-1] == "interrupted: the run's last checkpoint is intact; --resume continues from it"
+    _, last = load_checkpoint(out / "last.pt")
+    assert 1 <= last["epoch"] < 40
+    result = cli("train", "phase5", "--resume", out, "--epochs", last["epoch"] + 1)
+    assert result.exit_code == 0, result.output
+    assert f"resuming {out} after epoch {last['epoch']} of {last['epoch'] + 1}" in result.output
+
+
 def test_a_torn_metrics_line_is_dropped_on_resume(run1, tmp_path):
     """A kill while epoch 2's line was being appended: that epoch runs again, the history stays readable."""
     out = copy_run(run1, tmp_path / "run")

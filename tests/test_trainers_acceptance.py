@@ -1,4 +1,4 @@
-"""Both recipes learn the synthetic classes (a label or pipeline bug would show here).
+"""The Phase 4 and Phase 5 recipes learn the synthetic classes (a label or pipeline bug would show here).
 
 Measured on the 2-core CPU of the development machine, one torch thread, from
 random weights, on synthetic builds at 64 px:

@@ -1,4 +1,4 @@
-"""Runs of both recipes on a tiny synthetic build: outputs, resume, evaluate, predict, bad input."""
+"""Runs of the Phase 4 and Phase 5 recipes on a tiny synthetic build: outputs, resume, evaluate, predict, bad input."""
 
 import csv
 import hashlib

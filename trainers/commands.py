@@ -20,7 +20,10 @@ COMMON = ("shards", "out", "train_set", "arch", "weights", "epochs", "batch_size
           "workers", "decode", "seed", "max_steps", "stop_after", "loss", "cb_beta", "metadata", "metadata_columns")
 
 
-user_errors = exit_on_user_error("interrupted: the last checkpoint of the run is intact")
+# Ctrl-C: a run keeps its checkpoints (each written whole, then renamed); an evaluation or ensemble folder is
+# written whole or not at all, as hamdata's outputs are
+train_errors = exit_on_user_error("interrupted: the run's last checkpoint is intact; --resume continues from it")
+user_errors = exit_on_user_error("interrupted: nothing was left that looks complete")
 
 
 def _train_options(d: TrainConfig):
@@ -194,16 +197,15 @@ def _ensemble_command(wrap) -> click.Command:
     return ensemble
 
 
-def register(main: click.Group, user_errors_decorator=None) -> None:
-    """Add ``train`` (with one subcommand per recipe), ``evaluate`` and ``predict`` to ``main``."""
-    wrap = user_errors_decorator or user_errors
+def register(main: click.Group) -> None:
+    """Add ``train`` (with one subcommand per recipe), ``evaluate``, ``predict`` and ``ensemble`` to ``main``."""
 
     @main.group(help=f"Train a recipe on a build's shards ({', '.join(RECIPES)}).", context_settings={"max_content_width": 100})
     def train():
         pass
 
     for name in RECIPES:
-        train.add_command(_train_command(name, wrap))
-    main.add_command(_evaluate_command(wrap))
-    main.add_command(_predict_command(wrap))
-    main.add_command(_ensemble_command(wrap))
+        train.add_command(_train_command(name, train_errors))
+    main.add_command(_evaluate_command(user_errors))
+    main.add_command(_predict_command(user_errors))
+    main.add_command(_ensemble_command(user_errors))

@@ -1,4 +1,4 @@
-"""The pieces of the training loop both recipes share: processes and devices (DDP),
+"""The pieces of the training loop every recipe shares: processes and devices (DDP),
 the optimizer, one training epoch, and predictions of a split (with TTA).
 
 The run built from them (run folders, resume, checkpoint saving, the final test

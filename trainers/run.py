@@ -1,4 +1,4 @@
-"""A training run both recipes share: epochs, validation, checkpoints, resume, DDP.
+"""A training run every recipe shares: epochs, validation, checkpoints, resume, DDP.
 
 A run folder holds config.json, metrics.jsonl (one line per epoch), curves.png,
 last.pt (everything needed to resume), best.pt (best validation macro-F1;

@@ -1,0 +1,76 @@
+"""The import graph that docs/ARCHITECTURE.md draws: no circle among the modules of hamdata/ and trainers/ (imports
+inside functions count too: a lazy import is still a dependency), hamdata never imports trainers, and no module
+imports another module's private name."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("hamdata", "trainers")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> list[tuple[str, list[str]]]:
+    """(module imported, names taken from it) for every import in the file that names a module of ours."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names = [alias.name for alias in node.names]
+            submodules = [f"{base}.{n}" for n in names if f"{base}.{n}" in known]
+            found += [(m, []) for m in submodules]
+            found.append((base, [n for n in names if f"{base}.{n}" not in known]))
+    return [(m, names) for m, names in found if m in known and m != name]
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: {m for m, _ in imports_of(name, path, set(found))} for name, path in found.items()}
+
+
+def test_no_import_circle():
+    edges = graph()
+    circles, state = [], {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                circles.append(trail[trail.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    packages = {m for m in edges if "." not in m}  # a package's __init__ may gather its modules' public names
+    assert [c for c in circles if not set(c) & packages] == []
+
+
+def test_hamdata_never_imports_trainers():
+    assert {m: sorted(d) for m, d in graph().items() if m.startswith("hamdata") and any(x.startswith("trainers") for x in d)} == {}
+
+
+def test_no_private_name_crosses_a_module():
+    found = modules()
+    crossing = [f"{name} takes {target}.{n}" for name, path in found.items()
+                for target, names in imports_of(name, path, set(found)) for n in names
+                if n.startswith("_") and not n.startswith("__")]
+    assert crossing == []
