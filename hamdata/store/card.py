@@ -1,0 +1,151 @@
+"""``Build.open(path)``: a build or balanced set's dataset.json as a frozen, typed card.
+
+The card is read once and checked (hamdata.manifest.read_card: a finished build, a readable format, a known class
+list); what callers need is a field with a type, not a string key into a dict: classes, counts per split and
+class, the splits and their shards, the train statistics, the balanced sets inside a build, the inputs, the
+duplicates, and the shard sha256s a run records as the build's fingerprint. ``raw`` keeps the whole card (as
+read-only mappings) for what has no field yet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from ..errors import HamdataError
+from ..manifest import CARD_NAME, card_classes, read_card, shards_of, split_names
+
+BALANCED_PATTERN = "balanced-*"  # the folders that `balance --target N` writes into a build (or beside it, --out)
+SPLIT_ORDER = ("train", "val", "test", "heldout")  # dataset.json sorts its keys; a card lists its splits so
+
+
+def _frozen(value: Any) -> Any:
+    """JSON data made read-only: dicts become mappings that refuse writes, lists tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One tar of the card, its path relative to the folder that holds the card."""
+
+    path: str
+    split: str
+    samples: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """Per-channel mean and std of the build's train originals (pixels in [0, 1]), the normalisation to use."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Build:
+    """A build (``kind == "build"``) or a balanced set (``"balanced"``), as its dataset.json describes it."""
+
+    path: Path
+    kind: str
+    format_version: int
+    classes: tuple[str, ...]
+    counts: Mapping[str, Mapping[str, int]]  # split -> class -> samples, every class of ``classes`` present
+    shards: tuple[Shard, ...]
+    train_stats: TrainStats | None
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def open(cls, path) -> Build:
+        """The card of the build or balanced set in folder ``path``; HamdataError (one line) when there is none,
+        it did not finish, or it is damaged."""
+        folder = Path(path)
+        card = read_card(folder)
+        classes = card_classes(card)
+        names = split_names(card)
+        names = [n for n in SPLIT_ORDER if n in names] + [n for n in names if n not in SPLIT_ORDER]
+        counts = {split: {dx: int(card.get("counts", {}).get(split, {}).get(dx, 0)) for dx in classes}
+                  for split in names}
+        try:
+            shards = tuple(Shard(s["path"], s["split"], int(s["samples"]), int(s.get("bytes", 0)), s.get("sha256", ""))
+                           for s in shards_of(card))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HamdataError(f"{folder / CARD_NAME}: a shard entry lacks {exc}") from None
+        stats = card.get("train_stats") or {}
+        train_stats = (TrainStats(tuple(stats["mean"]), tuple(stats["std"]))
+                       if stats.get("mean") and stats.get("std") else None)
+        return cls(folder, card.get("kind", "build"), int(card["format_version"]), classes, _frozen(counts), shards,
+                   train_stats, _frozen(card))
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits: train, val, test, and heldout when a collection was held out (a balanced set: train)."""
+        return tuple(self.counts)
+
+    def shards_of(self, split: str) -> tuple[Shard, ...]:
+        return tuple(s for s in self.shards if s.split == split)
+
+    def shard_paths(self, split: str) -> tuple[Path, ...]:
+        """The tars of ``split``, in order, as paths (relative to where ``path`` is)."""
+        return tuple(self.path / s.path for s in self.shards_of(split))
+
+    def samples(self, split: str) -> int:
+        return sum(self.counts.get(split, {}).values())
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.raw.get("config", MappingProxyType({}))
+
+    @property
+    def inputs(self) -> tuple:
+        """One entry per ``--data`` of the build (format 2): collection, layout, root, rows, samples, warnings."""
+        return self.raw.get("inputs", ())
+
+    @property
+    def duplicates(self) -> tuple:
+        """The pairs found by content or listed by a publisher, and what was done with each."""
+        return self.raw.get("duplicates", ())
+
+    @property
+    def fingerprint(self) -> tuple[str, ...]:
+        """The sha256 of every shard, in the card's order: what a run records of the build it read."""
+        return tuple(s.sha256 for s in self.shards)
+
+    @property
+    def balanced_sets(self) -> tuple[str, ...]:
+        """The names of the finished balanced sets inside a build (``balanced-N`` folders holding a card)."""
+        if self.kind != "build":
+            return ()
+        return tuple(sorted(p.name for p in self.path.glob(BALANCED_PATTERN) if (p / CARD_NAME).is_file()))
+
+    def balanced(self, name: str) -> Build:
+        """A balanced set of this build by name (``balanced-2000``)."""
+        if name not in self.balanced_sets:
+            found = ", ".join(self.balanced_sets) or "none"
+            raise HamdataError(f"{self.path}: no balanced set {name!r} (it has {found})")
+        return Build.open(self.path / name)
+
+    @property
+    def build_path(self) -> Path:
+        """A build's own folder; for a balanced set, the folder of the build it was made from."""
+        if self.kind == "build":
+            return self.path
+        return (self.path / self.raw.get("build", {}).get("path", "..")).resolve()
+
+    def to_json(self) -> str:
+        """The card as dataset.json holds it (sorted keys), for printing or comparing."""
+        def thaw(value):
+            if isinstance(value, Mapping):
+                return {k: thaw(v) for k, v in value.items()}
+            if isinstance(value, tuple):
+                return [thaw(v) for v in value]
+            return value
+        return json.dumps(thaw(self.raw), indent=2, sort_keys=True)
