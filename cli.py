@@ -78,7 +78,7 @@ def synth(out, layout, n_images, seed, metadata, size, duplicates_of, same_id, n
                                               ("--new-id", new_id), ("--within", within)) if value]
         if isic_only:
             raise HamdataError(f"{', '.join(isic_only)}: only with --layout isic2019 or isic-archive")
-        from hamdata.synth import make_synthetic
+        from hamdata.synth.ham import make_synthetic
 
         if metadata is not None and not Path(metadata).is_file():
             raise HamdataError(f"--metadata: no such file: {metadata}")
@@ -88,9 +88,9 @@ def synth(out, layout, n_images, seed, metadata, size, duplicates_of, same_id, n
         return
     if metadata is not None:
         raise HamdataError("--metadata: only with --layout kaggle")
-    from hamdata.preprocess import parse_size
-    from hamdata.synth import IMAGE_SIZE
-    from hamdata.synth_isic import LAYOUT_WRITERS
+    from hamdata.image.preprocess import parse_size
+    from hamdata.synth.ham import IMAGE_SIZE
+    from hamdata.synth.isic import LAYOUT_WRITERS
 
     summary = LAYOUT_WRITERS[layout](Path(out), images=n_images, seed=seed, size=parse_size(size) if size else IMAGE_SIZE,
                                      duplicates_of=duplicates_of, same_id=same_id, new_id=new_id, within=within,
@@ -138,9 +138,9 @@ def build_shards_cmd(data, out, class_set, image_types, label_map, keep_duplicat
                      workers, on_error, allow_missing, overwrite, no_hair_removal, no_clahe, val, test_frac, seed,
                      split_manifest, fresh_split, hold_out):
     """Preprocess, split by lesion, patient and duplicate group, and write WebDataset shards."""
-    from hamdata.inputs import check_paths
-    from hamdata.preprocess import PreprocessConfig, parse_size
-    from hamdata.split import SplitConfig
+    from hamdata.inputs.merge import check_paths
+    from hamdata.image.preprocess import PreprocessConfig, parse_size
+    from hamdata.split.stratified import SplitConfig
 
     check_paths(data, out)  # before hamdata.build, which loads OpenCV: a wrong path answers at once
     preprocess = PreprocessConfig(hair_removal=not no_hair_removal, clahe=not no_clahe, size=parse_size(size))
@@ -175,7 +175,7 @@ def untaken_lines(summary: dict) -> list[str]:
     if any((summary.get("left_out") or {}).values()):
         rows, shown = _counted(summary["left_out"])
         lines.append(f"image types: {rows} rows left out: {shown} (dataset.json \"left_out\")")
-    from hamdata.collections_report import duplicate_list_lines
+    from hamdata.pages.collections import duplicate_list_lines
 
     return lines + duplicate_list_lines(summary.get("duplicate_lists"))
 

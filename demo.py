@@ -33,9 +33,9 @@ def run_demo(work: Path, n_images: int = 1000, workers: int = 2, seed: int = 42,
     from hamdata.balance import BalanceConfig, balance_build
     from hamdata.build import BuildConfig, build_shards
     from hamdata.report import write_report
-    from hamdata.split import SplitConfig
+    from hamdata.split.stratified import SplitConfig
     from hamdata.stats import run_stats
-    from hamdata.synth import make_synthetic
+    from hamdata.synth.ham import make_synthetic
     from hamdata.verify import verify_tree
 
     _claim(work)

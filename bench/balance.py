@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hamdata.balance import BalanceConfig, balance_build  # noqa: E402
-from hamdata.manifest import read_card  # noqa: E402
+from hamdata.store.manifest import read_card  # noqa: E402
 
 SHARED_METADATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000" / "HAM10000_metadata.csv"
 
@@ -44,8 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def make_build(args) -> Path:
     """Synthesise and build once; later runs reuse the build under --work."""
     from hamdata.build import BuildConfig, build_shards
-    from hamdata.preprocess import PreprocessConfig, parse_size
-    from hamdata.synth import make_synthetic
+    from hamdata.image.preprocess import PreprocessConfig, parse_size
+    from hamdata.synth.ham import make_synthetic
 
     raw, build = args.work / "raw", args.work / "build"
     if (build / "dataset.json").is_file():

@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hamdata.build import BuildConfig, build_shards  # noqa: E402
-from hamdata.manifest import read_card, read_manifest  # noqa: E402
-from hamdata.preprocess import PreprocessConfig, parse_size  # noqa: E402
-from hamdata.split import split_fractions  # noqa: E402
-from hamdata.synth import make_synthetic  # noqa: E402
+from hamdata.store.manifest import read_card, read_manifest  # noqa: E402
+from hamdata.image.preprocess import PreprocessConfig, parse_size  # noqa: E402
+from hamdata.split.stratified import split_fractions  # noqa: E402
+from hamdata.synth.ham import make_synthetic  # noqa: E402
 
 REAL_METADATA = ROOT.parent / "shared" / "data" / "ham10000" / "HAM10000_metadata.csv"
 STAGES = ("read", "decode", "hair_removal", "clahe", "resize", "encode", "write")

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from hamdata.manifest import read_card, shards_of  # noqa: E402
-from hamdata.shards import iter_samples  # noqa: E402
+from hamdata.store.manifest import read_card, shards_of  # noqa: E402
+from hamdata.store.shards import iter_samples  # noqa: E402
 from trainers.data import decode  # noqa: E402
 
 

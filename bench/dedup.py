@@ -1,4 +1,4 @@
-"""Benchmark `hamdata.dedup.find_duplicates` on one core: N fingerprints with planted copies.
+"""Benchmark `hamdata.dedup.fingerprint.find_duplicates` on one core: N fingerprints with planted copies.
 
     python bench/dedup.py                          # 100,000 fingerprints, 500 planted copies
     python bench/dedup.py --n 20000 --base 1000 --copies 200 --seed 1
@@ -10,7 +10,7 @@ different lesions against each other, the cost of `fingerprint`; then `--synthet
 (equal numbers per class) with 10 copies of every 14th, all pairs of different pictures scored.
 
 Fingerprinting 100,000 full-size pictures would take longer than the search itself, so the set is made
-in three parts (all from `hamdata.synth.draw_lesion`, classes in the HAM10000 proportions):
+in three parts (all from `hamdata.synth.ham.draw_lesion`, classes in the HAM10000 proportions):
 
 1. base: `--base` full-size synthetic pictures (600x450, JPEG q92 and decoded, as `synth` writes them),
    each fingerprinted.
@@ -50,9 +50,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hamdata import dedup  # noqa: E402
-from hamdata.classes import CLASSES  # noqa: E402
-from hamdata.synth import JPEG_QUALITY, REAL_CLASS_COUNTS, draw_lesion  # noqa: E402
+from hamdata.dedup import fingerprint as dedup # noqa: E402
+from hamdata.inputs.classes import CLASSES  # noqa: E402
+from hamdata.synth.ham import JPEG_QUALITY, REAL_CLASS_COUNTS, draw_lesion  # noqa: E402
 
 cv2.setNumThreads(1)
 

@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hamdata.build import BuildConfig, build_shards  # noqa: E402
-from hamdata.metadata_isic import isic_id  # noqa: E402
-from hamdata.preprocess import PreprocessConfig  # noqa: E402
-from hamdata.synth import make_synthetic  # noqa: E402
-from hamdata.synth_isic import write_isic2019  # noqa: E402
+from hamdata.inputs.metadata_isic import isic_id  # noqa: E402
+from hamdata.image.preprocess import PreprocessConfig  # noqa: E402
+from hamdata.synth.ham import make_synthetic  # noqa: E402
+from hamdata.synth.isic import write_isic2019  # noqa: E402
 
 REAL_METADATA = REPO.parent / "shared" / "data" / "ham10000" / "HAM10000_metadata.csv"
 

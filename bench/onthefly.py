@@ -21,9 +21,9 @@ import cv2  # noqa: E402
 import torch  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
-from hamdata.preprocess import apply_clahe, decode_image, remove_hair, resize  # noqa: E402
-from hamdata.containers import read_image_bytes  # noqa: E402
-from hamdata.layouts import open_source  # noqa: E402
+from hamdata.image.preprocess import apply_clahe, decode_image, remove_hair, resize  # noqa: E402
+from hamdata.inputs.containers import read_image_bytes  # noqa: E402
+from hamdata.inputs.layouts import open_source  # noqa: E402
 
 
 def notebook_transform() -> v2.Transform:

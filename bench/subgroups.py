@@ -70,8 +70,8 @@ def main() -> int:
     work = Path(args.work)
     ham, isic, build, out = work / "ham", work / "isic", work / "build", work / "run"
     if not isic.is_dir():
-        from hamdata.synth import make_synthetic
-        from hamdata.synth_isic import write_isic2019
+        from hamdata.synth.ham import make_synthetic
+        from hamdata.synth.isic import write_isic2019
 
         make_synthetic(ham, n_images=args.ham, seed=1, workers=2, progress=False)
         write_isic2019(isic, images=args.isic, seed=2, workers=2, progress=False)
@@ -86,7 +86,7 @@ def main() -> int:
     text = run(["evaluate", out, "--by", "collection,age", "--device", "cpu", "--workers", 2, "--out", work / "eval"])
     print(text)
 
-    from hamdata.manifest import read_manifest
+    from hamdata.store.manifest import read_manifest
     from trainers.metrics import read_isic_csv
 
     metrics = json.loads((work / "eval" / "metrics.json").read_text())

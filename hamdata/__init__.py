@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import HamdataError
+from hamdata.errors import HamdataError
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _API = {
     "Build": "hamdata.store", "BuildConfig": "hamdata.build", "build_shards": "hamdata.build",
-    "PreprocessConfig": "hamdata.preprocess", "SplitConfig": "hamdata.split", "BalanceConfig": "hamdata.balance",
-    "balance_build": "hamdata.balance", "verify_tree": "hamdata.verify", "make_synthetic": "hamdata.synth",
+    "PreprocessConfig": "hamdata.image.preprocess", "SplitConfig": "hamdata.split.stratified", "BalanceConfig": "hamdata.balance",
+    "balance_build": "hamdata.balance", "verify_tree": "hamdata.verify", "make_synthetic": "hamdata.synth.ham",
 }
 __all__ = ["HamdataError", "__version__", "open_build", *_API]
 
 
 def open_build(path):
     """The card of the build or balanced set in folder ``path`` (``hamdata.store.Build``)."""
-    from .store import Build
+    from hamdata.store import Build
 
     return Build.open(path)
 

@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .classes import CLASSES, label_of
-from .errors import HamdataError
-from .locks import hold
-from .manifest import (CARD_NAME, MANIFEST_NAME, ManifestWriter, card_classes, card_skeleton, read_card, read_manifest,
+from hamdata.inputs.classes import CLASSES, label_of
+from hamdata.errors import HamdataError
+from hamdata.locks import hold
+from hamdata.store.manifest import (CARD_NAME, MANIFEST_NAME, ManifestWriter, card_classes, card_skeleton, read_card, read_manifest,
                        shards_of, write_card, write_info)
-from .parallel import ordered_map
-from .shards import IMAGE_EXTS, TAR_ERRORS, ShardWriter, iter_members, sample_json, sha256_file, tar_error_detail
-from .workspace import Workspace
+from hamdata.parallel import ordered_map
+from hamdata.store.shards import IMAGE_EXTS, TAR_ERRORS, ShardWriter, iter_members, sample_json, sha256_file, tar_error_detail
+from hamdata.workspace import Workspace
 
 WARN_COPIES_PER_ORIGINAL = 20
 _KEEP, _COPY, _ORDER = 0, 1, 2  # independent random streams per purpose
@@ -99,7 +99,7 @@ def spread_across_lesions(keys: list[str], lesions: list[str], n: int, rng: np.r
 
 def round_robin_copies(parents: list[str], n: int, rng: np.random.Generator, policy: str, seed: int, dx: str) -> list[PlannedSample]:
     """``n`` copies, parents taken in a seeded order one after another, so counts per parent differ by <= 1."""
-    from .augment import augment_seed, make_recipe  # albumentations and OpenCV: only once there is work
+    from hamdata.image.augment import augment_seed, make_recipe  # albumentations and OpenCV: only once there is work
 
     order = [parents[i] for i in rng.permutation(len(parents))]
     copies = []
@@ -217,8 +217,8 @@ class CopyTask:
 
 def make_copy(task: CopyTask) -> bytes:
     """Parent bytes -> augmented, encoded copy (runs in a worker)."""
-    from .augment import replay
-    from .preprocess import ImageError, decode_image, encode_image
+    from hamdata.image.augment import replay
+    from hamdata.image.preprocess import ImageError, decode_image, encode_image
 
     try:
         rgb, _ = decode_image(task.parent.read())
@@ -312,7 +312,7 @@ def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, kin:
 
 def _balanced_card(build_card: dict, cfg: BalanceConfig, plan: BalancePlan, shards: list[dict], build: Path,
                    target_dir: Path) -> dict:
-    from .augment import POLICIES, describe_policy
+    from hamdata.image.augment import POLICIES, describe_policy
 
     build_cfg = build_card["config"]
     config = asdict(cfg)

@@ -22,23 +22,25 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import dedup, memory
-from .classes import CLASS_SETS, DEFAULT_CLASS_SET, label_of, resolve_class_set
-from .duplicates import fingerprints, settle
-from .errors import HamdataError
-from .groups import UnionFind, make_groups
-from .metadata_isic2020 import LIST_EVIDENCE
-from .inputs import DEFAULT_IMAGE_TYPES, check_image_types, check_paths, open_inputs
-from .manifest import (MANIFEST_NAME, TABULAR_FORMAT, ManifestWriter, card_skeleton, write_card,
+from hamdata import memory
+
+from hamdata.dedup import fingerprint as dedup
+from hamdata.inputs.classes import CLASS_SETS, DEFAULT_CLASS_SET, label_of, resolve_class_set
+from hamdata.dedup.settle import fingerprints, settle
+from hamdata.errors import HamdataError
+from hamdata.split.groups import UnionFind, make_groups
+from hamdata.inputs.metadata_isic2020 import LIST_EVIDENCE
+from hamdata.inputs.merge import DEFAULT_IMAGE_TYPES, check_image_types, check_paths, open_inputs
+from hamdata.store.manifest import (MANIFEST_NAME, TABULAR_FORMAT, ManifestWriter, card_skeleton, write_card,
                        write_info)
-from .parallel import ordered_map
-from .preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
-from .shards import INPUT_FIELDS, ShardWriter, sample_json
-from .containers import read_image_bytes
-from .split import HELDOUT, SPLITS, WRITTEN_SPLITS, SplitConfig, decide_split
-from .vocabulary import load_label_map
-from .locks import hold
-from .workspace import Workspace
+from hamdata.parallel import ordered_map
+from hamdata.image.preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
+from hamdata.store.shards import INPUT_FIELDS, ShardWriter, sample_json
+from hamdata.inputs.containers import read_image_bytes
+from hamdata.split.stratified import HELDOUT, SPLITS, WRITTEN_SPLITS, SplitConfig, decide_split
+from hamdata.inputs.vocabulary import load_label_map
+from hamdata.locks import hold
+from hamdata.workspace import Workspace
 
 
 @dataclass(frozen=True)

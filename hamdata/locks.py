@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from .errors import HamdataError, os_error_reason
+from hamdata.errors import HamdataError, os_error_reason
 
 PROBE_RETRIES = 4
 _HELD: dict[str, list] = {}  # lock path -> [fd, depth], the locks this process holds

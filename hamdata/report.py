@@ -5,10 +5,10 @@ metrics.jsonl / metrics.json), the page shows what a person looks at before
 trusting it: the dataset card, class distributions, sample images (raw beside
 preprocessed for a build, parents beside augmented copies for a balanced set),
 for a build of several inputs its collections and duplicate pairs side by side
-(hamdata.collections_report), or a run's metrics, curves, confusion matrix and
-Grad-CAM overlays (hamdata.runreport).
+(hamdata.pages.collections), or a run's metrics, curves, confusion matrix and
+Grad-CAM overlays (hamdata.pages.run).
 
-Everything is embedded (hamdata.htmlpage): images as base64 ``data:`` URIs,
+Everything is embedded (hamdata.pages.html): images as base64 ``data:`` URIs,
 thumbnails as JPEG to keep the file small, plots drawn on matplotlib's Agg
 canvas, CSS inline. No script, no external font or URL: the file opens offline
 and can be mailed. Samples are drawn with a seeded generator, so the same
@@ -27,19 +27,19 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import htmlpage as h
-from .classes import CLASS_NAMES, CLASSES
-from .collections_report import InputFiles, collections_section, duplicates_section, input_files, pair_keys
-from .errors import HamdataError, os_error_message
-from .htmlpage import MAX_ROWS
-from .locks import hold
-from .manifest import CARD_NAME, card_classes, read_card, read_manifest
-from .plots import new_figure
-from .preprocess import PreprocessConfig, decode_image, encode_image, preprocess
-from .runfiles import RUN_MARKERS
-from .runreport import is_run, run_sections
-from .shards import IMAGE_EXTS, TAR_ERRORS, iter_members
-from .workspace import atomic_write
+from hamdata.pages import html as h
+from hamdata.inputs.classes import CLASS_NAMES, CLASSES
+from hamdata.pages.collections import InputFiles, collections_section, duplicates_section, input_files, pair_keys
+from hamdata.errors import HamdataError, os_error_message
+from hamdata.pages.html import MAX_ROWS
+from hamdata.locks import hold
+from hamdata.store.manifest import CARD_NAME, card_classes, read_card, read_manifest
+from hamdata.plots import new_figure
+from hamdata.image.preprocess import PreprocessConfig, decode_image, encode_image, preprocess
+from hamdata.runfiles import RUN_MARKERS
+from hamdata.pages.run import is_run, run_sections
+from hamdata.store.shards import IMAGE_EXTS, TAR_ERRORS, iter_members
+from hamdata.workspace import atomic_write
 
 REPORT_NAME = "report.html"
 PER_CLASS = 4  # samples shown per class
@@ -193,7 +193,7 @@ def _common_facts(card: dict) -> list[tuple[str, object]]:
 
 
 def _distribution_section(records: pd.DataFrame, problems: list[str], classes: tuple[str, ...]) -> h.Section:
-    from .stats import (plot_age_by_class, plot_class_distribution, plot_images_per_lesion, plot_localization,
+    from hamdata.stats import (plot_age_by_class, plot_class_distribution, plot_images_per_lesion, plot_localization,
                         plot_sex_by_class, tables_from_records)
 
     section = h.Section("distribution", "Class distribution").add(*[h.note(p) for p in problems])
@@ -216,7 +216,7 @@ def _distribution_section(records: pd.DataFrame, problems: list[str], classes: t
 def _raw_sources(files: InputFiles, image_ids: list[str]) -> tuple[dict[str, bytes], str]:
     """Raw bytes of the given images from the build's input folders (the first that has an id, as the build
     took it), and a note when some are gone."""
-    from .containers import read_image_bytes
+    from hamdata.inputs.containers import read_image_bytes
 
     roots = [(index, entry["root"]) for index, entry in files.inputs.items() if entry.get("root")]
     if not roots:
@@ -367,7 +367,7 @@ def _balanced_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
     samples = h.Section("samples", "Augmented copies beside their parents").add(
         f"<p>Per class, up to {per_class} augmented copies drawn with seed {seed}, each beside the original it was "
         "made from and its recipe; classes without copies show originals they kept. The check mark says that "
-        "<code>hamdata.augment.replay(parent, recipe)</code> gives the stored bytes exactly.</p>", *[h.note(p) for p in scan.problems])
+        "<code>hamdata.image.augment.replay(parent, recipe)</code> gives the stored bytes exactly.</p>", *[h.note(p) for p in scan.problems])
     for dx in classes:
         cards = [_copy_card(key, rows.loc[key], scan, cfg) for key in chosen[dx]]
         samples.add(*_class_block(dx, int((manifest["dx"] == dx).sum()), cards))
@@ -411,7 +411,7 @@ def _copy_card(key: str, row, scan: Scan, cfg: dict) -> str:
 
 def _replay_verdict(parent_rgb: np.ndarray, recipe, fmt: str, quality: int, stored: bytes) -> str:
     try:
-        from .augment import replay
+        from hamdata.image.augment import replay
 
         again = encode_image(replay(parent_rgb, recipe), fmt, quality)
     except (ImportError, HamdataError) as exc:

@@ -1,6 +1,6 @@
 """The files of a training run folder, named once: the trainers write them, the run report reads them.
 
-They live here, not in trainers/, because hamdata (hamdata.runreport) reads run
+They live here, not in trainers/, because hamdata (hamdata.pages.run) reads run
 folders and never imports trainers. An evaluation folder (``evaluate``) holds
 only the four evaluation files, METRICS to PREDICTIONS.
 """

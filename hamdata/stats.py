@@ -4,10 +4,10 @@ Everything is computed from one table of per-sample metadata ("records"):
 for a build it comes from the ``.json`` member of every sample (read by
 streaming the tars, so no image is held in memory); for a raw copy it is the
 validated metadata, with every row in the split ``all`` (an ISIC copy's labels
-mapped onto the isic2019 classes through hamdata.inputs). ``tables_from_records``
+mapped onto the isic2019 classes through hamdata.inputs.merge). ``tables_from_records``
 is pure; plotting and file writing happen at the edge, in ``run_stats``. The
 per-collection tables and plot, and the duplicate and label summaries, come
-from hamdata.collections_report.
+from hamdata.pages.collections.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from .classes import CLASS_SETS, CLASSES, class_set_name
-from .collections_report import (DEFAULT_COLLECTION, collection_counts, collection_split_counts, duplicates_summary,
+from hamdata.inputs.classes import CLASS_SETS, CLASSES, class_set_name
+from hamdata.pages.collections import (DEFAULT_COLLECTION, collection_counts, collection_split_counts, duplicates_summary,
                                  plot_collections, unmapped_rows, unmapped_table, duplicate_list_lines)
-from .errors import HamdataError
-from .manifest import CARD_NAME, card_classes, read_card
-from .plots import new_figure, save_png
-from .shards import TAR_ERRORS, iter_samples, tar_error_detail
-from .split import SPLITS
+from hamdata.errors import HamdataError
+from hamdata.store.manifest import CARD_NAME, card_classes, read_card
+from hamdata.plots import new_figure, save_png
+from hamdata.store.shards import TAR_ERRORS, iter_samples, tar_error_detail
+from hamdata.split.stratified import SPLITS
 
 RECORD_FIELDS = ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization", "split", "source", "collection")
 TOP_LOCALIZATIONS = 15
@@ -151,7 +151,7 @@ def _raw_records(path: Path) -> tuple[pd.DataFrame, list[str], tuple[str, ...], 
     A HAM10000 copy: its validated table as it is (every row, its dx codes; the ham10000 label map would map
     each code onto itself). An ISIC copy: see ``_raw_isic_records``.
     """
-    from .layouts import open_source
+    from hamdata.inputs.layouts import open_source
 
     try:
         source = open_source(path)
@@ -171,10 +171,10 @@ def _raw_records(path: Path) -> tuple[pd.DataFrame, list[str], tuple[str, ...], 
 
 
 def _raw_isic_records(path: Path, source) -> tuple[pd.DataFrame, list[str], tuple[str, ...], dict]:
-    """An ISIC 2019 or ISIC-archive copy read as a build reads it (hamdata.inputs), its labels mapped onto the
+    """An ISIC 2019 or ISIC-archive copy read as a build reads it (hamdata.inputs.merge), its labels mapped onto the
     RAW_CLASS_SET classes by the shipped label map; rows that no class takes are counted, not analysed."""
-    from .inputs import open_inputs
-    from .vocabulary import load_label_map
+    from hamdata.inputs.merge import open_inputs
+    from hamdata.inputs.vocabulary import load_label_map
 
     label_map = load_label_map(RAW_CLASS_SET)
     inputs = open_inputs([path], label_map, on_error="skip")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from .errors import HamdataError
-from .manifest import CARD_NAME, INFO_NAME, MANIFEST_NAME, card_classes, read_card, read_manifest, timm_info
-from .shards import IMAGE_EXTS, JSON_SCHEMAS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
-from .split import audit_leakage
-from .workspace import writer_of
+from hamdata.errors import HamdataError
+from hamdata.store.manifest import CARD_NAME, INFO_NAME, MANIFEST_NAME, card_classes, read_card, read_manifest, timm_info
+from hamdata.store.shards import IMAGE_EXTS, JSON_SCHEMAS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
+from hamdata.split.stratified import audit_leakage
+from hamdata.workspace import writer_of
 
 AUG_KEY = re.compile(r"^(?P<parent>[^.]+)_aug\d{4,}$")
 ALLOWED_EXTRA = ("stats", "report.html")
@@ -109,7 +109,7 @@ def _check_duplicates(folder: Path, card: dict, records: pd.DataFrame) -> list[s
 def _check_listed(path: Path, split_of: dict) -> list[str]:
     """A published duplicate list the build honoured (ISIC 2020's), read again where it still is: no listed pair
     in two splits."""
-    from .metadata_isic2020 import DUPLICATE_COLUMNS
+    from hamdata.inputs.metadata_isic2020 import DUPLICATE_COLUMNS
 
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -117,7 +117,7 @@ def _check_listed(path: Path, split_of: dict) -> list[str]:
         return []  # the input has moved: dataset.json's own duplicate records were checked above
     if not set(DUPLICATE_COLUMNS) <= set(table.columns):
         return [f"{path}: expected the columns {', '.join(DUPLICATE_COLUMNS)} of a duplicate list"]
-    from .groups import UnionFind
+    from hamdata.split.groups import UnionFind
 
     sets = UnionFind()  # a chain a-b, b-c is one picture, whether b is in the build or not
     for a, b in zip(table[DUPLICATE_COLUMNS[0]], table[DUPLICATE_COLUMNS[1]]):

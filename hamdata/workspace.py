@@ -14,8 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import REASONS, HamdataError, os_error_reason
-from .locks import hold, holder_of
+from hamdata.errors import REASONS, HamdataError, os_error_reason
+from hamdata.locks import hold, holder_of
 
 
 def process_alive(pid: int) -> bool:

@@ -80,7 +80,7 @@ def synthetic_data(factory: pytest.TempPathFactory, n_images: int, seed: int = 0
 
     With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored.
     """
-    from hamdata.synth import make_synthetic
+    from hamdata.synth.ham import make_synthetic
 
     size = "" if image_size == SOURCE_SIZE else f"-{image_size[0]}x{image_size[1]}"
     data = shared_root(factory) / f"synth-{_table(n_images, metadata)}-seed{seed}{size}" / "data"
@@ -101,8 +101,8 @@ def synthetic_build(root: Path, n_images: int, size: int, shard_size: int, seed:
     With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored.
     """
     from hamdata.build import BuildConfig, build_shards
-    from hamdata.preprocess import PreprocessConfig
-    from hamdata.synth import make_synthetic
+    from hamdata.image.preprocess import PreprocessConfig
+    from hamdata.synth.ham import make_synthetic
 
     make_synthetic(root / "data", n_images=n_images, seed=seed, metadata=metadata, workers=1, progress=False,
                    image_size=image_size)
@@ -353,10 +353,10 @@ def relabel_build(src: Path, out: Path, scc_every: int = 0) -> Path:
     and with them dataset.json (classes, counts, shard sha256s), manifest.csv and _info.json. Returns ``out``."""
     import json
 
-    from hamdata.classes import ISIC2019_CLASSES
-    from hamdata.manifest import (CARD_NAME, MANIFEST_COLUMNS, MANIFEST_NAME, ManifestWriter, read_manifest, write_card,
+    from hamdata.inputs.classes import ISIC2019_CLASSES
+    from hamdata.store.manifest import (CARD_NAME, MANIFEST_COLUMNS, MANIFEST_NAME, ManifestWriter, read_manifest, write_card,
                                   write_info)
-    from hamdata.shards import ShardWriter, iter_samples, sample_json
+    from hamdata.store.shards import ShardWriter, iter_samples, sample_json
 
     card = json.loads((Path(src) / CARD_NAME).read_text(encoding="utf-8"))
     manifest = read_manifest(src)

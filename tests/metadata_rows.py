@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from hamdata.metadata import METADATA_COLUMNS
+from hamdata.inputs.metadata import METADATA_COLUMNS
 
 HEADER = ",".join(METADATA_COLUMNS)
 # (lesion_id, image_id, dx, dx_type, age, sex, localization); two lesions with two images.

@@ -74,3 +74,28 @@ def test_no_private_name_crosses_a_module():
                 for target, names in imports_of(name, path, set(found)) for n in names
                 if n.startswith("_") and not n.startswith("__")]
     assert crossing == []
+
+
+# hamdata's packages, lowest first: a module imports its own package and lower ones, never a higher one. The
+# package root (hamdata/__init__.py: __version__, the public API) is outside the ladder.
+LAYERS = [
+    {"errors", "locks", "workspace", "parallel", "memory", "plots", "runfiles"},  # infrastructure
+    {"inputs"},  # data as published, class sets
+    {"store"},  # the build folder
+    {"image", "split", "dedup"},  # rooms with one job each
+    {"pages", "synth"},  # rooms built on those
+    {"build", "balance", "verify", "stats", "report"},  # the commands
+]
+
+
+def layer_of(module: str) -> int:
+    part = module.split(".")[1]
+    return next(k for k, names in enumerate(LAYERS) if part in names)
+
+
+def test_hamdata_imports_only_downward():
+    upward = [f"{a} -> {b}" for a, targets in graph().items() if a.startswith("hamdata.")
+              for b in targets if b.startswith("hamdata.") and layer_of(b) > layer_of(a)]
+    assert upward == []
+    placed = {p for names in LAYERS for p in names}
+    assert {m.split(".")[1] for m in modules() if m.startswith("hamdata.")} == placed  # every module has its layer

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hamdata.augment import POLICIES, POLICY_VERSION, augment_seed, build_policy, describe_policy, make_recipe, replay
+from hamdata.image.augment import POLICIES, POLICY_VERSION, augment_seed, build_policy, describe_policy, make_recipe, replay
 from hamdata.errors import HamdataError
-from hamdata.preprocess import decode_image, encode_image
+from hamdata.image.preprocess import decode_image, encode_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_replay_in_another_process_gives_identical_pixels(tmp_path):
     recipes = [make_recipe(p, s) for p in POLICIES for s in (0, 7, 2**31 + 5)]
     code = (
         "import json, sys, numpy as np\n"
-        "from hamdata.augment import replay\n"
+        "from hamdata.image.augment import replay\n"
         "parent = np.load(sys.argv[1])\n"
         "recipes = json.loads(sys.argv[2])\n"
         "np.save(sys.argv[3], np.stack([replay(parent, r) for r in recipes]))\n"

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamdata.augment import POLICY_VERSION, augment_seed, replay
+from hamdata.image.augment import POLICY_VERSION, augment_seed, replay
 from hamdata.balance import BalanceConfig, balance_build, plan_balance, spread_across_lesions
-from hamdata.classes import CLASSES, label_of
+from hamdata.inputs.classes import CLASSES, label_of
 from hamdata.errors import HamdataError
-from hamdata.manifest import read_card, read_manifest
-from hamdata.preprocess import decode_image, encode_image
-from hamdata.shards import iter_samples
+from hamdata.store.manifest import read_card, read_manifest
+from hamdata.image.preprocess import decode_image, encode_image
+from hamdata.store.shards import iter_samples
 from helpers import synthetic_build
 
 # ------------------------------------------------------------------ plan (pure)

@@ -14,10 +14,10 @@ from PIL import Image
 
 from cli import main
 from hamdata.build import BuildConfig, build_shards
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.preprocess import PreprocessConfig
-from hamdata.split import SplitConfig, canonical_path, read_split_file
+from hamdata.image.preprocess import PreprocessConfig
+from hamdata.split.stratified import SplitConfig, canonical_path, read_split_file
 from hamdata.verify import verify_tree
 from helpers import synthetic_data
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hamdata.classes import CLASS_NAMES, HAM10000_CLASSES, ISIC2019_CLASSES, ISIC2019_COLUMNS
+from hamdata.inputs.classes import CLASS_NAMES, HAM10000_CLASSES, ISIC2019_CLASSES, ISIC2019_COLUMNS
 from hamdata.stats import run_stats
 from helpers import cli, cli_error, relabel_build, shard_members, verify
 from trainers import metrics

@@ -1,4 +1,4 @@
-"""hamdata.dedup: every transformed copy of a real image is found, different lesions and look-alike synthetic
+"""hamdata.dedup.fingerprint: every transformed copy of a real image is found, different lesions and look-alike synthetic
 pictures are not merged, results do not depend on row order, and bad input gets a one-line error."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hamdata import dedup
+from hamdata.dedup import fingerprint as dedup
 from hamdata.errors import HamdataError
-from hamdata.synth import JPEG_QUALITY, draw_lesion
+from hamdata.synth.ham import JPEG_QUALITY, draw_lesion
 from helpers import REAL_SAMPLE_MISSING, SHARED, real_sample_present
 
 COPIES = ("q85", "q70", "r0.5", "r0.75", "r1024", "crop3", "cropasym", "b+15", "b-15", "combo")
@@ -206,7 +206,7 @@ def test_method_is_named():
 def test_chunks_of_images_and_of_pairs_change_no_score(monkeypatch):
     """The search makes thumbnails, whitens and scores in chunks (bounded memory at ISIC 2024's 401,059 images):
     chunks of 7 images and of 5 pairs give the same pairs with bit-identical scores, and the same work, as one pass."""
-    from hamdata import dedup_candidates
+    from hamdata.dedup import candidates as dedup_candidates
 
     fps = _small_set()
     whole, whole_stats = dedup.find_duplicates(fps), {}

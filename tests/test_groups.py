@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hamdata.classes import CLASSES
-from hamdata.groups import make_groups
-from hamdata.split import SPLITS, SplitConfig, audit_leakage, canonical_path, decide_split, split_lesions
+from hamdata.inputs.classes import CLASSES
+from hamdata.split.groups import make_groups
+from hamdata.split.stratified import SPLITS, SplitConfig, audit_leakage, canonical_path, decide_split, split_lesions
 
 
 def table(rows) -> pd.DataFrame:

@@ -11,17 +11,17 @@ import pytest
 
 from helpers import SOURCE_SIZE, cli, cli_error, verify
 
-from hamdata.manifest import read_manifest
+from hamdata.store.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """Synthetic HAM10000 (the images of 60 lesions of the canonical split) and ISIC 2019 (60) with planted copies of HAM images under new ids, whose
     content pairs link HAM groups to ISIC ones (tests/test_stats_report_collections.py's inputs)."""
-    from hamdata.synth import make_synthetic
-    from hamdata.synth_isic import write_isic2019
+    from hamdata.synth.ham import make_synthetic
+    from hamdata.synth.isic import write_isic2019
 
-    from hamdata.split import canonical_path
+    from hamdata.split.stratified import canonical_path
 
     root = tmp_path_factory.mktemp("holdout")
     # HAM10000 ids, lesions and labels of the canonical split (the first 60 lesions, whole), so that it applies,
@@ -65,7 +65,7 @@ def test_every_image_of_the_collection_is_held_out_with_what_its_groups_pull_alo
 
 
 def test_ham10000_keeps_its_canonical_split_except_for_the_images_pulled_out(held):
-    from hamdata.split import canonical_path
+    from hamdata.split.stratified import canonical_path
 
     canonical = pd.read_csv(canonical_path(), dtype=str).set_index("image_id")["split"]
     manifest = read_manifest(held)

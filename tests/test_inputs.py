@@ -17,8 +17,8 @@ from PIL import Image
 
 from helpers import cli, cli_error, one_error_line, shard_members, verify
 
-from hamdata.classes import HAM10000_CLASSES, ISIC2019_CLASSES
-from hamdata.manifest import read_manifest
+from hamdata.inputs.classes import HAM10000_CLASSES, ISIC2019_CLASSES
+from hamdata.store.manifest import read_manifest
 
 SIZE = ("--size", "32", "--workers", "1")
 
@@ -276,7 +276,7 @@ def test_ham_only_build_keeps_format_1_fields_first(tmp_path, classes):
 
 
 def test_isic2019_zip_layout_nested_folder_and_no_metadata_file(tmp_path):
-    from hamdata.layouts import open_source
+    from hamdata.inputs.layouts import open_source
 
     data = isic2019(tmp_path / "isic", ISIC_ROWS[:3])
     nested = data / "ISIC_2019_Training_Input" / "ISIC_2019_Training_Input"
@@ -292,7 +292,7 @@ def test_isic2019_zip_layout_nested_folder_and_no_metadata_file(tmp_path):
 
 
 def test_archive_export_is_not_taken_for_a_flat_folder(tmp_path):
-    from hamdata.layouts import open_source
+    from hamdata.inputs.layouts import open_source
 
     data = archive(tmp_path / "arc", [("ISIC_1000001", "", "Nevus", "IL_1", "IP_1")])
     source = open_source(data)

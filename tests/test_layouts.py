@@ -1,4 +1,4 @@
-"""hamdata.layouts: layout detection, image lookup and reading.
+"""hamdata.inputs.layouts: layout detection, image lookup and reading.
 
 Every fixture dataset is built in tmp_path with 8x8 JPEGs; the real table and
 the 23 real images come from tests/conftest.py and are skipped when absent.
@@ -17,11 +17,11 @@ import pytest
 from metadata_rows import IDS, ROWS, csv_text, expected_frame
 from PIL import Image
 
-from hamdata.classes import ISIC2018_COLUMNS
+from hamdata.inputs.classes import ISIC2018_COLUMNS
 from hamdata.errors import HamdataError
-from hamdata.containers import read_image_bytes
-from hamdata.layouts import Source, missing_images, open_source
-from hamdata.metadata import METADATA_COLUMNS
+from hamdata.inputs.containers import read_image_bytes
+from hamdata.inputs.layouts import Source, missing_images, open_source
+from hamdata.inputs.metadata import METADATA_COLUMNS
 
 
 def write_jpeg(path: Path, seed: int = 0) -> bytes:

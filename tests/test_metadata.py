@@ -1,4 +1,4 @@
-"""hamdata.metadata: reading and validating metadata tables.
+"""hamdata.inputs.metadata: reading and validating metadata tables.
 
 Every table is written in tmp_path; the real table comes from tests/conftest.py
 and is skipped when absent.
@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from metadata_rows import HEADER, ROWS, csv_text, expected_frame
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.metadata import METADATA_COLUMNS, read_metadata, validate_metadata
+from hamdata.inputs.metadata import METADATA_COLUMNS, read_metadata, validate_metadata
 
 
 def bad(path: Path, *needles: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from helpers import SOURCE_SIZE
 from trainers import run_recipe
 
@@ -31,9 +31,9 @@ FAST = {"arch": "mobilenet_v3_large", "weights": "none", "batch_size": 32, "lr":
 def metadata_only_build(root: Path, n_images: int = 840, seed: int = 0) -> Path:
     """Synthetic pixels whose labels and metadata are redrawn per lesion, independently of the pixels."""
     from hamdata.build import BuildConfig, build_shards
-    from hamdata.preprocess import PreprocessConfig
-    from hamdata.split import SplitConfig
-    from hamdata.synth import make_synthetic
+    from hamdata.image.preprocess import PreprocessConfig
+    from hamdata.split.stratified import SplitConfig
+    from hamdata.synth.ham import make_synthetic
 
     data = root / "data"
     make_synthetic(data, n_images=n_images, seed=seed, workers=1, progress=False, image_size=SOURCE_SIZE)

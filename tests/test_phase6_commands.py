@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from hamdata.classes import CLASSES
-from hamdata.manifest import read_manifest
+from hamdata.inputs.classes import CLASSES
+from hamdata.store.manifest import read_manifest
 from helpers import SOURCE_SIZE, build_once, cli, cli_error
 from trainers import run_recipe
 from trainers.metrics import read_isic_csv
@@ -149,7 +149,7 @@ def test_bad_input_is_one_line(runs, build, tmp_path):
 
 
 def test_metadata_on_a_build_without_metadata_is_one_line(tmp_path):
-    from hamdata.synth import make_synthetic
+    from hamdata.synth.ham import make_synthetic
 
     data = tmp_path / "data"
     make_synthetic(data, n_images=60, seed=3, workers=1, progress=False, image_size=SOURCE_SIZE)

@@ -1,4 +1,4 @@
-"""Tests for hamdata.preprocess: pure image ops, decoding odd inputs, encoding, config."""
+"""Tests for hamdata.image.preprocess: pure image ops, decoding odd inputs, encoding, config."""
 
 import json
 import time
@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import hamdata.preprocess as pp
+import hamdata.image.preprocess as pp
 from hamdata.errors import HamdataError
-from hamdata.preprocess import (
+from hamdata.image.preprocess import (
     ImageError,
     PreprocessConfig,
     apply_clahe,
@@ -88,7 +88,7 @@ def hue_deg(rgb):
 
 
 def record_calls(monkeypatch, *names):
-    """Wrap ops in hamdata.preprocess so each call appends (name, input h x w) to the returned list."""
+    """Wrap ops in hamdata.image.preprocess so each call appends (name, input h x w) to the returned list."""
     seen = []
 
     def wrap(name, real):

@@ -19,9 +19,9 @@ from PIL import Image
 
 from helpers import cli, cli_error, shard_members, verify
 
-from hamdata.hierarchy import diagnosis_tree, site_of, site_tree
-from hamdata.manifest import read_manifest
-from hamdata.vocabulary import SITES, load_label_map
+from hamdata.inputs.hierarchy import diagnosis_tree, site_of, site_tree
+from hamdata.store.manifest import read_manifest
+from hamdata.inputs.vocabulary import SITES, load_label_map
 
 SIZE = ("--size", "32", "--workers", "1")
 
@@ -465,7 +465,7 @@ def test_bcn20000_as_published(tmp_path):
 
 @pytest.mark.parametrize("spelling", ["", "nan", "NaN", "None", "null", "NA"])
 def test_isic2019_tables_with_missing_spellings_build_like_the_clean_ones(tmp_path, spelling):
-    from hamdata.synth_isic import write_isic2019
+    from hamdata.synth.isic import write_isic2019
 
     clean = tmp_path / "clean"
     write_isic2019(clean, images=40, seed=3, size=(48, 36), workers=1, progress=False)
@@ -487,7 +487,7 @@ def test_isic2019_tables_with_missing_spellings_build_like_the_clean_ones(tmp_pa
 
 @pytest.mark.parametrize("spelling", ["nan", "NaN", "None", "null", "NA", "unknown"])
 def test_every_layout_reads_missing_spellings_as_missing(tmp_path, spelling):
-    from hamdata.layouts import open_source
+    from hamdata.inputs.layouts import open_source
 
     # ISIC 2020 (v2): patient and lesion ids, age, sex, site
     rows = [r[:] for r in ISIC2020_ROWS[:4]]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 
 SIZE = (32, 32)  # of conftest's `build`, the session's shared one (160 images, 25 a tar: several per split), read only
 

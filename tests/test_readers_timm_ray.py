@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from helpers import REPO
 
 SPLITS = ("train", "val", "test")

@@ -25,7 +25,7 @@ LEFT_OVER = "left over from an interrupted run; delete it"
 # poller sees every point well before the end. Workers and everything else run unchanged.
 SLOW = """
 import time
-from hamdata.shards import ShardWriter
+from hamdata.store.shards import ShardWriter
 write = ShardWriter.write
 def slow_write(self, *args, **kwargs):
     time.sleep(0.001)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hamdata.shards import ShardWriter
+from hamdata.store.shards import ShardWriter
 from helpers import cli, files_of, synthetic_data
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.metadata import METADATA_COLUMNS, read_metadata
-from hamdata.vocabulary import unified_sex
+from hamdata.inputs.metadata import METADATA_COLUMNS, read_metadata
+from hamdata.inputs.vocabulary import unified_sex
 from helpers import cli, one_error_line, shard_members
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.verify import verify_folder
 from helpers import build_once, verify
 

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cli import main
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.report import render_report, write_report
 from hamdata.verify import verify_tree

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from hamdata.shards import JSON_FIELDS, MTIME, OWNER, ShardWriter, iter_samples, sample_json, sha256_file
+from hamdata.store.shards import JSON_FIELDS, MTIME, OWNER, ShardWriter, iter_samples, sample_json, sha256_file
 
 
 def record(i, split="train"):

@@ -158,7 +158,7 @@ def test_a_file_named_train_image_hdf5_that_is_not_one_is_one_line(tmp_path):
 def test_a_worker_reads_the_same_bytes_across_reopening_the_hdf5_file(tmp_path, monkeypatch):
     """HDF5 keeps what it learnt of every dataset opened (240 MiB after 120,000 crops), so a process opens the
     file afresh every H5_REOPEN reads; the bytes read must not change across the reopenings."""
-    from hamdata import containers
+    from hamdata.inputs import containers
 
     data, _ = write_slice3d(tmp_path / "isic2024", n=10)
     path = data / "train-image.hdf5"
@@ -178,11 +178,11 @@ def test_a_worker_reads_the_same_bytes_across_reopening_the_hdf5_file(tmp_path, 
 
 def test_offline_augmentation_does_not_load_torch_and_torch_still_imports_after_it():
     """albumentations' __init__ imports its PyTorch helpers when torch is importable: 450 MiB and 4 s in every
-    balance worker. hamdata.augment keeps torch out for that one import, and only for it."""
+    balance worker. hamdata.image.augment keeps torch out for that one import, and only for it."""
     import subprocess
     import sys
 
-    code = ("import sys, hamdata.augment as a; assert 'torch' not in sys.modules, 'torch loaded'; "
+    code = ("import sys, hamdata.image.augment as a; assert 'torch' not in sys.modules, 'torch loaded'; "
             "import torch; assert torch.ones(2).sum().item() == 2; print(a.A.__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.split import (
+from hamdata.split.stratified import (
     SplitConfig, audit_leakage, canonical_path, decide_split, make_canonical, read_split_file,
     split_fractions, split_lesions,
 )

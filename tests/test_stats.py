@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hamdata.classes import CLASSES, label_of
+from hamdata.inputs.classes import CLASSES, label_of
 from hamdata.errors import HamdataError
-from hamdata.shards import ShardWriter, sample_json
+from hamdata.store.shards import ShardWriter, sample_json
 from hamdata.stats import PLOT_NAMES, run_stats, tables_from_records
 
 # image_id, lesion_id, dx, age, sex, localization, split
@@ -188,15 +188,15 @@ def _fake_source(root: Path, metadata: pd.DataFrame):
 
 
 def test_raw_mode_with_stubbed_source(tmp_path, monkeypatch):
-    """Raw mode logic without hamdata.layouts: split 'all', header, default out in the working folder."""
+    """Raw mode logic without hamdata.inputs.layouts: split 'all', header, default out in the working folder."""
     raw = tmp_path / "HAM_copy"
     raw.mkdir()
     metadata = pd.DataFrame([r[:6] for r in ROWS], columns=["image_id", "lesion_id", "dx", "age", "sex", "localization"])
     metadata.insert(3, "dx_type", "histo")
     metadata["age"] = metadata["age"].astype(float)
-    stub = types.ModuleType("hamdata.layouts")
+    stub = types.ModuleType("hamdata.inputs.layouts")
     stub.open_source = lambda path: _fake_source(Path(path), metadata)
-    monkeypatch.setitem(sys.modules, "hamdata.layouts", stub)
+    monkeypatch.setitem(sys.modules, "hamdata.inputs.layouts", stub)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -216,11 +216,11 @@ def test_raw_mode_with_stubbed_source(tmp_path, monkeypatch):
 
 @pytest.fixture
 def sources():
-    if importlib.util.find_spec("hamdata.layouts") is None:
-        pytest.skip("hamdata.layouts is not written yet: raw-mode tests against it are skipped")
-    import hamdata.layouts
+    if importlib.util.find_spec("hamdata.inputs.layouts") is None:
+        pytest.skip("hamdata.inputs.layouts is not written yet: raw-mode tests against it are skipped")
+    import hamdata.inputs.layouts
 
-    return hamdata.layouts
+    return hamdata.inputs.layouts
 
 
 def test_raw_kaggle_copy(tmp_path, monkeypatch, sources):

@@ -3,7 +3,7 @@
 One small two-input build (synthetic HAM10000 beside a synthetic ISIC 2019 set that copies some of its images
 under the same id and under new ids) is made once for the module; its dataset.json and manifest.csv are the
 truth the tables are checked against. Raw ISIC folders are made by hand (ISIC 2019, with UNK rows) or by
-hamdata.synth_isic (an archive export, whose summary counts its classes independently).
+hamdata.synth.isic (an archive export, whose summary counts its classes independently).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from PIL import Image
 
 from helpers import SOURCE_SIZE, cli
 
-import hamdata.collections_report as collections_report
-from hamdata.classes import HAM10000_CLASSES, ISIC2019_CLASSES
-from hamdata.manifest import read_manifest
+import hamdata.pages.collections as collections_report
+from hamdata.inputs.classes import HAM10000_CLASSES, ISIC2019_CLASSES
+from hamdata.store.manifest import read_manifest
 from hamdata.report import render_report
 from hamdata.stats import run_stats, tables_from_records
 
@@ -32,8 +32,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def two_inputs(tmp_path_factory) -> dict:
-    from hamdata.synth import make_synthetic
-    from hamdata.synth_isic import write_isic2019
+    from hamdata.synth.ham import make_synthetic
+    from hamdata.synth.isic import write_isic2019
 
     root = tmp_path_factory.mktemp("collections")
     make_synthetic(root / "ham", n_images=80, seed=3, workers=1, progress=False, image_size=SOURCE_SIZE)
@@ -214,9 +214,9 @@ def test_stats_on_a_raw_isic2019_folder_counts_its_classes(tmp_path):
 
 
 def test_stats_on_a_raw_archive_export_matches_its_summary(tmp_path):
-    from hamdata.synth_isic import write_isic_archive
+    from hamdata.synth.isic import write_isic_archive
 
-    from hamdata.synth_isic_tables import ARCHIVE_TAXONOMY
+    from hamdata.synth.isic_tables import ARCHIVE_TAXONOMY
 
     summary = write_isic_archive(tmp_path / "arc", images=30, seed=5, size=(64, 48), workers=1, progress=False)
     result = run_stats(tmp_path / "arc", tmp_path / "out", progress=False)

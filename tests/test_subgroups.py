@@ -116,7 +116,7 @@ def _csv_rows(path: Path) -> list[dict]:
 def test_evaluate_by_sex_and_age_writes_figures_that_the_predictions_csv_gives_back(run, build, tmp_path, by_lesion):
     """The CSV holds what the figures were computed from: image probabilities, or under --by-lesion the
     lesion-voted ones, so the group figures follow --by-lesion as the overall ones do."""
-    from hamdata.manifest import read_manifest
+    from hamdata.store.manifest import read_manifest
     from trainers.metrics import read_isic_csv
 
     out = tmp_path / "eval"

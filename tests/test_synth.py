@@ -1,4 +1,4 @@
-"""Tests for hamdata.synth: the synthetic HAM10000 generator (Kaggle layout)."""
+"""Tests for hamdata.synth.ham: the synthetic HAM10000 generator (Kaggle layout)."""
 
 import re
 from pathlib import Path
@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hamdata import synth
-from hamdata.classes import CLASSES
+from hamdata.synth import ham as synth
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.layouts import missing_images, open_source
-from hamdata.synth import draw_lesion, make_synthetic, synthetic_metadata
+from hamdata.inputs.layouts import missing_images, open_source
+from hamdata.synth.ham import draw_lesion, make_synthetic, synthetic_metadata
 
 # Written out again from the HAM10000 paper rather than imported, so that a
 # typo in synth.py's tables cannot make these tests agree with it.
@@ -409,7 +409,7 @@ def test_a_class_floor_raises_the_rare_classes_from_the_largest_and_keeps_the_to
     class; without a floor the proportions are HAM10000's (df 11, vasc 14 of 1,000)."""
     import numpy as np
 
-    from hamdata.synth import synthetic_metadata, with_floor
+    from hamdata.synth.ham import synthetic_metadata, with_floor
 
     assert with_floor({"nv": 670, "df": 11, "vasc": 14}, 80) == {"nv": 535, "df": 80, "vasc": 80}
     floored = synthetic_metadata(1000, np.random.default_rng(42), 80)["dx"].value_counts()

@@ -1,4 +1,4 @@
-"""Tests for hamdata.synth_isic: synthetic ISIC 2019 Task 1 and ISIC-archive layouts, with planted duplicates."""
+"""Tests for hamdata.synth.isic: synthetic ISIC 2019 Task 1 and ISIC-archive layouts, with planted duplicates."""
 
 import csv
 import hashlib
@@ -13,9 +13,9 @@ from helpers import synthetic_data
 from PIL import Image
 
 from hamdata.errors import HamdataError
-from hamdata.layouts import open_source
-from hamdata.metadata import has_required_columns
-from hamdata.synth_isic import write_isic2019, write_isic_archive
+from hamdata.inputs.layouts import open_source
+from hamdata.inputs.metadata import has_required_columns
+from hamdata.synth.isic import write_isic2019, write_isic_archive
 
 # Written out here rather than imported, so that a typo in synth_isic cannot make the tests agree with it.
 ISIC2019_COUNTS = {"MEL": 4522, "NV": 12875, "BCC": 3323, "AK": 867, "BKL": 2624, "DF": 239, "VASC": 253, "SCC": 628}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from helpers import build_once
 from trainers import run_recipe
 

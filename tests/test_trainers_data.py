@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
 from trainers.data import (StreamSpec, eval_preset, find_train_set, make_loader, normalize, open_build, repeat_factors,
                            slot_samples, split_shards, train_preset)

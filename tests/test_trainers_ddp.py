@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 

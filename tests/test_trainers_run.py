@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hamdata.classes import CLASSES, ISIC2018_COLUMNS
+from hamdata.inputs.classes import CLASSES, ISIC2018_COLUMNS
 from hamdata.errors import HamdataError
 from helpers import cli, cli_error, go_offline, poison_the_loss
 from trainers import evaluate_checkpoint, run_recipe

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from hamdata.classes import CLASSES, ISIC2018_COLUMNS
+from hamdata.inputs.classes import CLASSES, ISIC2018_COLUMNS
 from hamdata.errors import HamdataError
 from helpers import go_offline
 from trainers import TrainConfig, recipe_config

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from hamdata.errors import HamdataError
-from hamdata.manifest import card_classes, read_card
+from hamdata.store.manifest import card_classes, read_card
 
 from .data import (StreamSpec, find_train_set, fit_metadata, make_loader, normalize, open_build, repeat_factors,
                    shard_sums, split_shards)

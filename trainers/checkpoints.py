@@ -1,7 +1,7 @@
 """Checkpoint files: written atomically, read back checked (format, fields, class list), RNG state, weights.
 
 A checkpoint is written to a temporary file and renamed, so a crash never leaves a torn one. It records the class
-list of the build it was trained on (``classes``, one of hamdata.classes.CLASS_SETS): its outputs are those classes
+list of the build it was trained on (``classes``, one of hamdata.inputs.classes.CLASS_SETS): its outputs are those classes
 in that order, and it is only evaluated, ensembled or resumed on a build with the same list (``check_build_classes``).
 """
 
@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from hamdata import runfiles
-from hamdata.classes import CLASS_SETS, class_set_name
+from hamdata.inputs.classes import CLASS_SETS, class_set_name
 from hamdata.errors import HamdataError
-from hamdata.manifest import card_classes
+from hamdata.store.manifest import card_classes
 from hamdata.workspace import atomic_write, process_alive
 
 from .models import build_model

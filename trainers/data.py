@@ -40,8 +40,8 @@ import webdataset as wds
 from torchvision.transforms import v2
 
 from hamdata.errors import HamdataError
-from hamdata.manifest import card_classes, read_card, shards_of
-from hamdata.shards import TAR_ERRORS, iter_members, sha256_file, tar_error_detail
+from hamdata.store.manifest import card_classes, read_card, shards_of
+from hamdata.store.shards import TAR_ERRORS, iter_members, sha256_file, tar_error_detail
 
 from .config import TRAIN_SETS
 from .decode import CROP_RATIO, CROP_SCALE, JITTER, augment_cpu, decode_rgb, pack

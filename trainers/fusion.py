@@ -11,7 +11,7 @@ a sample exactly as training did:
   when the age is missing (the scaled value is then 0);
 - sex and site: one-hot over the values seen in train, ``unknown`` included;
   a value never seen in train is read as ``unknown``. The site is the one
-  vocabulary of hamdata.vocabulary (HAM10000 ``back`` and ISIC ``posterior
+  vocabulary of hamdata.inputs.vocabulary (HAM10000 ``back`` and ISIC ``posterior
   torso`` are one site), so that a build of several collections, and a
   ``predict --metadata`` CSV in either's words, encode alike. (An encoding
   stored before that, without ``site_field``, keeps reading ``localization``.)
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from hamdata.errors import HamdataError
-from hamdata.vocabulary import unified_site
+from hamdata.inputs.vocabulary import unified_site
 
 UNKNOWN = "unknown"
 FIELDS = ("age", "sex", "site")  # in each sample's json (a format 1 build has only localization: mapped to a site)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.plots import new_figure, save_png
 from hamdata.runfiles import gradcam_name
 

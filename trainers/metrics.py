@@ -4,7 +4,7 @@ Everything here works on plain numpy arrays (labels as indices in the build's
 class list, probabilities with one column per class in that order), so it is
 tested without torch. The class list (``classes``: dataset.json's, recorded in
 every checkpoint) defaults to the HAM10000 one. The CSV's columns are the ISIC
-challenge's of that list (``hamdata.classes.isic_columns``: ISIC 2018 for
+challenge's of that list (``hamdata.inputs.classes.isic_columns``: ISIC 2018 for
 HAM10000, ISIC 2019 with its UNK column, predicted as 0, for isic2019); they
 are mapped by name, never by position.
 """
@@ -20,7 +20,7 @@ from sklearn.metrics import (classification_report, confusion_matrix, precision_
                              roc_curve)
 
 from hamdata import runfiles
-from hamdata.classes import CLASS_SETS, CLASSES, ISIC2018_COLUMNS, UNKNOWN_COLUMN, isic_column, isic_columns
+from hamdata.inputs.classes import CLASS_SETS, CLASSES, ISIC2018_COLUMNS, UNKNOWN_COLUMN, isic_column, isic_columns
 from hamdata.errors import HamdataError
 from hamdata.plots import new_figure, save_png
 

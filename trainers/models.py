@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
 
 from .config import ARCHS

@@ -18,7 +18,7 @@ from torch import nn
 
 from hamdata import runfiles
 from hamdata.errors import HamdataError
-from hamdata.manifest import read_manifest
+from hamdata.store.manifest import read_manifest
 
 from .calibration import apply_temperature, calibration_summary, fit_temperature, lesion_mean, plot_reliability, reliability_bins
 from .checkpoints import check_build_classes, checkpoint_classes, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -204,7 +204,7 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
 
 def prepare_image(path: Path, state: dict) -> torch.Tensor:
     """A raw image through the build's own preprocessing and encoding, then the eval preset: uint8 (3, S, S)."""
-    from hamdata.preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
+    from hamdata.image.preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
 
     from .data import decode, eval_preset
 

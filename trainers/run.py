@@ -21,9 +21,9 @@ from torch import nn
 
 from hamdata import runfiles
 from hamdata.errors import HamdataError
-from hamdata.split import HELDOUT
+from hamdata.split.stratified import HELDOUT
 from hamdata.locks import hold
-from hamdata.manifest import card_classes, read_card
+from hamdata.store.manifest import card_classes, read_card
 from hamdata.plots import plot_history, save_png
 from hamdata.workspace import atomic_write
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from hamdata.errors import HamdataError
-from hamdata.manifest import shards_of
-from hamdata.shards import TAR_ERRORS, iter_members, tar_error_detail
+from hamdata.store.manifest import shards_of
+from hamdata.store.shards import TAR_ERRORS, iter_members, tar_error_detail
 
 from .metrics import lesion_index, lesion_resamples
 

@@ -7,6 +7,6 @@
 (More of the folder moves here step by step: the sample schema and the one writer that build and balance share.)
 """
 
-from .card import BALANCED_PATTERN, Build, Shard, TrainStats
+from hamdata.store.card import BALANCED_PATTERN, Build, Shard, TrainStats
 
 __all__ = ["BALANCED_PATTERN", "Build", "Shard", "TrainStats"]

@@ -1,6 +1,6 @@
 """``Build.open(path)``: a build or balanced set's dataset.json as a frozen, typed card.
 
-The card is read once and checked (hamdata.manifest.read_card: a finished build, a readable format, a known class
+The card is read once and checked (hamdata.store.manifest.read_card: a finished build, a readable format, a known class
 list); what callers need is a field with a type, not a string key into a dict: classes, counts per split and
 class, the splits and their shards, the train statistics, the balanced sets inside a build, the inputs, the
 duplicates, and the shard sha256s a run records as the build's fingerprint. ``raw`` keeps the whole card (as
@@ -15,8 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..errors import HamdataError
-from ..manifest import CARD_NAME, card_classes, read_card, shards_of, split_names
+from hamdata.errors import HamdataError
+from hamdata.store.manifest import CARD_NAME, card_classes, read_card, shards_of, split_names
 
 BALANCED_PATTERN = "balanced-*"  # the folders that `balance --target N` writes into a build (or beside it, --out)
 SPLIT_ORDER = ("train", "val", "test", "heldout")  # dataset.json sorts its keys; a card lists its splits so

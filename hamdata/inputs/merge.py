@@ -1,8 +1,8 @@
 """Several inputs, one table: labels mapped onto the build's classes, one vocabulary, each image id once.
 
 ``open_inputs([DIR, DIR2, ...], label_map, on_error, image_types)`` opens every
-input with hamdata.layouts, maps each row's source label through the label map
-(hamdata.vocabulary), unifies site, sex and age, and merges the rows:
+input with hamdata.inputs.layouts, maps each row's source label through the label map
+(hamdata.inputs.vocabulary), unifies site, sex and age, and merges the rows:
 
 - an image id listed by an earlier input (or earlier in the same table) is one
   sample: the first ``--data`` wins, the later row goes to ``id_duplicates``
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import memory
-from .errors import HamdataError
-from .layouts import Source, open_source
-from .metadata import UNKNOWN, listing
-from .vocabulary import LabelMap, unified_sex, unified_site, UNKNOWN_SITE
+from hamdata import memory
+from hamdata.errors import HamdataError
+from hamdata.inputs.layouts import Source, open_source
+from hamdata.inputs.metadata import UNKNOWN, listing
+from hamdata.inputs.vocabulary import LabelMap, unified_sex, unified_site, UNKNOWN_SITE
 
 MALIGNANCY = "malignancy"  # the class set whose label comes from a row's own benign/malignant field first
 NO_ENTRY = "no entry in the label map"
@@ -66,7 +66,7 @@ class Inputs:
 
 
 def _normalised(source: Source) -> pd.DataFrame:
-    """The source's rows with the raw columns of hamdata.metadata_isic (HAM10000 tables: label = dx)."""
+    """The source's rows with the raw columns of hamdata.inputs.metadata_isic (HAM10000 tables: label = dx)."""
     df = source.metadata
     if source.collection == "ham10000":
         df = df.assign(file_id=df["image_id"], label=df["dx"], labels=[(dx,) for dx in df["dx"]], malignancy="",

@@ -2,7 +2,7 @@
 
 The build calls ``fingerprints`` (one pass over the input files, in worker
 processes: each image is decoded at half size, which JPEG does almost for
-free, and fingerprinted with hamdata.dedup) and then ``settle``:
+free, and fingerprinted with hamdata.dedup.fingerprint) and then ``settle``:
 
 - a pair of images of one lesion of one collection (the same lesion id, given
   by the metadata) is what a dataset with several images per lesion is made
@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import dedup
-from .errors import HamdataError
-from .containers import read_image_bytes
-from .parallel import ordered_map
+from hamdata.dedup import fingerprint as dedup
+from hamdata.errors import HamdataError
+from hamdata.inputs.containers import read_image_bytes
+from hamdata.parallel import ordered_map
 
 
 def fingerprint_file(locator: str) -> np.ndarray | None:
@@ -68,7 +68,7 @@ def _indexed(item: tuple[int, str]):
 
 
 def settle(table: pd.DataFrame, rows: np.ndarray, vectors: np.ndarray, keep: bool) -> dict:
-    """What to do with the content pairs of `table` (TABLE_COLUMNS of hamdata.inputs, build order).
+    """What to do with the content pairs of `table` (TABLE_COLUMNS of hamdata.inputs.merge, build order).
 
     Returns {"drop": set of image ids, "records": dataset.json duplicates entries, "pairs": image id pairs
     that link groups, "same_lesion_pairs": count}.

@@ -4,7 +4,7 @@ and the "Collections" and "Duplicates" sections of `report`.
 A build of several inputs (dataset.json format 2) records each sample's collection (json and manifest.csv
 ``collection``); a format 1 build, or a raw HAM10000 copy, is all ``ham10000``. dataset.json ``duplicates``
 lists the pairs of a build: found by image id (``evidence.method == "image id"``: the later row was not
-built) or by content (hamdata.dedup's method, with a similarity). The report shows each content pair side by
+built) or by content (hamdata.dedup.fingerprint's method, with a similarity). The report shows each content pair side by
 side: the kept image as stored in the shards, the dropped one read from its input file (a placeholder says
 so when that input is gone); pairs by image id are one compact table. Pure tables first, HTML at the end.
 """
@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import htmlpage as h
-from .errors import HamdataError
-from .plots import new_figure
-from .split import SPLITS
-from .metadata_isic2020 import LIST_EVIDENCE as LIST_METHOD
-from .vocabulary import COLLECTIONS
+from hamdata.pages import html as h
+from hamdata.errors import HamdataError
+from hamdata.plots import new_figure
+from hamdata.split.stratified import SPLITS
+from hamdata.inputs.metadata_isic2020 import LIST_EVIDENCE as LIST_METHOD
+from hamdata.inputs.vocabulary import COLLECTIONS
 
 DEFAULT_COLLECTION = "ham10000"  # the collection of a sample that names none (format 1)
 ID_METHOD = "image id"  # evidence.method of a duplicate found by its id
@@ -191,7 +191,7 @@ def collections_section(card: dict, manifest: pd.DataFrame, classes, meta: dict)
 
 
 class InputFiles:
-    """The input files of a build, read on demand through hamdata.layouts (each input opened once)."""
+    """The input files of a build, read on demand through hamdata.inputs.layouts (each input opened once)."""
 
     def __init__(self, inputs: list[dict]):
         self.inputs = {i.get("index"): i for i in inputs or []}
@@ -199,7 +199,7 @@ class InputFiles:
 
     def source(self, index):
         """(the opened input ``index``, "") or (None, why it cannot be read); each input is opened once."""
-        from .layouts import open_source
+        from hamdata.inputs.layouts import open_source
 
         if index not in self._sources:
             root = (self.inputs.get(index) or {}).get("root")
@@ -211,7 +211,7 @@ class InputFiles:
 
     def read(self, index, image_id: str) -> tuple[bytes | None, str]:
         """The bytes of one image of input ``index``, or None and why not."""
-        from .containers import read_image_bytes
+        from hamdata.inputs.containers import read_image_bytes
 
         root = (self.inputs.get(index) or {}).get("root")
         if not root:
@@ -231,7 +231,7 @@ class InputFiles:
 
 
 def _thumbnail(data: bytes | None, role: str, image_id: str, caption: str, why: str) -> str:
-    from .preprocess import decode_image
+    from hamdata.image.preprocess import decode_image
 
     rgb = None
     if data:

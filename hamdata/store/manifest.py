@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__
-from .classes import CLASSES, check_classes
-from .errors import HamdataError
+from hamdata import __version__
+from hamdata.inputs.classes import CLASSES, check_classes
+from hamdata.errors import HamdataError
 
 # 2: the class list belongs to the build (``classes``), samples record their collection and input,
 # dataset.json gains ``inputs``, ``groups``, ``duplicates`` and ``unmapped``. Version 1 cards are still read.
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2, 3)
-TABULAR_FORMAT = 3  # a build whose samples carry image_type and features (hamdata.shards format 3)
+TABULAR_FORMAT = 3  # a build whose samples carry image_type and features (hamdata.store.shards format 3)
 CARD_NAME = "dataset.json"
 MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "_info.json"  # what timm.data.create_dataset("wds/...", root=FOLDER, split=NAME) reads

@@ -1,6 +1,6 @@
 """Parse the tables of the ISIC 2019 Task 1 training set and of ISIC-archive exports of every era.
 
-Each gives a raw table in the collection's own words, which hamdata.inputs maps
+Each gives a raw table in the collection's own words, which hamdata.inputs.merge maps
 onto the build's classes and the one site vocabulary (RAW_COLUMNS):
 
 - image_id: the ISIC id (``ISIC_0000123``); ISIC 2019 names some images
@@ -14,10 +14,10 @@ onto the build's classes and the one site vocabulary (RAW_COLUMNS):
   its own lesion and joins no patient).
 - age: float, NaN when missing; sex, localization as given, empty when missing;
   site: the build's site where the layout's own hierarchy decided it, else empty
-  (hamdata.inputs then reads localization through the site table).
+  (hamdata.inputs.merge then reads localization through the site table).
 - image_type: the archive's image type, empty where a layout has none.
 
-Every field follows the one missing-value rule of hamdata.metadata.is_missing
+Every field follows the one missing-value rule of hamdata.inputs.metadata.is_missing
 (empty, nan, NaN, None, null, NA, and the field's own "unknown").
 
 A table that lists one image_id twice keeps its first row; the others come
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import HamdataError
-from .hierarchy import (DIAGNOSIS_LEVELS, SITE_LEVELS, SITE_SPECIAL, SPECIAL_SITES, diagnosis_candidates, path_of,
+from hamdata.errors import HamdataError
+from hamdata.inputs.hierarchy import (DIAGNOSIS_LEVELS, SITE_LEVELS, SITE_SPECIAL, SPECIAL_SITES, diagnosis_candidates, path_of,
                         site_of, unseen)
-from .metadata import (
+from hamdata.inputs.metadata import (
     cell_text,
     check_image_ids,
     column_index,
@@ -147,7 +147,7 @@ def parse_archive(path: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
     - 2024-2026: ``anatom_site_general`` with ``diagnosis_1..5`` (until 2025 also the flat ``diagnosis``);
     - legacy (-2024): ``diagnosis``, ``benign_malignant``, ``anatom_site_general``.
 
-    Labels: the diagnosis path deepest first, then the legacy ``diagnosis`` (hamdata.hierarchy); the malignancy
+    Labels: the diagnosis path deepest first, then the legacy ``diagnosis`` (hamdata.inputs.hierarchy); the malignancy
     field is ``diagnosis_1``, else ``benign_malignant``. Sites: the ``anatom_site_1..5`` path through the site
     table (``anatom_site_special`` palms/soles and oral/genital first), else ``anatom_site_general``. A hierarchy
     value that the published tree does not hold is read through its parent, with one warning per value.

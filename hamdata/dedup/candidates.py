@@ -1,7 +1,7 @@
-"""Candidate pairs for hamdata.dedup, without an all-pairs loop: sign random projections (LSH) of the
+"""Candidate pairs for hamdata.dedup.fingerprint, without an all-pairs loop: sign random projections (LSH) of the
 rank descriptors in their whitened principal subspace; two rows are a candidate pair when all bits of one
 band agree and their cosine there passes a floor. Exact integer arithmetic throughout, so that the pairs
-never depend on the order of the rows. hamdata.dedup scores the candidates.
+never depend on the order of the rows. hamdata.dedup.fingerprint scores the candidates.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ import time
 import cv2
 import numpy as np
 
-from hamdata.dedup_candidates import candidate_codes, whiten
+from hamdata.dedup.candidates import candidate_codes, whiten
 from hamdata.errors import HamdataError
 
 METHOD = "rank-lk-v1"
@@ -438,7 +438,7 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(_scores(raw.astype(np.uint8), thumbs, blurred, ident, np.array([0]), np.array([1]))[0][0])
 
 
-# ----------------------------------------------------------------- candidates (hamdata.dedup_candidates)
+# ----------------------------------------------------------------- candidates (hamdata.dedup.candidates)
 
 _IDENT_MIN = 0.85                     # rank correlation without views below which a candidate is dropped
 _CHUNK = 16384                        # images whose thumbnails are made at once

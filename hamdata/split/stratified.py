@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .classes import CLASSES
-from .errors import HamdataError
-from .vocabulary import shipped_file
+from hamdata.inputs.classes import CLASSES
+from hamdata.errors import HamdataError
+from hamdata.inputs.vocabulary import shipped_file
 
 SPLITS = ("train", "val", "test")
 HELDOUT = "heldout"  # build-shards --hold-out: every image of the collections held out, and what their groups pull along
@@ -169,7 +169,7 @@ def decide_split(metadata: pd.DataFrame, cfg: SplitConfig, classes=CLASSES) -> t
     """The split of every metadata row and a record of how it was decided.
 
     Order of precedence: --split-manifest FILE, --fresh-split, the canonical split, else a fresh split
-    with the given seed. A ``group`` column (lesions, patients and duplicates merged: hamdata.groups)
+    with the given seed. A ``group`` column (lesions, patients and duplicates merged: hamdata.split.groups)
     keeps each group in one split; without one, each lesion is a group. Images of the canonical split
     keep their canonical split and pull their group with them; the other groups are split around them.
     With the canonical split covering every image, the split is the canonical one, as always.

@@ -1,4 +1,4 @@
-"""The real distributions and vocabularies that hamdata.synth_isic draws from: ISIC 2019 Task 1's class
+"""The real distributions and vocabularies that hamdata.synth.isic draws from: ISIC 2019 Task 1's class
 counts, image shapes, sites and sexes; the ISIC archive's diagnosis taxonomy, attributions and id habits; and
 how a HAM10000 image's label, site and confirmation read in each layout's words. Constants only."""
 

@@ -8,7 +8,7 @@ are copied, node for node, from ImageMarkup/isic-metadata
 (``isic_metadata/diagnosis_hierarchical.py`` and
 ``isic_metadata/anatom_site_hierarchical.py`` at commit 562f25c, v5.1.0+) into
 ``manifests/isic_diagnosis_hierarchy.csv`` and ``manifests/isic_site_hierarchy.csv``;
-the site table adds the build's site (hamdata.vocabulary.SITES) of every node.
+the site table adds the build's site (hamdata.inputs.vocabulary.SITES) of every node.
 
 - ``diagnosis_candidates(levels)``: the labels a label map is asked about, deepest
   first, so that ``Nevus, NOS, Compound`` falls back to ``Nevus`` when the map
@@ -26,8 +26,8 @@ import csv
 import functools
 import io
 
-from .errors import HamdataError
-from .vocabulary import SITES, shipped_file
+from hamdata.errors import HamdataError
+from hamdata.inputs.vocabulary import SITES, shipped_file
 
 DIAGNOSIS_FILE = "isic_diagnosis_hierarchy.csv"
 SITE_FILE = "isic_site_hierarchy.csv"

@@ -15,7 +15,7 @@ that list, never whatever order a dataframe happens to produce.
 
 from __future__ import annotations
 
-from .errors import HamdataError
+from hamdata.errors import HamdataError
 
 HAM10000_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 ISIC2019_CLASSES = ("ak", "bcc", "bkl", "df", "mel", "nv", "scc", "vasc")

@@ -1,6 +1,6 @@
 """Parse and validate HAM10000 metadata tables.
 
-Reads the tables every input layout ships (hamdata.layouts finds them):
+Reads the tables every input layout ships (hamdata.inputs.layouts finds them):
 
 - HAM10000 metadata (Kaggle, Harvard Dataverse, flat folders): comma or tab
   separated, ``.csv``, ``.tab`` or no extension, UTF-8 (BOM or not), UTF-16
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hamdata.classes import CLASSES, ISIC2018_COLUMNS
+from hamdata.inputs.classes import CLASSES, ISIC2018_COLUMNS
 from hamdata.errors import HamdataError
 
 METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")

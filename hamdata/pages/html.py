@@ -18,8 +18,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from . import __version__
-from .plots import png_bytes
+from hamdata import __version__
+from hamdata.plots import png_bytes
 
 THUMB_WIDTH = 160  # px, every sample thumbnail
 JPEG_QUALITY = 85  # thumbnails and re-encoded file images

@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hamdata.classes import CLASSES
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.parallel import ordered_map
-from hamdata.preprocess import encode_image
+from hamdata.image.preprocess import encode_image
 from hamdata.workspace import Workspace
-from hamdata.metadata import METADATA_COLUMNS, validate_metadata
+from hamdata.inputs.metadata import METADATA_COLUMNS, validate_metadata
 
 METADATA_NAME = "HAM10000_metadata.csv"
 PART_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
@@ -151,7 +151,7 @@ def synthetic_metadata(n_images: int, rng: np.random.Generator, min_per_class: i
 def read_metadata_table(path) -> pd.DataFrame:
     """Read a HAM10000-style metadata table (comma or tab separated) to copy its rows.
 
-    The rows must pass hamdata.metadata.validate_metadata, the checks the reader of the
+    The rows must pass hamdata.inputs.metadata.validate_metadata, the checks the reader of the
     result applies, and have all METADATA_COLUMNS. Returns those columns only
     (an extra Dataverse `dataset` column is dropped), every value the text it
     was, stripped, with dx lower-cased. Raises HamdataError naming the file.

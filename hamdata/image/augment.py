@@ -23,13 +23,13 @@ import sys
 import cv2
 import numpy as np
 
-from .errors import HamdataError
+from hamdata.errors import HamdataError
 
 
 class _NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "torch" or name.startswith("torch."):
-            raise ImportError("not needed by hamdata.augment")
+            raise ImportError("not needed by hamdata.image.augment")
         return None
 
 

@@ -4,7 +4,7 @@ Header (imatge-upc/BCN20000, whose code reads ``bcn_filename``, ``diagnosis`` an
 ``bcn_20k_train.csv``; Hernández-Pérez et al., Sci Data 2024):
 ``bcn_filename,age_approx,anatom_site_general,diagnosis,lesion_id,capture_date,sex,split``, with file
 names ``BCN_0000000001.jpg`` and the diagnoses ``NV MEL BCC AK BKL DF VASC SCC`` (the ISIC 2019 codes).
-The archive's BCN20000 collection is an ISIC-archive export, read by hamdata.metadata_isic.
+The archive's BCN20000 collection is an ISIC-archive export, read by hamdata.inputs.metadata_isic.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .metadata import cell_text, check_image_ids, column_index, parse_ages, read_table
-from .metadata_isic import fields, first_rows, raw_table
+from hamdata.inputs.metadata import cell_text, check_image_ids, column_index, parse_ages, read_table
+from hamdata.inputs.metadata_isic import fields, first_rows, raw_table
 
 TRAIN = "bcn_20k_train.csv"
 COLUMNS = ("bcn_filename", "age_approx", "anatom_site_general", "diagnosis", "lesion_id", "capture_date", "sex",
@@ -24,7 +24,7 @@ REQUIRED = ("bcn_filename", "diagnosis")
 
 
 def parse_bcn(path: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
-    """The raw table (hamdata.metadata_isic.RAW_COLUMNS) of ``bcn_20k_train.csv``, its repeated ids, warnings."""
+    """The raw table (hamdata.inputs.metadata_isic.RAW_COLUMNS) of ``bcn_20k_train.csv``, its repeated ids, warnings."""
     df, rows, warnings = read_table(path)
     index = column_index(df.columns, COLUMNS, REQUIRED, path)
     names = [os.path.splitext(cell_text(v))[0] for v in df.iloc[:, index["bcn_filename"]]]

@@ -32,12 +32,12 @@ zips), so Kaggle's duplicate folders never give duplicate samples.
 
 To add a layout: write ``_detect_<name>(root) -> Source | None`` that returns
 None when ``root`` is not that layout and raises HamdataError when it is but
-something is wrong; read its metadata with hamdata.metadata and end with
+something is wrong; read its metadata with hamdata.inputs.metadata and end with
 ``_make_source``; insert it in ``DETECTORS`` where it cannot take over an
 input an earlier entry recognises today; add what it looks for to
-``_LOOKED_FOR``. Metadata parsing and validation live in hamdata.metadata.
+``_LOOKED_FOR``. Metadata parsing and validation live in hamdata.inputs.metadata.
 
-Images are listed and read by hamdata.containers (folders, zips, HDF5 files; ``read_image_bytes``).
+Images are listed and read by hamdata.inputs.containers (folders, zips, HDF5 files; ``read_image_bytes``).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from hamdata.containers import IMAGE_EXTENSIONS, find_images
+from hamdata.inputs.containers import IMAGE_EXTENSIONS, find_images
 from hamdata.errors import HamdataError
-from hamdata.metadata import (
+from hamdata.inputs.metadata import (
     ISIC2018_GROUPINGS,
     has_required_columns,
     header_names,
@@ -59,18 +59,18 @@ from hamdata.metadata import (
     parse_isic2018,
     parse_metadata,
 )
-from hamdata.metadata_bcn import TRAIN as BCN_TRAIN, parse_bcn
-from hamdata.metadata_isic import (
+from hamdata.inputs.metadata_bcn import TRAIN as BCN_TRAIN, parse_bcn
+from hamdata.inputs.metadata_isic import (
     ARCHIVE_METADATA,
     ISIC2019_METADATA,
     ISIC2019_TRUTH,
     parse_archive,
     parse_isic2019,
 )
-from hamdata.metadata_slice3d import (IMAGES_FOLDER as SLICE3D_FOLDER, IMAGES_HDF5 as SLICE3D_HDF5,
+from hamdata.inputs.metadata_slice3d import (IMAGES_FOLDER as SLICE3D_FOLDER, IMAGES_HDF5 as SLICE3D_HDF5,
                                       OWN_IMAGE_TYPES as SLICE3D_TYPES, TRAIN as SLICE3D_TRAIN, is_slice3d_table,
                                       parse_slice3d)
-from hamdata.metadata_isic2020 import (
+from hamdata.inputs.metadata_isic2020 import (
     DUPLICATES as ISIC2020_DUPLICATES,
     KAGGLE_TRAIN,
     TRUTH as ISIC2020_TRUTH,
@@ -108,7 +108,7 @@ class Source:
 
     HAM10000 layouts (kaggle, dataverse, isic2018, flat; collection "ham10000") give the validated
     METADATA_COLUMNS table (+ "dataset"); isic2019 and isic-archive give the raw table of
-    hamdata.metadata_isic (RAW_COLUMNS: labels in the collection's words), mapped by hamdata.inputs.
+    hamdata.inputs.metadata_isic (RAW_COLUMNS: labels in the collection's words), mapped by hamdata.inputs.merge.
     """
 
     root: Path
@@ -117,7 +117,7 @@ class Source:
     metadata: pd.DataFrame  # file order
     images: dict[str, str]  # image_id -> file path or "zip:<zip path>!<member>"
     warnings: tuple[str, ...]
-    collection: str = "ham10000"  # whose words the labels are in: one of hamdata.vocabulary.COLLECTIONS
+    collection: str = "ham10000"  # whose words the labels are in: one of hamdata.inputs.vocabulary.COLLECTIONS
     repeated: tuple = ()  # rows whose image_id an earlier row of the same table has ({image_id, file_id, row})
     listed_duplicates: tuple = ()  # (kept id, dropped id) pairs of a published duplicate list (ISIC 2020)
     duplicate_list: Path | None = None  # the file they come from

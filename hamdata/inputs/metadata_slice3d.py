@@ -7,7 +7,7 @@ tbp_tile_type``, 34 ``tbp_lv_*`` columns, ``attribution,copyright_license,lesion
 mel_mitotic_index,mel_thick_mm,tbp_lv_dnn_lesion_confidence``. 401,059 rows, 393 with target 1, 1,042 patients,
 379,001 rows without a lesion id (patients are what keeps such a split clean), every image ``TBP tile: close-up``.
 
-- Labels: ``iddx_1..5`` are the archive's diagnosis hierarchy (hamdata.hierarchy), deepest first; a malignancy
+- Labels: ``iddx_1..5`` are the archive's diagnosis hierarchy (hamdata.inputs.hierarchy), deepest first; a malignancy
   build takes ``target`` (1 malignant, 0 benign) first.
 - ``features``: the numeric measurements (``NUMERIC_COLUMNS``: ``clin_size_long_diam_mm`` and the ``tbp_lv_*``
   numbers, not the two location names) as floats, None when missing; they travel in each sample's json.
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import HamdataError
-from .hierarchy import diagnosis_candidates
-from .metadata import cell_text, check_image_ids, listing, parse_ages
-from .metadata_isic import fields, first_rows, raw_table, unseen_warnings
+from hamdata.errors import HamdataError
+from hamdata.inputs.hierarchy import diagnosis_candidates
+from hamdata.inputs.metadata import cell_text, check_image_ids, listing, parse_ages
+from hamdata.inputs.metadata_isic import fields, first_rows, raw_table, unseen_warnings
 
 TRAIN = "train-metadata.csv"
 IMAGES_HDF5 = "train-image.hdf5"
@@ -55,7 +55,7 @@ def is_slice3d_table(names: set[str]) -> bool:
 def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """The wanted columns of train-metadata.csv: text as str (missing by the one rule), numbers as float64 (NaN).
 
-    pandas' C parser, not hamdata.metadata.read_table: 401,059 rows x 55 cells as Python strings would take
+    pandas' C parser, not hamdata.inputs.metadata.read_table: 401,059 rows x 55 cells as Python strings would take
     over a GiB; numbers parsed straight into arrays take 110 MB."""
     try:
         head = pd.read_csv(path, nrows=0, encoding="utf-8-sig")
@@ -90,7 +90,7 @@ def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 def parse_slice3d(path: Path) -> tuple[pd.DataFrame, list[dict], list[str], tuple[str, ...]]:
-    """The raw table (hamdata.metadata_isic.RAW_COLUMNS + ``features``, a float row per image) of
+    """The raw table (hamdata.inputs.metadata_isic.RAW_COLUMNS + ``features``, a float row per image) of
     train-metadata.csv, its repeated ids, warnings, and the names of the feature columns."""
     df, numeric = _read(path)
     rows = list(range(1, len(df) + 1))

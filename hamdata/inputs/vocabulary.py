@@ -7,7 +7,7 @@ class set a source label becomes, or empty to drop rows with that label.
 ``manifests/labels_<class set>.csv`` ships one per class set; ``--label-map
 FILE`` overrides or adds entries (same columns). Labels match without regard
 to case or surrounding spaces. A row may offer several labels, most specific
-first (the levels of an ISIC-archive diagnosis path, hamdata.hierarchy): a
+first (the levels of an ISIC-archive diagnosis path, hamdata.inputs.hierarchy): a
 ``--label-map`` row for any of them decides first; else the first the shipped
 map knows decides, so ``Nevus, NOS, Compound`` falls back to
 ``Nevus``. A row none of whose labels has an entry is an error (or skipped and
@@ -31,8 +31,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .classes import CLASS_SETS
-from .errors import HamdataError
+from hamdata.inputs.classes import CLASS_SETS
+from hamdata.errors import HamdataError
 
 COLLECTIONS = ("ham10000", "isic2019", "isic2020", "bcn20000", "isic2024", "isic-archive")
 # A collection whose labels are another's words: a label map's entries for it come first, then that one's.
@@ -106,7 +106,7 @@ class LabelMap:
 
 def shipped_file(name: str) -> Path | None:
     """manifests/NAME beside the code, or installed as package data; None when neither is there."""
-    for base in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "hamdata"):
+    for base in (Path(__file__).resolve().parents[2], Path(sys.prefix) / "share" / "hamdata"):
         path = base / "manifests" / name
         if path.is_file():
             return path

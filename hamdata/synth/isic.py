@@ -18,7 +18,7 @@ several images per lesion, some rows without either), and the ISIC diagnosis tax
 (``ARCHIVE_TAXONOMY``), with a few rows whose diagnosis no class maps (Scar, Verruca, AIMP).
 
 Planted duplicates, for the dedup tests and the scale benchmark (``duplicates_of=DIR``: a HAM10000 copy in
-any layout ``hamdata.layouts.open_source`` reads: Kaggle, Dataverse, ISIC 2018, flat): ``same_id`` copies of DIR's images under their own ids, re-encoded at
+any layout ``hamdata.inputs.layouts.open_source`` reads: Kaggle, Dataverse, ISIC 2018, flat): ``same_id`` copies of DIR's images under their own ids, re-encoded at
 quality 85; ``new_id`` copies under new ids, cropped 3% a side, resized to 0.8x, brightened x1.1, re-encoded at
 quality 85; ``within`` copies of this output's own images under new ids (alternately re-encoded only and
 transformed). A copy carries its original's label in this layout's vocabulary (``HAM_TO_ISIC2019``,
@@ -30,7 +30,7 @@ empty or unrelated lesion id, so that only content can find it. ``OUT/planted_du
 Drawn ids never take one of DIR's ids, nor one of the real HAM10000's (ISIC_0024306 .. ISIC_0034320, which
 ISIC 2019 and the archive hold as HAM10000 images). Everything is a function of the arguments: the same ones
 give byte-identical files, with any number of workers; a drawn image depends on (seed, layout, image id)
-only. The pictures are synth's painters (``hamdata.synth.draw_lesion``); SCC, a class HAM10000 lacks, is drawn
+only. The pictures are synth's painters (``hamdata.synth.ham.draw_lesion``); SCC, a class HAM10000 lacks, is drawn
 as an actinic keratosis with a central keratin mass and glomerular vessels on top.
 """
 
@@ -47,16 +47,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hamdata.classes import ISIC2019_CLASSES, ISIC2019_COLUMNS
+from hamdata.inputs.classes import ISIC2019_CLASSES, ISIC2019_COLUMNS
 from hamdata.errors import HamdataError
-from hamdata.containers import read_image_bytes
-from hamdata.layouts import open_source
+from hamdata.inputs.containers import read_image_bytes
+from hamdata.inputs.layouts import open_source
 from hamdata.parallel import ordered_map
-from hamdata.preprocess import SIZE_MAX, SIZE_MIN, ImageError, decode_image, encode_image
-from hamdata.synth import (IMAGE_SIZE, JPEG_QUALITY, REAL_AGES, REAL_IMAGES_PER_LESION, apportion, draw_lesion,
+from hamdata.image.preprocess import SIZE_MAX, SIZE_MIN, ImageError, decode_image, encode_image
+from hamdata.synth.ham import (IMAGE_SIZE, JPEG_QUALITY, REAL_AGES, REAL_IMAGES_PER_LESION, apportion, draw_lesion,
                            image_rng)
 from hamdata.workspace import Workspace
-from hamdata.synth_isic_tables import (
+from hamdata.synth.isic_tables import (
     REAL_ISIC2019_COUNTS, ISIC2019_SHAPES, SITES, SEXES, AGE_MISSING, HAM10000_NUMBERS, NO_LESION_ID, DOWNSAMPLED,
     ARCHIVE_TAXONOMY, UNMAPPED, UNMAPPED_SHARE, ARCHIVE_DIAGNOSES, ARCHIVE_SHAPES, HAM_ATTRIBUTION, ATTRIBUTIONS,
     IMAGE_TYPES, CONFIRM_TYPES, LESIONS_PER_PATIENT, NO_IDS, HAM_TO_ISIC2019, HAM_TO_ARCHIVE, HAM_SITES,
@@ -445,7 +445,7 @@ def write_isic2019(out, images=1000, seed=0, size=IMAGE_SIZE, duplicates_of=None
 
     images: images drawn (>= 8), in ISIC 2019's class proportions. seed: decides everything.
     size: (width, height) box every image's real shape is scaled down to fit (default synth's 600x450).
-    duplicates_of: a folder `hamdata.layouts.open_source` reads, whose images the same-id and new-id copies copy.
+    duplicates_of: a folder `hamdata.inputs.layouts.open_source` reads, whose images the same-id and new-id copies copy.
     same_id, new_id, within: planted copies of each kind (see the module docstring), listed in planted_duplicates.csv.
     workers: processes (default os.cpu_count()); the output does not depend on it. overwrite: replace `out`.
     Returns {"layout", "images" (all, copies included), "drawn", "planted": {kind: n}, "counts": {class: n}, "out",

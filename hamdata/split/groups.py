@@ -4,7 +4,7 @@ Two images are in one group when they share a lesion id or a patient id (each
 namespaced by its collection: ``isic2019:BCN_0000123``; the archive's own ``IL_``
 and ``IP_`` ids, which ISIC 2020, ISIC 2024 and archive exports share, by ``isic:``), when they are one
 image id (the later copy of an id in another input still brings its lesion
-and patient ids), or when their content shows the same picture (hamdata.dedup).
+and patient ids), or when their content shows the same picture (hamdata.dedup.fingerprint).
 Groups are the connected components of those links, found with a union-find.
 A group is named by the smallest namespaced lesion id among its images, so a
 build whose groups are its lesions splits exactly as a lesion-aware split.

@@ -14,10 +14,10 @@ import csv
 import json
 from pathlib import Path
 
-from . import htmlpage as h
-from . import runfiles as rf
-from .classes import CLASS_NAMES
-from .plots import plot_history
+from hamdata.pages import html as h
+from hamdata import runfiles as rf
+from hamdata.inputs.classes import CLASS_NAMES
+from hamdata.plots import plot_history
 
 PER_CLASS_COLUMNS = ("precision", "recall", "f1", "support", "auc")
 

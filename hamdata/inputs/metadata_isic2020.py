@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import HamdataError
-from .metadata import cell_text, check_image_ids, column_index, header_names, listing, parse_ages, read_table
-from .metadata_isic import fields, first_rows, raw_table
+from hamdata.errors import HamdataError
+from hamdata.inputs.metadata import cell_text, check_image_ids, column_index, header_names, listing, parse_ages, read_table
+from hamdata.inputs.metadata_isic import fields, first_rows, raw_table
 
 TRUTH_V2 = "ISIC_2020_Training_GroundTruth_v2.csv"
 TRUTH = "ISIC_2020_Training_GroundTruth.csv"
@@ -43,7 +43,7 @@ def is_isic2020_table(names: set[str]) -> bool:
 
 
 def parse_isic2020(path: Path) -> tuple[pd.DataFrame, list[dict], list[str]]:
-    """The raw table (hamdata.metadata_isic.RAW_COLUMNS) of an ISIC 2020 training table, its repeated ids, warnings."""
+    """The raw table (hamdata.inputs.metadata_isic.RAW_COLUMNS) of an ISIC 2020 training table, its repeated ids, warnings."""
     df, rows, warnings = read_table(path)
     index = column_index(df.columns, COLUMNS, REQUIRED, path)
     names = [cell_text(v) for v in df.iloc[:, index["image_name"]]]
