@@ -11,8 +11,9 @@ import torch
 
 from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
-from trainers.data import (StreamSpec, eval_preset, find_train_set, make_loader, normalize, open_build, repeat_factors,
-                           slot_samples, split_shards, train_preset)
+from trainers.data import (StreamSpec, find_train_set, make_loader, normalize, open_build, repeat_factors, slot_samples,
+                           split_shards)
+from trainers.presets import eval_preset, train_preset
 
 
 def train_keys(build: Path, *, epoch=0, seed=1, rank=0, world=1, workers=0, batches=3, batch_size=8, factors=()):

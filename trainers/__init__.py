@@ -1,7 +1,7 @@
 """PyTorch trainers that stream a hamdata build's WebDataset shards.
 
 Recipes (``phase4``, ``phase5``, ``phase6``) share one loop; each is a documented ``TrainConfig`` (config.py)
-registered in recipes.py, and the pieces it switches on are shared modules. The public Python API (docs/api.md);
+registered in recipes/, and the pieces it switches on are shared modules. The public Python API (docs/api.md);
 importing this package (as the CLI does at start) does not import torch::
 
     import trainers

@@ -79,10 +79,10 @@ class Loader:
             shards, self.samples = split_shards(self.build, card, split)
         self.batches = batches_per_rank(self.samples, self.world, self.batch_size, 0) if self.train else 0
         self.encoding = fit_metadata(self.build, card) if metadata else None
-        self._spec = dict(shards=tuple(shards), preset="train" if self.train else "eval", image_size=self.image_size,
-                          batch_size=self.batch_size, seed=int(seed), rank=self.rank, world=self.world,
-                          batches=self.batches, factors=factors, guard=guard,
-                          metadata=json.dumps(self.encoding, sort_keys=True) if metadata else "")
+        self._stream = dict(shards=tuple(shards), image_size=self.image_size, batch_size=self.batch_size,
+                            rank=self.rank, world=self.world, guard=guard,
+                            metadata=json.dumps(self.encoding, sort_keys=True) if metadata else "")
+        self._training = dict(seed=int(seed), batches=self.batches, factors=factors)
         self.mean = torch.tensor(card["train_stats"]["mean"], dtype=torch.float32)
         self.std = torch.tensor(card["train_stats"]["std"], dtype=torch.float32)
         self.normalized, self.workers, self.pin_memory = normalized, workers, pin_memory
@@ -102,7 +102,8 @@ class Loader:
         return math.ceil(self.samples / self.batch_size)
 
     def __iter__(self):
-        spec = StreamSpec(epoch=self.epoch, **self._spec)
+        spec = (StreamSpec.training(epoch=self.epoch, **self._stream, **self._training) if self.train
+                else StreamSpec.evaluation(**self._stream))
         self.epoch += 1
         for batch in make_loader(spec, self.workers, self.pin_memory):
             if self.normalized:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hamdata.errors import HamdataError
 
-# The recipe registry: each name is a module trainers/<name>.py holding a documented CONFIG (see recipes.py).
+# The recipe registry: each name is a module trainers/recipes/<name>.py holding a documented CONFIG (see recipes/__init__.py).
 RECIPES = ("phase4", "phase5", "phase6")
 ARCHS = ("mobilenet_v3_large", "efficientnet_b0", "resnet18", "convnext_tiny", "efficientnet_b3", "efficientnet_v2_s",
          "resnet50")  # each has its row in models.ARCH_LAYERS

@@ -37,18 +37,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import webdataset as wds
-from torchvision.transforms import v2
-
 from hamdata.errors import HamdataError
 from hamdata.store.manifest import card_classes, read_card, shards_of
 from hamdata.store.shards import TAR_ERRORS, iter_members, sha256_file, tar_error_detail
 
 from .config import TRAIN_SETS
-from .decode import CROP_RATIO, CROP_SCALE, JITTER, augment_cpu, decode_rgb, pack
+from .decode import augment_cpu, decode_rgb, pack
 from .fusion import MetadataEncoding, drop_metadata
+from .presets import eval_preset
 
 SHUFFLE_BUFFER = 1000  # samples held for shuffling (undecoded: ~5-50 KB each)
-CROP_PCT = 0.875  # eval: resize to size / CROP_PCT, then centre-crop size
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -168,24 +166,6 @@ def slot_samples(shards: list[str], *, seed: int, epoch: int, slot: int, n_slots
 # ------------------------------------------------------------------ presets and decoding
 
 
-def train_preset(size: int) -> v2.Transform:
-    """Light online augmentation (the heavy work was done offline by the build), as a v2 transform of one image.
-
-    The loader runs this policy on whole batches (trainers.decode: OpenCV in the workers, or
-    on the GPU), ~10x faster than this per-image form; see bench/NOTES.md.
-    """
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomVerticalFlip(),
-        v2.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),  # no hue: its HSV round trip costs ~30x the rest
-    ])
-
-
-def eval_preset(size: int) -> v2.Transform:
-    return v2.Compose([v2.Resize(round(size / CROP_PCT), antialias=True), v2.CenterCrop(size)])
-
-
 def decode(data: bytes) -> torch.Tensor:
     """JPEG/PNG bytes -> uint8 (3, H, W), a view of the decoded HWC array (no copy).
 
@@ -281,6 +261,21 @@ class StreamSpec:
     metadata: str = ""  # a fitted MetadataEncoding as JSON: batches carry "meta" (B, dim); empty: no metadata
     metadata_dropout: float = 0.0  # train: probability that a sample's metadata is set to missing
     guard: tuple = ()  # ((folder, shard_sums), ...): stop when one is replaced (check_unchanged)
+
+    @classmethod
+    def training(cls, shards, *, image_size: int, batch_size: int, seed: int, epoch: int, batches: int, rank: int = 0,
+                 world: int = 1, factors: tuple = (), decode: str = "cpu", metadata: str = "",
+                 metadata_dropout: float = 0.0, guard: tuple = ()) -> StreamSpec:
+        """One epoch of training on this rank: ``batches`` whole batches, shuffled from (seed, epoch)."""
+        return cls(tuple(shards), "train", image_size, batch_size, seed, epoch, rank, world, batches, tuple(factors),
+                   decode, metadata, metadata_dropout, guard)
+
+    @classmethod
+    def evaluation(cls, shards, *, image_size: int, batch_size: int, rank: int = 0, world: int = 1,
+                   metadata: str = "", guard: tuple = ()) -> StreamSpec:
+        """Every sample of ``shards`` once across the ranks, eval preset, the last batch partial."""
+        return cls(tuple(shards), "eval", image_size, batch_size, seed=0, epoch=0, rank=rank, world=world,
+                   metadata=metadata, guard=guard)
 
 
 class ShardStream(torch.utils.data.IterableDataset):

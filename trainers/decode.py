@@ -34,10 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from .presets import CROP_RATIO, CROP_SCALE, JITTER
+
 GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
-CROP_SCALE = (0.35, 1.0)
-CROP_RATIO = (3 / 4, 4 / 3)
-JITTER = 0.1  # brightness, contrast, saturation factors in [1 - JITTER, 1 + JITTER]
 JPEG_MAGIC, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 AREA_BELOW = 1.5  # CPU mode: area resampling when a crop shrinks by this factor or more
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)

@@ -73,7 +73,7 @@ def write_gradcams(env, model, config, shards, ids, labels, probs, out: Path, cl
     predicted = np.asarray(probs).argmax(1)
     wanted = {ids[i]: (i, kind) for i, kind in pick_examples(np.asarray(labels), predicted, classes)}
     out.mkdir(parents=True, exist_ok=True)
-    spec = StreamSpec(tuple(shards), "eval", config.image_size, 1, seed=0, epoch=0)
+    spec = StreamSpec.evaluation(shards, image_size=config.image_size, batch_size=1)
     layer, written = cam_layer(model, config.arch), []
     for batch in make_loader(spec, 0):
         image_id = batch["image_ids"][0]

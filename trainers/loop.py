@@ -1,5 +1,5 @@
-"""The pieces of the training loop every recipe shares: processes and devices (DDP),
-the optimizer, one training epoch, and predictions of a split (with TTA).
+"""The pieces of the training loop every recipe shares: the optimizer, one training epoch, and predictions
+of a split (with TTA); processes and devices (DDP) are in ``dist.py``.
 
 The run built from them (run folders, resume, checkpoint saving, the final test
 evaluation) is in ``run.py``; checkpoint files in ``checkpoints.py``; evaluate and
@@ -9,7 +9,6 @@ predict of a saved checkpoint in ``predict.py``; the learning-rate schedules in
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from hamdata.errors import HamdataError
 
 from .config import TrainConfig
 from .data import StreamSpec, make_loader, normalize
+from .dist import Dist, gather
 from .decode import batch_images
 
 
@@ -39,59 +39,6 @@ def batches_per_rank(samples: int, world: int, batch_size: int, max_steps: int) 
 
 
 # ------------------------------------------------------------------ environment
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> Dist:
-    """Join the process group torchrun set up (WORLD_SIZE > 1); a single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    if not torch_dist.is_initialized():
-        cuda = device != "cpu" and torch.cuda.is_available()
-        torch_dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(torch_dist.get_rank(), torch_dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str, dist: Dist) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HamdataError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu or auto")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    torch.cuda.set_device(dist.local_rank)
-    torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
-    return torch.device("cuda", dist.local_rank)
-
-
-def gather(obj, dist: Dist) -> list:
-    if dist.world == 1:
-        return [obj]
-    out = [None] * dist.world
-    torch_dist.all_gather_object(out, obj)
-    return out
-
-
-def broadcast(obj, dist: Dist):
-    if dist.world == 1:
-        return obj
-    box = [obj]
-    torch_dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def barrier(dist: Dist) -> None:
-    if dist.world > 1:
-        torch_dist.barrier()
 
 
 # ------------------------------------------------------------------ building blocks
@@ -222,8 +169,8 @@ def predict_split(env: Env, model, shards, expected: int, *, image_size: int, ba
     metadata: the model's MetadataEncoding as JSON (a fusion model), empty for an image-only model.
     guard: the folders whose replacement stops the reading (trainers.data.check_unchanged).
     """
-    spec = StreamSpec(tuple(shards), "eval", image_size, batch_size, seed=0, epoch=0, rank=env.dist.rank, world=env.dist.world,
-                      metadata=metadata, guard=guard)
+    spec = StreamSpec.evaluation(shards, image_size=image_size, batch_size=batch_size, rank=env.dist.rank,
+                                 world=env.dist.world, metadata=metadata, guard=guard)
     mine = predict_batches(env, model, make_loader(spec, workers, pin_memory=env.cuda), tta, num_classes=num_classes)
     ids, labels, probs = [], [], []
     for part_ids, part_labels, part_probs in gather(mine, env.dist):

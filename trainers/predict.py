@@ -26,7 +26,8 @@ from .config import EVAL_SPLITS
 from .subgroups import group_values, in_order, parse_by, subgroup_lines, write_subgroups
 from .data import open_build, shard_sums, split_shards
 from .fusion import MetadataEncoding
-from .loop import Dist, Env, make_env, predict_split, resolve_device, tta_views
+from .dist import Dist, resolve_device
+from .loop import Env, make_env, predict_split, tta_views
 from .metrics import classification_metrics, headline, write_evaluation
 
 SUMMARY = ("auc", "pauc_80", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "samples")
@@ -206,7 +207,8 @@ def prepare_image(path: Path, state: dict) -> torch.Tensor:
     """A raw image through the build's own preprocessing and encoding, then the eval preset: uint8 (3, S, S)."""
     from hamdata.image.preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
 
-    from .data import decode, eval_preset
+    from .data import decode
+    from .presets import eval_preset
 
     data = state["data"]
     try:

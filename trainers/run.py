@@ -32,8 +32,8 @@ from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, check_build_classe
 from .config import TrainConfig
 from .data import (BuildReplaced, StreamSpec, TrainSet, find_train_set, fit_metadata, make_loader, open_build, repeat_factors,
                    shard_sums, split_shards)
-from .loop import (Dist, Env, NonFiniteLoss, barrier, batches_per_rank, broadcast, init_distributed, make_env,
-                   make_optimizer, predict_split, resolve_device, train_one_epoch)
+from .dist import Dist, barrier, broadcast, init_distributed, resolve_device
+from .loop import Env, NonFiniteLoss, batches_per_rank, make_env, make_optimizer, predict_split, train_one_epoch
 from .losses import make_loss
 from .metrics import headline, write_evaluation
 from .predict import lesions_of
@@ -201,8 +201,10 @@ class Plan:
         c, d = self.config, self.env.dist
         factors = tuple(self.factors[dx] for dx in self.classes) if self.factors else ()
         decode = "gpu" if c.decode == "gpu" and self.env.cuda else "cpu"  # no GPU: _fit said so once
-        spec = StreamSpec(self.train_set.shards, "train", c.image_size, c.batch_size, c.seed, epoch, d.rank, d.world, self.steps, factors,
-                          decode, self.metadata, c.metadata_dropout, self.guard)
+        spec = StreamSpec.training(self.train_set.shards, image_size=c.image_size, batch_size=c.batch_size, seed=c.seed,
+                                   epoch=epoch, batches=self.steps, rank=d.rank, world=d.world, factors=factors,
+                                   decode=decode, metadata=self.metadata, metadata_dropout=c.metadata_dropout,
+                                   guard=self.guard)
         return make_loader(spec, c.workers, self.env.cuda)
 
 

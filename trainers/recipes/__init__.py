@@ -1,4 +1,4 @@
-"""The recipe registry: a recipe is a module trainers/<name>.py named in config.RECIPES.
+"""The recipe registry: a recipe is a module trainers/recipes/<name>.py named in config.RECIPES.
 
 A recipe module holds only its documentation (the docstring, shown by
 ``train <name> --help``) and ``CONFIG``, a TrainConfig of its defaults; the
@@ -14,7 +14,7 @@ from types import ModuleType
 
 from hamdata.errors import HamdataError
 
-from .config import RECIPES, TrainConfig
+from ..config import RECIPES, TrainConfig
 
 
 def recipe_module(name: str) -> ModuleType:
@@ -46,7 +46,7 @@ def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: s
         if isinstance(config, TrainConfig):
             raise HamdataError("run_recipe(resume=...): pass a dict of the options to change, not a TrainConfig")
         check_paths(resume=resume, shards=(config or {}).get("shards"))
-        from .run import run  # torch: only once the arguments are known to be good
+        from ..run import run  # torch: only once the arguments are known to be good
 
         return run(resume=resume, overrides={**(config or {}), "recipe": name}, echo=echo, allow_other_build=allow_other_build)
     if not isinstance(config, TrainConfig):
@@ -54,7 +54,7 @@ def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: s
     elif config.recipe != name:
         raise HamdataError(f"run_recipe({name!r}): the config is for recipe {config.recipe!r}")
     check_paths(shards=config.shards, weights=config.weights)
-    from .run import run
+    from ..run import run
 
     return run(config, echo=echo)
 

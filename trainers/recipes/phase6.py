@@ -28,7 +28,7 @@ After Gessert et al. (2019), the ISIC 2019 winner; each default and why:
 
 from __future__ import annotations
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 CONFIG = TrainConfig(
     recipe="phase6",

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 CONFIG = TrainConfig(
     recipe="phase5",
