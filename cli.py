@@ -89,7 +89,7 @@ def synth(out, layout, n_images, seed, metadata, size, duplicates_of, same_id, n
     if metadata is not None:
         raise HamdataError("--metadata: only with --layout kaggle")
     from hamdata.image.preprocess import parse_size
-    from hamdata.synth.ham import IMAGE_SIZE
+    from hamdata.synth.draw import IMAGE_SIZE
     from hamdata.synth.isic import LAYOUT_WRITERS
 
     summary = LAYOUT_WRITERS[layout](Path(out), images=n_images, seed=seed, size=parse_size(size) if size else IMAGE_SIZE,

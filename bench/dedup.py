@@ -10,7 +10,7 @@ different lesions against each other, the cost of `fingerprint`; then `--synthet
 (equal numbers per class) with 10 copies of every 14th, all pairs of different pictures scored.
 
 Fingerprinting 100,000 full-size pictures would take longer than the search itself, so the set is made
-in three parts (all from `hamdata.synth.ham.draw_lesion`, classes in the HAM10000 proportions):
+in three parts (all from `hamdata.synth.draw.draw_lesion`, classes in the HAM10000 proportions):
 
 1. base: `--base` full-size synthetic pictures (600x450, JPEG q92 and decoded, as `synth` writes them),
    each fingerprinted.
@@ -50,9 +50,12 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hamdata.dedup import compare # noqa: E402
+
 from hamdata.dedup import fingerprint as dedup # noqa: E402
 from hamdata.inputs.classes import CLASSES  # noqa: E402
-from hamdata.synth.ham import JPEG_QUALITY, REAL_CLASS_COUNTS, draw_lesion  # noqa: E402
+from hamdata.synth.draw import draw_lesion  # noqa: E402
+from hamdata.synth.ham import JPEG_QUALITY, REAL_CLASS_COUNTS  # noqa: E402
 
 cv2.setNumThreads(1)
 
@@ -206,10 +209,10 @@ def make_set(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _components(fps: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(similarity, rank score, fit score) of pairs of rows, through the module's own scoring (the fit is NaN
     where the rank score is below its floor)."""
-    thumbs = dedup._as_stack(fps)
-    blurred = dedup._smooth(thumbs, dedup._DESC_BLUR)
-    ident = dedup._ranks(blurred, np.arange(len(fps)), dedup._identity(len(fps)))
-    return dedup._scores(fps.astype(np.uint8), thumbs, blurred, ident, np.asarray(ia), np.asarray(ib))
+    thumbs = compare._as_stack(fps)
+    blurred = compare._smooth(thumbs, compare._DESC_BLUR)
+    ident = compare._ranks(blurred, np.arange(len(fps)), compare._identity(len(fps)))
+    return compare._scores(fps.astype(np.uint8), thumbs, blurred, ident, np.asarray(ia), np.asarray(ib))
 
 
 def _copy_report(name: str, fps: np.ndarray, source: np.ndarray, kinds: np.ndarray) -> None:
@@ -219,7 +222,7 @@ def _copy_report(name: str, fps: np.ndarray, source: np.ndarray, kinds: np.ndarr
     print(f"{name}: {len(rows)} copies, similarity min {sim.min():.3f} (rank {rank.min():.4f}, "
           f"fit {np.nanmin(fit):.4f}); "
           "by kind: " + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))
-    found = {(i, j) for i, j, _ in dedup.find_duplicates(fps)}
+    found = {(i, j) for i, j, _ in compare.find_duplicates(fps)}
     missed = [r for r in rows if (min(r, source[r]), max(r, source[r])) not in found]
     print(f"  find_duplicates on originals + copies: {len(rows) - len(missed)}/{len(rows)} copies paired "
           "with their original")
@@ -252,7 +255,7 @@ def accuracy(args) -> None:
             sim, rank, fit = _components(fps, originals[ia], originals[ib])
             same = np.array([lesion_of[names[originals[i]]] == lesion_of[names[originals[j]]] for i, j in zip(ia, ib)])
             print(f"  {(~same).sum()} pairs of different lesions: similarity max {sim[~same].max():.3f} (rank max "
-                  f"{rank[~same].max():.4f}, below its floor {dedup._RANK_FLOOR}); threshold {dedup.THRESHOLD}")
+                  f"{rank[~same].max():.4f}, below its floor {dedup._RANK_FLOOR}); threshold {compare.THRESHOLD}")
             for k in np.flatnonzero(same):
                 print(f"  same lesion, two photos ({names[originals[ia[k]]]}, {names[originals[ib[k]]]}): similarity "
                       f"{sim[k]:.3f} (rank {rank[k]:.4f}, fit {fit[k]:.4f})")
@@ -281,15 +284,15 @@ def accuracy(args) -> None:
     _copy_report(f"synthetic ({per_class} a class)", fps, source, kinds)
     originals = np.flatnonzero(kinds == "original")
     # Every pair of different pictures: the rank score of all of them, the fit where the rank passes its gate.
-    thumbs = dedup._as_stack(fps[originals])
-    blurred = dedup._smooth(thumbs, dedup._DESC_BLUR)
-    ident = dedup._ranks(blurred, np.arange(len(originals)), dedup._identity(len(originals))).astype(np.float32)
-    views = np.stack([dedup._ranks(blurred, np.arange(len(originals)), np.repeat(v[None], len(originals), 0))
-                      for v in dedup._VIEWS], axis=1).astype(np.float32)
+    thumbs = compare._as_stack(fps[originals])
+    blurred = compare._smooth(thumbs, compare._DESC_BLUR)
+    ident = compare._ranks(blurred, np.arange(len(originals)), compare._identity(len(originals))).astype(np.float32)
+    views = np.stack([compare._ranks(blurred, np.arange(len(originals)), np.repeat(v[None], len(originals), 0))
+                      for v in compare._VIEWS], axis=1).astype(np.float32)
     best = np.empty((len(originals), len(originals)), np.float32)
     for start in range(0, len(originals), 256):
         best[start:start + 256] = np.einsum("id,jvd->ijv", ident[start:start + 256], views).max(axis=2)
-    best = np.maximum(best, best.T) / dedup._RANK_NORM
+    best = np.maximum(best, best.T) / compare._RANK_NORM
     ia, ib = np.triu_indices(len(originals), 1)
     rank_all = best[ia, ib]
     top = np.flatnonzero(rank_all >= dedup._RANK_FLOOR)
@@ -298,11 +301,11 @@ def accuracy(args) -> None:
     sim_max = sim.max() if len(top) else float("nan")
     print(f"  {len(ia):,} pairs of different synthetic pictures: rank max {rank_all.max():.4f}, {len(top)} at or "
           f"above its floor {dedup._RANK_FLOOR}; fit max among those {fit_max:.4f}; similarity max {sim_max:.3f} "
-          f"(threshold {dedup.THRESHOLD})")
+          f"(threshold {compare.THRESHOLD})")
     if len(top):
         k = int(np.argmax(sim))
         print(f"  closest pair: rank {rank[k]:.4f}, fit {fit[k]:.4f}")
-    found = dedup.find_duplicates(fps)
+    found = compare.find_duplicates(fps)
     false = [(i, j, s) for i, j, s in found if source[i] != source[j]]
     print(f"  find_duplicates on all {len(fps)} rows: {len(found)} pairs, {len(false)} between different pictures")
 
@@ -316,7 +319,7 @@ def main(argv=None) -> None:
     print(f"{len(fps)} fingerprints of {fps.shape[1]} bytes ({fps.nbytes / 1e6:.1f} MB), method {dedup.METHOD}")
     stats: dict = {}
     t0 = time.perf_counter()
-    pairs = dedup.find_duplicates(fps, stats=stats)
+    pairs = compare.find_duplicates(fps, stats=stats)
     seconds = time.perf_counter() - t0
     copy_rows = np.flatnonzero(planted_of >= 0)
     base_row = {int(p): int(r) for r, p in enumerate(picture) if planted_of[r] < 0 and p < args.base}
@@ -327,7 +330,7 @@ def main(argv=None) -> None:
     print(f"find_duplicates: {seconds:.2f} s on one core for {len(fps)} fingerprints")
     print("  " + ", ".join(f"{k} {v:.2f} s" if k.endswith("_s") else f"{k} {v:,}" for k, v in stats.items()))
     print(f"  planted copies found: {len(wanted & found)}/{len(wanted)}"
-          + (f" (lowest similarity {min(scores):.4f}, threshold {dedup.THRESHOLD})" if scores else ""))
+          + (f" (lowest similarity {min(scores):.4f}, threshold {compare.THRESHOLD})" if scores else ""))
     highest = f" (highest similarity {max(s for _, _, s in false):.4f})" if false else ""
     print(f"  false merges: {len(false)}{highest}")
     for i, j, s in false[:10]:

@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from hamdata import memory
 
+from hamdata.dedup import compare
+
 from hamdata.dedup import fingerprint as dedup
 from hamdata.inputs.classes import CLASS_SETS, DEFAULT_CLASS_SET, label_of, resolve_class_set
 from hamdata.dedup.settle import fingerprints, settle
@@ -257,7 +259,7 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
     if cfg.split.manifest:  # a split file that splits a lesion or patient fails now, before the duplicate search
         decide_split(table.assign(group=make_groups(table, inputs.links).to_numpy()), cfg.split, CLASS_SETS[cfg.classes])
     search = {"searched": cfg.find_duplicates, "method": dedup.METHOD if cfg.find_duplicates else None,
-              "threshold": dedup.THRESHOLD if cfg.find_duplicates else None, "kept": cfg.keep_duplicates,
+              "threshold": compare.THRESHOLD if cfg.find_duplicates else None, "kept": cfg.keep_duplicates,
               "same_lesion_pairs": 0, "fingerprinted": 0}
     found = {"drop": set(), "records": [], "pairs": []}
     if cfg.find_duplicates:

@@ -99,3 +99,8 @@ def test_hamdata_imports_only_downward():
     assert upward == []
     placed = {p for names in LAYERS for p in names}
     assert {m.split(".")[1] for m in modules() if m.startswith("hamdata.")} == placed  # every module has its layer
+
+
+def test_no_module_is_500_lines_or_more():
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text(encoding="utf-8").splitlines())) >= 500}
+    assert long == {}

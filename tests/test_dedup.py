@@ -9,9 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from hamdata.dedup import compare
+
 from hamdata.dedup import fingerprint as dedup
 from hamdata.errors import HamdataError
-from hamdata.synth.ham import JPEG_QUALITY, draw_lesion
+from hamdata.synth.draw import draw_lesion
+from hamdata.synth.ham import JPEG_QUALITY
 from helpers import REAL_SAMPLE_MISSING, SHARED, real_sample_present
 
 COPIES = ("q85", "q70", "r0.5", "r0.75", "r1024", "crop3", "cropasym", "b+15", "b-15", "combo")
@@ -86,21 +89,21 @@ def real_set():
 
 def test_every_copy_of_a_real_image_is_found(real_set):
     fps, ids, kinds, _, original = real_set
-    found = {(i, j): s for i, j, s in dedup.find_duplicates(fps)}
+    found = {(i, j): s for i, j, s in compare.find_duplicates(fps)}
     missing = []
     for row, (image_id, kind) in enumerate(zip(ids, kinds)):
         if kind != "original":
             pair = tuple(sorted((row, original[image_id])))
             if pair not in found:
-                missing.append(f"{image_id} {kind} (similarity {dedup.similarity(fps[pair[0]], fps[pair[1]]):.3f})")
+                missing.append(f"{image_id} {kind} (similarity {compare.similarity(fps[pair[0]], fps[pair[1]]):.3f})")
             else:
-                assert found[pair] >= dedup.THRESHOLD
+                assert found[pair] >= compare.THRESHOLD
     assert not missing, f"copies not paired with their original: {missing}"
 
 
 def test_different_real_lesions_are_never_paired(real_set):
     fps, ids, _, lesions, _ = real_set
-    pairs = dedup.find_duplicates(fps)
+    pairs = compare.find_duplicates(fps)
     assert pairs == sorted(pairs) and all(i < j for i, j, _ in pairs)
     wrong = [(ids[i], ids[j], round(s, 3)) for i, j, s in pairs if lesions[i] != lesions[j]]
     assert not wrong, f"pairs of different lesions: {wrong}"
@@ -114,12 +117,12 @@ def test_lookalike_synthetic_pictures_are_not_merged():
         fps.append(dedup.fingerprint(rgb))
     for seed in range(60):
         fps.append(dedup.fingerprint(_jpeg(draw_lesion("mel", np.random.default_rng([12, seed])), JPEG_QUALITY)))
-    pairs = dedup.find_duplicates(np.stack(fps))
+    pairs = compare.find_duplicates(np.stack(fps))
     assert pairs == [], f"distinct synthetic pictures merged: {pairs[:5]}"
     # ... while a copy of one of them is still found among them.
     copy = dedup.fingerprint(make_copy(_jpeg(draw_lesion("nv", np.random.default_rng([11, 5])), JPEG_QUALITY),
                                        "combo", np.random.default_rng(0)))
-    pairs = dedup.find_duplicates(np.vstack([np.stack(fps), copy]))
+    pairs = compare.find_duplicates(np.vstack([np.stack(fps), copy]))
     assert [(i, j) for i, j, _ in pairs] == [(5, len(fps))]
 
 
@@ -139,54 +142,54 @@ def test_same_input_same_fingerprints_and_pairs():
     assert first.dtype == np.uint8 and first.shape == (dedup.FINGERPRINT_SIZE,)
     assert np.array_equal(first, second)
     fps = _small_set()
-    assert dedup.find_duplicates(fps) == dedup.find_duplicates(fps.copy())
+    assert compare.find_duplicates(fps) == compare.find_duplicates(fps.copy())
 
 
 def test_row_order_does_not_change_the_pairs():
     fps = _small_set()
-    pairs = dedup.find_duplicates(fps)
+    pairs = compare.find_duplicates(fps)
     assert {(i, j) for i, j, _ in pairs} >= {(k, 40 + k) for k in range(10)}
     order = np.random.default_rng(5).permutation(len(fps))
-    shuffled = dedup.find_duplicates(fps[order])
+    shuffled = compare.find_duplicates(fps[order])
     back = sorted((min(order[i], order[j]), max(order[i], order[j]), s) for i, j, s in shuffled)
     assert back == pairs  # the same pictures, with bit-identical scores
 
 
 def test_similarity_is_symmetric_and_matches_the_search():
     fps = _small_set()
-    pairs = dedup.find_duplicates(fps)
+    pairs = compare.find_duplicates(fps)
     assert pairs
     for i, j, s in pairs:
-        assert dedup.similarity(fps[i], fps[j]) == s == dedup.similarity(fps[j], fps[i])
-    assert dedup.similarity(fps[0], fps[0]) == 1.0
-    assert dedup.similarity(fps[0], fps[1]) < dedup.THRESHOLD
+        assert compare.similarity(fps[i], fps[j]) == s == compare.similarity(fps[j], fps[i])
+    assert compare.similarity(fps[0], fps[0]) == 1.0
+    assert compare.similarity(fps[0], fps[1]) < compare.THRESHOLD
 
 
 def test_identical_rows_all_pair_up():
     fp = dedup.fingerprint(draw_lesion("df", np.random.default_rng(2)))
     other = dedup.fingerprint(draw_lesion("vasc", np.random.default_rng(3)))
-    pairs = dedup.find_duplicates(np.stack([fp, other, fp, fp]))
+    pairs = compare.find_duplicates(np.stack([fp, other, fp, fp]))
     assert pairs == [(0, 2, 1.0), (0, 3, 1.0), (2, 3, 1.0)]
-    assert dedup.find_duplicates(np.stack([fp] * 3)) == [(0, 1, 1.0), (0, 2, 1.0), (1, 2, 1.0)]
+    assert compare.find_duplicates(np.stack([fp] * 3)) == [(0, 1, 1.0), (0, 2, 1.0), (1, 2, 1.0)]
 
 
 def test_two_rows_a_picture_and_its_copy():
     rgb = _jpeg(draw_lesion("mel", np.random.default_rng(4)), JPEG_QUALITY)
     copy = make_copy(rgb, "combo", np.random.default_rng(0))
-    pairs = dedup.find_duplicates(np.stack([dedup.fingerprint(copy), dedup.fingerprint(rgb)]))
+    pairs = compare.find_duplicates(np.stack([dedup.fingerprint(copy), dedup.fingerprint(rgb)]))
     assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
 
 
 def test_empty_and_single_row():
-    assert dedup.find_duplicates(np.zeros((0, dedup.FINGERPRINT_SIZE), np.uint8)) == []
-    assert dedup.find_duplicates(np.zeros((1, dedup.FINGERPRINT_SIZE), np.uint8)) == []
+    assert compare.find_duplicates(np.zeros((0, dedup.FINGERPRINT_SIZE), np.uint8)) == []
+    assert compare.find_duplicates(np.zeros((1, dedup.FINGERPRINT_SIZE), np.uint8)) == []
 
 
 @pytest.mark.parametrize("bad", [np.zeros((3, 10), np.uint8), np.zeros((2, 3, dedup.FINGERPRINT_SIZE), np.uint8),
                                  np.full((2, dedup.FINGERPRINT_SIZE), 0.5), np.zeros(dedup.FINGERPRINT_SIZE, np.uint8)])
 def test_wrong_fingerprint_arrays_get_a_one_line_error(bad):
     with pytest.raises(HamdataError) as err:
-        dedup.find_duplicates(bad)
+        compare.find_duplicates(bad)
     assert "\n" not in str(err.value) and str(dedup.FINGERPRINT_SIZE) in str(err.value)
 
 
@@ -200,7 +203,7 @@ def test_wrong_images_get_a_one_line_error(bad):
 
 def test_method_is_named():
     assert isinstance(dedup.METHOD, str) and dedup.METHOD
-    assert -1 < dedup.THRESHOLD < 1
+    assert -1 < compare.THRESHOLD < 1
 
 
 def test_chunks_of_images_and_of_pairs_change_no_score(monkeypatch):
@@ -209,14 +212,14 @@ def test_chunks_of_images_and_of_pairs_change_no_score(monkeypatch):
     from hamdata.dedup import candidates as dedup_candidates
 
     fps = _small_set()
-    whole, whole_stats = dedup.find_duplicates(fps), {}
-    dedup.find_duplicates(fps, whole_stats)
+    whole, whole_stats = compare.find_duplicates(fps), {}
+    compare.find_duplicates(fps, whole_stats)
     assert whole and whole_stats["ranked"] > 5
-    monkeypatch.setattr(dedup, "_CHUNK", 7)
-    monkeypatch.setattr(dedup, "_PAIR_CHUNK", 5)
+    monkeypatch.setattr(compare, "_CHUNK", 7)
+    monkeypatch.setattr(compare, "_PAIR_CHUNK", 5)
     monkeypatch.setattr(dedup_candidates, "_CHUNK", 7)
     chunked_stats = {}
-    assert dedup.find_duplicates(fps, chunked_stats) == whole
+    assert compare.find_duplicates(fps, chunked_stats) == whole
     drop = ("candidates_s", "verify_s")
     assert {k: v for k, v in chunked_stats.items() if k not in drop} == {k: v for k, v in whole_stats.items()
                                                                           if k not in drop}

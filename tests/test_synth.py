@@ -11,11 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from hamdata.synth import draw
 from hamdata.synth import ham as synth
 from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.inputs.layouts import missing_images, open_source
-from hamdata.synth.ham import draw_lesion, make_synthetic, synthetic_metadata
+from hamdata.synth.draw import draw_lesion
+from hamdata.synth.ham import make_synthetic, synthetic_metadata
 
 # Written out again from the HAM10000 paper rather than imported, so that a
 # typo in synth.py's tables cannot make these tests agree with it.
@@ -246,10 +248,10 @@ def test_hair_is_what_the_blackhat_finds_on_plain_skin():
     hairy = bare = 0
     for seed in range(20):
         rng = np.random.default_rng(seed)
-        skin = synth._add_noise(synth._skin(rng, 600, 450), rng, 2.2)
+        skin = draw._add_noise(draw._skin(rng, 600, 450), rng, 2.2)
         assert blackhat_fraction(skin) < 1e-4, "noise alone must not look like hair"
         with_hair = skin.copy()
-        synth._add_hair(with_hair, rng, 1.0)
+        draw._add_hair(with_hair, rng, 1.0)
         if np.array_equal(with_hair, skin):
             bare += 1
         else:

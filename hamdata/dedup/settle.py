@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from hamdata.dedup import compare
+
 from hamdata.dedup import fingerprint as dedup
 from hamdata.errors import HamdataError
 from hamdata.inputs.containers import read_image_bytes
@@ -73,7 +75,7 @@ def settle(table: pd.DataFrame, rows: np.ndarray, vectors: np.ndarray, keep: boo
     Returns {"drop": set of image ids, "records": dataset.json duplicates entries, "pairs": image id pairs
     that link groups, "same_lesion_pairs": count}.
     """
-    found = dedup.find_duplicates(vectors) if len(vectors) > 1 else []
+    found = compare.find_duplicates(vectors) if len(vectors) > 1 else []
     ids = table["image_id"].to_numpy()
     lesions = table["lesion_id"].to_numpy()
     collections = table["collection"].to_numpy()
@@ -101,7 +103,7 @@ def settle(table: pd.DataFrame, rows: np.ndarray, vectors: np.ndarray, keep: boo
         records.append({
             "kept": ids[kept], "kept_input": int(inputs[kept]), "dropped": ids[row], "input": int(inputs[row]),
             "action": "kept (--keep-duplicates)" if keep else "dropped",
-            "evidence": {"method": dedup.METHOD, "similarity": round(score, 4), "threshold": dedup.THRESHOLD},
+            "evidence": {"method": dedup.METHOD, "similarity": round(score, 4), "threshold": compare.THRESHOLD},
         })
         if not keep:
             drop.add(ids[row])

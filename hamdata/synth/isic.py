@@ -30,7 +30,7 @@ empty or unrelated lesion id, so that only content can find it. ``OUT/planted_du
 Drawn ids never take one of DIR's ids, nor one of the real HAM10000's (ISIC_0024306 .. ISIC_0034320, which
 ISIC 2019 and the archive hold as HAM10000 images). Everything is a function of the arguments: the same ones
 give byte-identical files, with any number of workers; a drawn image depends on (seed, layout, image id)
-only. The pictures are synth's painters (``hamdata.synth.ham.draw_lesion``); SCC, a class HAM10000 lacks, is drawn
+only. The pictures are synth's painters (``hamdata.synth.draw.draw_lesion``); SCC, a class HAM10000 lacks, is drawn
 as an actinic keratosis with a central keratin mass and glomerular vessels on top.
 """
 
@@ -53,8 +53,8 @@ from hamdata.inputs.containers import read_image_bytes
 from hamdata.inputs.layouts import open_source
 from hamdata.parallel import ordered_map
 from hamdata.image.preprocess import SIZE_MAX, SIZE_MIN, ImageError, decode_image, encode_image
-from hamdata.synth.ham import (IMAGE_SIZE, JPEG_QUALITY, REAL_AGES, REAL_IMAGES_PER_LESION, apportion, draw_lesion,
-                           image_rng)
+from hamdata.synth.draw import IMAGE_SIZE, draw_lesion
+from hamdata.synth.ham import JPEG_QUALITY, REAL_AGES, REAL_IMAGES_PER_LESION, apportion, image_rng
 from hamdata.workspace import Workspace
 from hamdata.synth.isic_tables import (
     REAL_ISIC2019_COUNTS, ISIC2019_SHAPES, SITES, SEXES, AGE_MISSING, HAM10000_NUMBERS, NO_LESION_ID, DOWNSAMPLED,
