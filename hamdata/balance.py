@@ -25,6 +25,7 @@ from tqdm import tqdm
 from hamdata.inputs.classes import CLASSES, label_of
 from hamdata.errors import HamdataError
 from hamdata.locks import hold
+from hamdata.store.card import balanced_name
 from hamdata.store.manifest import (CARD_NAME, MANIFEST_NAME, ManifestWriter, card_classes, card_skeleton, read_card, read_manifest,
                        shards_of, write_card, write_info)
 from hamdata.parallel import ordered_map
@@ -243,7 +244,7 @@ def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, ov
     train = manifest[manifest["split"] == "train"]
     if train.empty:
         raise HamdataError(f"{build}: the build has no train split (no train rows in {MANIFEST_NAME}); balance uses train only")
-    target_dir = (Path(out) if out is not None else build) / f"balanced-{cfg.target}"
+    target_dir = (Path(out) if out is not None else build) / balanced_name(cfg.target)
     workspace = Workspace(target_dir, overwrite=overwrite)
     workspace.check()
     with hold(target_dir):  # one writer per output, from before the work until the set is in place

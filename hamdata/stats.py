@@ -24,6 +24,7 @@ from hamdata.inputs.classes import CLASS_SETS, CLASSES, class_set_name
 from hamdata.pages.collections import (DEFAULT_COLLECTION, collection_counts, collection_split_counts, duplicates_summary,
                                  plot_collections, unmapped_rows, unmapped_table, duplicate_list_lines)
 from hamdata.errors import HamdataError
+from hamdata.store.card import balanced_sets
 from hamdata.store.manifest import CARD_NAME, card_classes, read_card
 from hamdata.plots import new_figure, save_png
 from hamdata.store.shards import TAR_ERRORS, iter_samples, tar_error_detail
@@ -87,7 +88,7 @@ def _build_records(folder: Path, progress: bool) -> tuple[pd.DataFrame, list[str
     per_split = records["split"].value_counts()
     splits = ", ".join(f"{int(per_split[s])} {s}" for s in _split_order(per_split.index))
     header = [f"build {folder}: {len(records)} samples ({splits}) in {len(shards)} shards"]
-    balanced = sorted(p.name for p in folder.glob("balanced-*") if (p / CARD_NAME).is_file())
+    balanced = balanced_sets(folder)
     if balanced:
         header.append(f"balanced sets not included (run stats on each): {', '.join(balanced)}")
     summary = duplicates_summary(card)

@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hamdata.errors import HamdataError
+from hamdata.store.card import balanced_folders, is_balanced_name
 from hamdata.store.manifest import CARD_NAME, INFO_NAME, MANIFEST_NAME, card_classes, read_card, read_manifest, timm_info
 from hamdata.store.shards import IMAGE_EXTS, JSON_SCHEMAS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
 from hamdata.split.stratified import audit_leakage
@@ -28,7 +29,7 @@ LOCK = re.compile(r"^\..+\.lock$")  # hamdata.locks' .NAME.lock: an empty file a
 
 
 def verify_tree(folder: Path, progress: bool = True) -> list[str]:
-    """Problems of the build at ``folder`` and of every ``balanced-*`` set inside it."""
+    """Problems of the build at ``folder`` and of every balanced set (``balanced-N``) inside it."""
     folder = Path(folder)
     busy = being_written(folder)
     if busy:
@@ -40,9 +41,8 @@ def verify_tree(folder: Path, progress: bool = True) -> list[str]:
     if build:  # a balanced set given on its own: check it against the build it came from
         return verify_folder(folder, parent=(folder / build).resolve(), progress=progress)
     problems = verify_folder(folder, progress=progress)
-    for sub in sorted(folder.glob("balanced-*")):
-        if sub.is_dir():
-            problems += [being_written(sub)] if writer_of(sub) else verify_folder(sub, parent=folder, progress=progress)
+    for sub in balanced_folders(folder):
+        problems += [being_written(sub)] if writer_of(sub) else verify_folder(sub, parent=folder, progress=progress)
     return problems
 
 
@@ -286,7 +286,7 @@ def _check_extra_files(folder: Path, card: dict) -> list[str]:
             continue
         if LOCK.match(rel):
             continue
-        if path.is_dir() or rel in listed or top.startswith("balanced-") or top in ALLOWED_EXTRA:
+        if path.is_dir() or rel in listed or is_balanced_name(top) or top in ALLOWED_EXTRA:
             continue
         problems.append(f"{path}: not listed in {CARD_NAME}")
     return problems

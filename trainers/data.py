@@ -38,7 +38,8 @@ import numpy as np
 import torch
 import webdataset as wds
 from hamdata.errors import HamdataError
-from hamdata.store.manifest import card_classes, read_card, shards_of
+from hamdata.store.card import balanced_sets as store_balanced_sets
+from hamdata.store.manifest import CARD_NAME, card_classes, read_card, shards_of
 from hamdata.store.shards import TAR_ERRORS, iter_members, sha256_file, tar_error_detail
 
 from .config import TRAIN_SETS
@@ -107,7 +108,7 @@ def check_unchanged(guard: tuple) -> None:
     guard: ((folder, shard_sums), ...). A stat per folder when nothing changed; the card is read again otherwise.
     """
     for folder, sums in guard:
-        path = Path(folder) / "dataset.json"
+        path = Path(folder) / CARD_NAME
         try:
             st = path.stat()
             seen = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -370,7 +371,7 @@ def open_build(folder) -> dict:
 
 
 def balanced_sets(build: Path) -> list[str]:
-    return sorted(p.name for p in Path(build).glob("balanced-*") if (p / "dataset.json").is_file())
+    return list(store_balanced_sets(build))
 
 
 def split_shards(build: Path, card: dict, split: str) -> tuple[tuple[str, ...], int]:
@@ -404,14 +405,14 @@ def find_train_set(build, choice: str, card: dict) -> tuple[TrainSet, str]:
         counts = {dx: int(card["counts"]["train"].get(dx, 0)) for dx in classes}
         return TrainSet("train", build, shards, counts, balanced=False), note
     folder = Path(choice) if ("/" in choice or choice not in found) and Path(choice).is_dir() else build / choice
-    if not (folder / "dataset.json").is_file():
+    if not (folder / CARD_NAME).is_file():
         raise HamdataError(f"--train-set {choice}: no {folder / 'dataset.json'}; expected {', '.join(TRAIN_SETS)}"
                            + (f" or one of {', '.join(found)}" if found else " or a balanced-N folder (the build has none)"))
     sub = read_card(folder)
     if sub.get("kind") != "balanced":
         raise HamdataError(f"{folder / 'dataset.json'}: expected kind 'balanced', got {sub.get('kind')!r}")
     made_from = (sub.get("build") or {}).get("sha256")
-    if made_from and made_from != sha256_file(build / "dataset.json"):
+    if made_from and made_from != sha256_file(build / CARD_NAME):
         raise HamdataError(f"--train-set {choice}: made from another build than {build} (its dataset.json differs); "
                            f"balance this build with `hamdata balance --shards {build}`")
     if card_classes(sub) != classes:

@@ -18,7 +18,7 @@ from torch import nn
 
 from hamdata import runfiles
 from hamdata.errors import HamdataError
-from hamdata.store.manifest import read_manifest
+from hamdata.store.manifest import CARD_NAME, read_manifest
 
 from .calibration import apply_temperature, calibration_summary, fit_temperature, lesion_mean, plot_reliability, reliability_bins
 from .checkpoints import check_build_classes, checkpoint_classes, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -86,7 +86,7 @@ def claim_output(out: Path, overwrite: bool, keep=()) -> None:
         return
     if not overwrite:
         raise HamdataError(f"--out {out} exists already: pass --overwrite to replace it, or choose another --out")
-    if not (out / runfiles.METRICS).is_file() or any(out.glob("*.pt")) or (out / "dataset.json").exists():
+    if not (out / runfiles.METRICS).is_file() or any(out.glob("*.pt")) or (out / CARD_NAME).exists():
         raise HamdataError(f"--out {out} is not an earlier evaluation (no {runfiles.METRICS}, or it holds "
                            f"checkpoints or a build): --overwrite replaces evaluations only; choose another --out")
 

@@ -7,6 +7,8 @@
 (More of the folder moves here step by step: the sample schema and the one writer that build and balance share.)
 """
 
-from hamdata.store.card import BALANCED_PATTERN, Build, Shard, TrainStats
+from hamdata.store.card import (BALANCED_PATTERN, Build, Shard, TrainStats, balanced_folders, balanced_name, balanced_sets,
+                                is_balanced_name)
 
-__all__ = ["BALANCED_PATTERN", "Build", "Shard", "TrainStats"]
+__all__ = ["BALANCED_PATTERN", "Build", "Shard", "TrainStats", "balanced_folders", "balanced_name", "balanced_sets",
+           "is_balanced_name"]

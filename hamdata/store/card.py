@@ -18,8 +18,28 @@ from typing import Any, Mapping
 from hamdata.errors import HamdataError
 from hamdata.store.manifest import CARD_NAME, card_classes, read_card, shards_of, split_names
 
-BALANCED_PATTERN = "balanced-*"  # the folders that `balance --target N` writes into a build (or beside it, --out)
+BALANCED_PREFIX = "balanced-"  # `balance --target N` writes balanced-N into a build (or beside it, --out)
+BALANCED_PATTERN = BALANCED_PREFIX + "*"
 SPLIT_ORDER = ("train", "val", "test", "heldout")  # dataset.json sorts its keys; a card lists its splits so
+
+
+def balanced_name(target: int) -> str:
+    """The folder name of the balanced set of ``target`` samples per class."""
+    return f"{BALANCED_PREFIX}{target}"
+
+
+def is_balanced_name(name: str) -> bool:
+    return name.startswith(BALANCED_PREFIX)
+
+
+def balanced_folders(build) -> list[Path]:
+    """Every balanced-N folder in ``build``, finished or not (verify looks at each)."""
+    return sorted(p for p in Path(build).glob(BALANCED_PATTERN) if p.is_dir())
+
+
+def balanced_sets(build) -> tuple[str, ...]:
+    """The names of the finished balanced sets in ``build`` (those holding a card)."""
+    return tuple(p.name for p in balanced_folders(build) if (p / CARD_NAME).is_file())
 
 
 def _frozen(value: Any) -> Any:
@@ -122,9 +142,7 @@ class Build:
     @property
     def balanced_sets(self) -> tuple[str, ...]:
         """The names of the finished balanced sets inside a build (``balanced-N`` folders holding a card)."""
-        if self.kind != "build":
-            return ()
-        return tuple(sorted(p.name for p in self.path.glob(BALANCED_PATTERN) if (p / CARD_NAME).is_file()))
+        return balanced_sets(self.path) if self.kind == "build" else ()
 
     def balanced(self, name: str) -> Build:
         """A balanced set of this build by name (``balanced-2000``)."""
