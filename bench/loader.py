@@ -118,7 +118,7 @@ def main() -> int:
     try:
         build = Path(args.shards)
         card = open_build(build)
-        train_set, _ = find_train_set(build, args.train_set, card)
+        train_set, _ = find_train_set(card, args.train_set)
     except HamdataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

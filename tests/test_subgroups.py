@@ -131,9 +131,10 @@ def test_evaluate_by_sex_and_age_writes_figures_that_the_predictions_csv_gives_b
     classes = card["classes"]
     manifest = read_manifest(build).set_index("image_id")
     labels = np.array([classes.index(manifest.at[i, "dx"]) for i in ids])
+    from hamdata import open_build
     from trainers.subgroups import split_records
 
-    records = split_records(build, card, "test")
+    records = split_records(open_build(build), "test")
     for field in ("sex", "age"):
         values = np.array([age_band(records[i]["age"]) if field == "age" else (records[i]["sex"] or "unknown")
                            for i in ids])

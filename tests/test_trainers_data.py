@@ -18,7 +18,7 @@ from trainers.presets import eval_preset, train_preset
 
 def train_keys(build: Path, *, epoch=0, seed=1, rank=0, world=1, workers=0, batches=3, batch_size=8, factors=()):
     card = open_build(build)
-    shards, _ = split_shards(build, card, "train")
+    shards, _ = split_shards(card, "train")
     spec = StreamSpec(shards, "train", 32, batch_size, seed, epoch, rank, world, batches, factors)
     loader = make_loader(spec, workers)
     batches_seen = [b for b in loader]
@@ -39,7 +39,7 @@ def test_train_epoch_has_the_exact_number_of_full_batches(build):
 
 
 def test_more_batches_than_one_pass_cycles_over_the_samples(build):
-    n_train = sum(open_build(build)["counts"]["train"].values())
+    n_train = sum(open_build(build).counts["train"].values())
     batches = train_keys(build, batches=3 * n_train // 8)
     keys = flat(batches)
     assert len(keys) == 3 * n_train // 8 * 8 and max(collections.Counter(keys).values()) >= 2
@@ -58,7 +58,7 @@ def test_shuffling_is_seeded_and_changes_every_epoch(build):
 def test_slots_read_disjoint_samples_that_cover_the_split(build, n_slots):
     card = open_build(build)
     for split in ("train", "val"):
-        shards, expected = split_shards(build, card, split)
+        shards, expected = split_shards(card, split)
         parts = [[s["__key__"] for s in slot_samples(list(shards), seed=3, epoch=1, slot=i, n_slots=n_slots, cycle=False)]
                  for i in range(n_slots)]
         everything = [k for p in parts for k in p]
@@ -73,7 +73,7 @@ def test_ranks_and_workers_see_the_same_number_of_batches_of_disjoint_samples(bu
 
 def test_eval_stream_reads_every_sample_once(build):
     card = open_build(build)
-    shards, expected = split_shards(build, card, "test")
+    shards, expected = split_shards(card, "test")
     ids = []
     for rank in range(2):
         spec = StreamSpec(shards, "eval", 32, 5, 0, 0, rank, 2)
@@ -82,7 +82,7 @@ def test_eval_stream_reads_every_sample_once(build):
 
 
 def test_resampling_balances_the_stream(build):
-    counts = open_build(build)["counts"]["train"]
+    counts = dict(open_build(build).counts["train"])
     factors = repeat_factors(counts)
     n = sum(counts.values())
     batches = train_keys(build, batches=12 * n // 8, factors=tuple(factors[dx] for dx in CLASSES))
@@ -121,16 +121,16 @@ def test_find_train_set(build, tmp_path):
     copy = tmp_path / "shards"
     shutil.copytree(build, copy)
     card = open_build(copy)
-    chosen, note = find_train_set(copy, "auto", card)
+    chosen, note = find_train_set(card, "auto")
     assert chosen.name == "train" and not chosen.balanced and "no balanced set" in note
     _fake_balanced(copy, "balanced-20")
-    chosen, note = find_train_set(copy, "auto", card)
+    chosen, note = find_train_set(card, "auto")
     assert chosen.name == "balanced-20" and "the one balanced set" in note
     _fake_balanced(copy, "balanced-40")
-    chosen, note = find_train_set(copy, "auto", card)
+    chosen, note = find_train_set(card, "auto")
     assert chosen.name == "train" and "choose one with --train-set" in note
-    assert find_train_set(copy, "balanced-40", card)[0].name == "balanced-40"
+    assert find_train_set(card, "balanced-40")[0].name == "balanced-40"
     with pytest.raises(HamdataError, match="balanced-99"):
-        find_train_set(copy, "balanced-99", card)
+        find_train_set(card, "balanced-99")
     with pytest.raises(HamdataError, match="is a balanced set"):
         open_build(copy / "balanced-20")

@@ -26,12 +26,12 @@ def _loader_worker(rank: int, world: int, build: str, init_file: str, out: str) 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         card = open_build(Path(build))
-        train, n_train = split_shards(Path(build), card, "train")
-        factors = repeat_factors(card["counts"]["train"])
+        train, n_train = split_shards(card, "train")
+        factors = repeat_factors(dict(card.counts["train"]))
         batches = batches_per_rank(n_train, world, 4, 0)
         spec = StreamSpec(train, "train", 32, 4, 5, 0, dist.get_rank(), world, batches, tuple(factors[dx] for dx in CLASSES))
         train_keys = [b["keys"] for b in make_loader(spec, 2)]
-        val, _ = split_shards(Path(build), card, "val")
+        val, _ = split_shards(card, "val")
         spec = StreamSpec(val, "eval", 32, 4, 5, 0, dist.get_rank(), world)
         val_ids = [i for b in make_loader(spec, 1) for i in b["image_ids"]]
         counts = [None] * world

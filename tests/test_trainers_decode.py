@@ -18,7 +18,7 @@ from trainers.decode import (BatchParams, colour_affine, crop_boxes, decode_batc
 
 
 def train_spec(build: Path, decode: str, **changes) -> StreamSpec:
-    shards, _ = split_shards(build, open_build(build), "train")
+    shards, _ = split_shards(open_build(build), "train")
     fields = {"shards": shards, "preset": "train", "image_size": 24, "batch_size": 8, "seed": 3, "epoch": 1,
               "batches": 4, "decode": decode, **changes}
     return StreamSpec(**fields)
@@ -87,7 +87,7 @@ def test_decode_batch_matches_pillow_and_takes_png_too():
 
 def stored_jpegs(build: Path, n: int) -> list[bytes]:
     """The first ``n`` stored images of the build's train split (OpenCV-encoded JPEGs, 4:2:0, quality 95)."""
-    shards, _ = split_shards(build, open_build(build), "train")
+    shards, _ = split_shards(open_build(build), "train")
     return [sample["jpg"] for sample, _ in zip(read_tars(list(shards)), range(n))]
 
 

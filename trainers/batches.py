@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import torch
 
 from hamdata.errors import HamdataError
-from hamdata.store.manifest import card_classes, read_card
+from hamdata.store.card import Build
 
-from .data import (StreamSpec, find_train_set, fit_metadata, make_loader, normalize, open_build, repeat_factors,
-                   shard_sums, split_shards)
+from .data import StreamSpec, find_train_set, fit_metadata, make_loader, normalize, open_build, repeat_factors, split_shards
 from .loop import batches_per_rank
 
 
@@ -52,9 +50,8 @@ class Loader:
         the build's train split. normalized: images as float32 standardised with the build's train mean/std
         (else uint8 0..255). rank, world: this process among DDP processes (default: torch.distributed's).
         """
-        self.build = Path(build)
-        card = open_build(self.build)
-        self.classes = card_classes(card)
+        card = open_build(build)
+        self.build, self.classes = card.path, card.classes
         self.image_size, self.batch_size = _positive("image_size", image_size), _positive("batch_size", batch_size)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise HamdataError(f"workers must be 0 or more, got {workers!r}")
@@ -65,26 +62,26 @@ class Loader:
         self.rank, self.world = int(rank), int(world)
         self.split = split
         self.train = (split == "train") if train is None else bool(train)
-        guard = ((str(self.build), shard_sums(card)),)
+        guard = ((str(self.build), card.fingerprint),)
         factors, self.train_set = (), None
         if split == "train":
-            chosen, _ = find_train_set(self.build, train_set, card)
+            chosen, _ = find_train_set(card, train_set)
             shards, self.samples, self.train_set = chosen.shards, chosen.samples, chosen.name
             if chosen.folder.resolve() != self.build.resolve():
-                guard += ((str(chosen.folder), shard_sums(read_card(chosen.folder))),)
+                guard += ((str(chosen.folder), Build.open(chosen.folder).fingerprint),)
             if self.train and resample and not chosen.balanced:
                 by_class = repeat_factors(chosen.counts)
                 factors = tuple(by_class[dx] for dx in self.classes)
         else:
-            shards, self.samples = split_shards(self.build, card, split)
+            shards, self.samples = split_shards(card, split)
         self.batches = batches_per_rank(self.samples, self.world, self.batch_size, 0) if self.train else 0
-        self.encoding = fit_metadata(self.build, card) if metadata else None
+        self.encoding = fit_metadata(card) if metadata else None
         self._stream = dict(shards=tuple(shards), image_size=self.image_size, batch_size=self.batch_size,
                             rank=self.rank, world=self.world, guard=guard,
                             metadata=json.dumps(self.encoding, sort_keys=True) if metadata else "")
         self._training = dict(seed=int(seed), batches=self.batches, factors=factors)
-        self.mean = torch.tensor(card["train_stats"]["mean"], dtype=torch.float32)
-        self.std = torch.tensor(card["train_stats"]["std"], dtype=torch.float32)
+        self.mean = torch.tensor(card.train_stats.mean, dtype=torch.float32)
+        self.std = torch.tensor(card.train_stats.std, dtype=torch.float32)
         self.normalized, self.workers, self.pin_memory = normalized, workers, pin_memory
         self.epoch = 0
 

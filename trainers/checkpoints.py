@@ -20,7 +20,6 @@ from torch import nn
 from hamdata import runfiles
 from hamdata.inputs.classes import CLASS_SETS, class_set_name
 from hamdata.errors import HamdataError
-from hamdata.store.manifest import card_classes
 from hamdata.workspace import atomic_write, process_alive
 
 from .models import build_model
@@ -98,11 +97,11 @@ def checkpoint_classes(state: dict) -> tuple[str, ...]:
     return tuple(state["classes"])
 
 
-def check_build_classes(where, state: dict, build, card: dict) -> tuple[str, ...]:
-    """The checkpoint's class list, when the build's (dataset.json ``classes``) is the same; else one line naming both."""
-    mine, theirs = checkpoint_classes(state), card_classes(card)
+def check_build_classes(where, state: dict, build) -> tuple[str, ...]:
+    """The checkpoint's class list, when the build's (a hamdata.store.Build) is the same; else one line naming both."""
+    mine, theirs = checkpoint_classes(state), build.classes
     if mine != theirs:
-        raise HamdataError(f"{where}: trained for classes {list(mine)} ({class_set_name(mine)}), but the build {build} "
+        raise HamdataError(f"{where}: trained for classes {list(mine)} ({class_set_name(mine)}), but the build {build.path} "
                            f"has classes {list(theirs)} ({class_set_name(theirs) or 'unknown'}); use a build of the "
                            "checkpoint's class list")
     return mine

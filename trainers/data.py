@@ -38,8 +38,8 @@ import numpy as np
 import torch
 import webdataset as wds
 from hamdata.errors import HamdataError
-from hamdata.store.card import balanced_sets as store_balanced_sets
-from hamdata.store.manifest import CARD_NAME, card_classes, read_card, shards_of
+from hamdata.store.card import Build
+from hamdata.store.manifest import CARD_NAME
 from hamdata.store.shards import TAR_ERRORS, iter_members, sha256_file, tar_error_detail
 
 from .config import TRAIN_SETS
@@ -97,15 +97,11 @@ class BuildReplaced(HamdataError):
 _UNCHANGED: dict[str, tuple] = {}
 
 
-def shard_sums(card: dict) -> tuple[str, ...]:
-    """The fingerprint of a build or balanced set: the sha256 of each of its shards, in dataset.json's order."""
-    return tuple(s.get("sha256", "") for s in card.get("shards", []))
-
-
 def check_unchanged(guard: tuple) -> None:
     """Raise BuildReplaced when a folder's dataset.json no longer lists the shards it listed when the run started.
 
-    guard: ((folder, shard_sums), ...). A stat per folder when nothing changed; the card is read again otherwise.
+    guard: ((folder, the card's fingerprint), ...). A stat per folder when nothing changed; the card is read again
+    otherwise.
     """
     for folder, sums in guard:
         path = Path(folder) / CARD_NAME
@@ -114,8 +110,8 @@ def check_unchanged(guard: tuple) -> None:
             seen = (st.st_ino, st.st_size, st.st_mtime_ns)
             if _UNCHANGED.get(str(path)) == seen:
                 continue
-            same = shard_sums(json.loads(path.read_bytes())) == tuple(sums)
-        except (OSError, ValueError):  # gone or half-way through being moved
+            same = Build.open(folder).fingerprint == tuple(sums)
+        except (OSError, ValueError, HamdataError):  # gone or half-way through being moved
             same = False
         if not same:
             raise BuildReplaced(f"{folder} was replaced during the run (its dataset.json no longer lists the shards the "
@@ -261,7 +257,7 @@ class StreamSpec:
     decode: str = "cpu"  # train: cpu (workers decode and augment) | gpu (workers yield raw bytes; see trainers.decode)
     metadata: str = ""  # a fitted MetadataEncoding as JSON: batches carry "meta" (B, dim); empty: no metadata
     metadata_dropout: float = 0.0  # train: probability that a sample's metadata is set to missing
-    guard: tuple = ()  # ((folder, shard_sums), ...): stop when one is replaced (check_unchanged)
+    guard: tuple = ()  # ((folder, Build.fingerprint), ...): stop when one is replaced (check_unchanged)
 
     @classmethod
     def training(cls, shards, *, image_size: int, batch_size: int, seed: int, epoch: int, batches: int, rank: int = 0,
@@ -358,70 +354,59 @@ class TrainSet:
         return sum(self.counts.values())
 
 
-def open_build(folder) -> dict:
-    """The build's dataset card; a balanced set is refused with a pointer to its build."""
-    folder = Path(folder)
-    card = read_card(folder)
-    if card.get("kind") == "balanced":
-        raise HamdataError(f"--shards {folder} is a balanced set; pass its build ({folder.parent}) "
-                           f"and --train-set {folder.name}")
-    if not card.get("train_stats", {}).get("mean"):
-        raise HamdataError(f"{folder / 'dataset.json'}: no train_stats (mean/std): the build has no train samples")
-    return card
+def open_build(folder) -> Build:
+    """The build's card; a balanced set is refused with a pointer to its build."""
+    build = Build.open(folder)
+    if build.kind == "balanced":
+        raise HamdataError(f"--shards {build.path} is a balanced set; pass its build ({build.path.parent}) "
+                           f"and --train-set {build.path.name}")
+    if build.train_stats is None:
+        raise HamdataError(f"{build.path / CARD_NAME}: no train_stats (mean/std): the build has no train samples")
+    return build
 
 
-def balanced_sets(build: Path) -> list[str]:
-    return list(store_balanced_sets(build))
-
-
-def split_shards(build: Path, card: dict, split: str) -> tuple[tuple[str, ...], int]:
+def split_shards(build: Build, split: str) -> tuple[tuple[str, ...], int]:
     """Absolute shard paths of a split and its sample count from dataset.json."""
-    entries = shards_of(card, split)
-    expected = sum(card.get("counts", {}).get(split, {}).values())
+    entries, expected = build.shards_of(split), build.samples(split)
     if not entries or expected == 0:
-        raise HamdataError(f"{Path(build) / 'dataset.json'}: the {split} split has no shards")
-    paths = tuple(str(Path(build) / e["path"]) for e in entries)
+        raise HamdataError(f"{build.path / CARD_NAME}: the {split} split has no shards")
+    paths = tuple(str(build.path / e.path) for e in entries)
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
-        raise HamdataError(f"{missing[0]}: shard listed in dataset.json is missing ({len(missing)} missing)")
+        raise HamdataError(f"{missing[0]}: shard listed in {CARD_NAME} is missing ({len(missing)} missing)")
     return paths, expected
 
 
-def find_train_set(build, choice: str, card: dict) -> tuple[TrainSet, str]:
+def find_train_set(build: Build, choice: str) -> tuple[TrainSet, str]:
     """Resolve --train-set (auto | train | balanced-N); returns the set and a note on the choice."""
-    build = Path(build)
-    found = balanced_sets(build)
-    note = ""
-    classes = card_classes(card)
+    found, note, root = build.balanced_sets, "", build.path
     if choice == "auto":
         if len(found) == 1:
-            choice, note = found[0], f"the one balanced set in {build}"
+            choice, note = found[0], f"the one balanced set in {root}"
         else:
             note = (f"{len(found)} balanced sets ({', '.join(found)}); choose one with --train-set" if found
                     else "no balanced set in the build")
             choice = "train"
     if choice == "train":
-        shards, _ = split_shards(build, card, "train")
-        counts = {dx: int(card["counts"]["train"].get(dx, 0)) for dx in classes}
-        return TrainSet("train", build, shards, counts, balanced=False), note
-    folder = Path(choice) if ("/" in choice or choice not in found) and Path(choice).is_dir() else build / choice
+        shards, _ = split_shards(build, "train")
+        return TrainSet("train", root, shards, dict(build.counts["train"]), balanced=False), note
+    folder = Path(choice) if ("/" in choice or choice not in found) and Path(choice).is_dir() else root / choice
     if not (folder / CARD_NAME).is_file():
-        raise HamdataError(f"--train-set {choice}: no {folder / 'dataset.json'}; expected {', '.join(TRAIN_SETS)}"
+        raise HamdataError(f"--train-set {choice}: no {folder / CARD_NAME}; expected {', '.join(TRAIN_SETS)}"
                            + (f" or one of {', '.join(found)}" if found else " or a balanced-N folder (the build has none)"))
-    sub = read_card(folder)
-    if sub.get("kind") != "balanced":
-        raise HamdataError(f"{folder / 'dataset.json'}: expected kind 'balanced', got {sub.get('kind')!r}")
-    made_from = (sub.get("build") or {}).get("sha256")
-    if made_from and made_from != sha256_file(build / CARD_NAME):
-        raise HamdataError(f"--train-set {choice}: made from another build than {build} (its dataset.json differs); "
-                           f"balance this build with `hamdata balance --shards {build}`")
-    if card_classes(sub) != classes:
-        raise HamdataError(f"--train-set {choice}: its classes ({', '.join(card_classes(sub))}) are not those of its build "
-                           f"{build} ({', '.join(classes)})")
-    shards, _ = split_shards(folder, sub, "train")
-    counts = {dx: int(sub["counts"]["train"].get(dx, 0)) for dx in classes}
+    sub = Build.open(folder)
+    if sub.kind != "balanced":
+        raise HamdataError(f"{folder / CARD_NAME}: expected kind 'balanced', got {sub.kind!r}")
+    if sub.made_from and sub.made_from != sha256_file(root / CARD_NAME):
+        raise HamdataError(f"--train-set {choice}: made from another build than {root} (its {CARD_NAME} differs); "
+                           f"balance this build with `hamdata balance --shards {root}`")
+    if sub.classes != build.classes:
+        raise HamdataError(f"--train-set {choice}: its classes ({', '.join(sub.classes)}) are not those of its build "
+                           f"{root} ({', '.join(build.classes)})")
+    shards, _ = split_shards(sub, "train")
+    counts = dict(sub.counts["train"])
     balanced = len({n for n in counts.values() if n > 0}) == 1
-    name = folder.name if folder.resolve().parent == build.resolve() else str(folder)
+    name = folder.name if folder.resolve().parent == root.resolve() else str(folder)
     return TrainSet(name, folder, shards, counts, balanced=balanced), note or "chosen with --train-set"
 
 
@@ -438,13 +423,14 @@ def split_records(shards: tuple[str, ...]) -> list[dict]:
     return records
 
 
-def fit_metadata(build: Path, card: dict, columns=()) -> dict:
+def fit_metadata(build: Build, columns=()) -> dict:
     """The metadata encoding, fitted on the build's train split (originals only), as a dict; `columns`: numeric
     columns of the samples' ``features`` (--metadata-columns), each one the build must carry."""
-    carried = list(card.get("features") or [])
+    carried = list(build.features)
     unknown = [c for c in columns if c not in carried]
     if unknown:
         held = f"it carries {', '.join(carried)}" if carried else "it carries none (only ISIC 2024 SLICE-3D builds do)"
-        raise HamdataError(f"--metadata-columns: {', '.join(unknown)} not among the numeric columns of {build}: {held}")
-    shards, _ = split_shards(build, card, "train")
-    return MetadataEncoding.fit(split_records(shards), where=f"the train split of {build}", columns=columns).to_dict()
+        raise HamdataError(f"--metadata-columns: {', '.join(unknown)} not among the numeric columns of {build.path}: "
+                           f"{held}")
+    shards, _ = split_shards(build, "train")
+    return MetadataEncoding.fit(split_records(shards), where=f"the train split of {build.path}", columns=columns).to_dict()

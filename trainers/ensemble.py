@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hamdata.errors import HamdataError
+from hamdata.store.card import Build
 from hamdata.workspace import atomic_write
 
 from .metrics import headline, macro_f1, partial_auc_above_tpr
@@ -117,14 +118,14 @@ def _member_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def _predict_members(members: list[Member], build: Path, card: dict, splits: list[str], options: dict, echo) -> tuple:
+def _predict_members(members: list[Member], build: Build, splits: list[str], options: dict, echo) -> tuple:
     """Every member's probabilities on every split; the ids and labels must agree across members."""
     from .predict import split_probabilities
 
     reference = {}
     for member in members:
         for split in splits:
-            ids, labels, probs = split_probabilities(member.path, member.state, build, card, split, **options)
+            ids, labels, probs = split_probabilities(member.path, member.state, build, split, **options)
             if split in reference and reference[split][0] != ids:
                 raise HamdataError(f"ensemble: {member.path} saw other {split} images than the first member")
             reference.setdefault(split, (ids, labels))
@@ -160,14 +161,15 @@ def run_ensemble(members: list, *, shards=None, split: str = "test", tta: bool =
     team = [Member(path, state, {}) for path, state in loaded]
     out = Path(out) if out else default_out([p for p, _ in loaded], split)
     classes = tuple(team[0].state["classes"])  # every member's (check_members), and the build's (open_eval_build)
-    build, card = open_eval_build(team[0].state, shards, split, echo, team[0].path)
+    card = open_eval_build(team[0].state, shards, split, echo, team[0].path)
+    build = card.path
     claim_output(out, overwrite, keep=[p for p, _ in loaded] + [build])
-    groups = group_values(build, card, split, fields) if fields else None
+    groups = group_values(card, split, fields) if fields else None
     splits = list(dict.fromkeys([split] + (["val"] if select or calibrate else [])))
     why = " (and val, for " + " and ".join(w for w, on in (("selection", select), ("calibration", calibrate)) if on) + ")"
     echo(f"ensemble of {len(team)} members on the {split} split{why if len(splits) > 1 else ''} of {build}"
          f"{' with TTA' if tta else ''}:")
-    reference = _predict_members(team, build, card, splits, {"tta": tta, "device": device, "batch_size": batch_size,
+    reference = _predict_members(team, card, splits, {"tta": tta, "device": device, "batch_size": batch_size,
                                                               "workers": workers}, echo)
     ids, labels = reference[split]
     selection = None

@@ -18,13 +18,14 @@ from torch import nn
 
 from hamdata import runfiles
 from hamdata.errors import HamdataError
+from hamdata.store.card import Build
 from hamdata.store.manifest import CARD_NAME, read_manifest
 
 from .calibration import apply_temperature, calibration_summary, fit_temperature, lesion_mean, plot_reliability, reliability_bins
 from .checkpoints import check_build_classes, checkpoint_classes, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import EVAL_SPLITS
 from .subgroups import group_values, in_order, parse_by, subgroup_lines, write_subgroups
-from .data import open_build, shard_sums, split_shards
+from .data import open_build, split_shards
 from .fusion import MetadataEncoding
 from .dist import Dist, resolve_device
 from .loop import Env, make_env, predict_split, tta_views
@@ -49,24 +50,23 @@ def temperature_of(state: dict) -> float:
     return float((state.get("calibration") or {}).get("temperature", 1.0))
 
 
-def open_eval_build(state: dict, shards, split: str, echo, path="checkpoint") -> tuple[Path, dict]:
+def open_eval_build(state: dict, shards, split: str, echo, path="checkpoint") -> Build:
     """The build a checkpoint (at ``path``) is evaluated on (--shards, else its training build), checked: the
     same class list, the same preprocessing (else a warning), the same shards (else a warning)."""
     if split not in EVAL_SPLITS:
         raise HamdataError(f"--split: expected {' or '.join(EVAL_SPLITS)}, got {split!r}")
-    build = Path(shards or state["data"]["build"])
-    card = open_build(build)
-    if not sum((card.get("counts") or {}).get(split, {}).values()):
-        raise HamdataError(f"--split {split}: {build} has no {split} split"
+    build = open_build(shards or state["data"]["build"])
+    if not build.samples(split):
+        raise HamdataError(f"--split {split}: {build.path} has no {split} split"
                            + (" (build-shards --hold-out COLLECTION writes one)" if split == "heldout" else ""))
-    check_build_classes(path, state, build, card)
-    if card["config"]["preprocess"] != state["data"]["preprocess"]:
-        echo(f"warning: {build} was preprocessed differently from the checkpoint's training build")
+    check_build_classes(path, state, build)
+    if build.preprocess != state["data"]["preprocess"]:
+        echo(f"warning: {build.path} was preprocessed differently from the checkpoint's training build")
     trained_on = (state["data"].get("shards_sha256") or {}).get("build")
-    if trained_on is not None and list(trained_on) != list(shard_sums(card)):
-        echo(f"warning: {build} is not the build the checkpoint was trained on (its shards differ: another, rebuilt or "
-             "replaced build)")
-    return build, card
+    if trained_on is not None and list(trained_on) != list(build.fingerprint):
+        echo(f"warning: {build.path} is not the build the checkpoint was trained on (its shards differ: another, rebuilt "
+             "or replaced build)")
+    return build
 
 
 def claim_output(out: Path, overwrite: bool, keep=()) -> None:
@@ -91,11 +91,11 @@ def claim_output(out: Path, overwrite: bool, keep=()) -> None:
                            f"checkpoints or a build): --overwrite replaces evaluations only; choose another --out")
 
 
-def split_probabilities(path: Path, state: dict, build: Path, card: dict, split: str, *, tta: bool, device: str,
+def split_probabilities(path: Path, state: dict, build: Build, split: str, *, tta: bool, device: str,
                         batch_size: int, workers: int, calibrated: bool = True) -> tuple[list, np.ndarray, np.ndarray]:
     """(image ids, labels, probabilities) of a checkpoint on a split, sorted by image id, with its stored temperature."""
     env, model = _checkpoint_env(state, device, path)
-    ids, labels, probs = predict_split(env, model, *split_shards(build, card, split), image_size=state["data"]["image_size"],
+    ids, labels, probs = predict_split(env, model, *split_shards(build, split), image_size=state["data"]["image_size"],
                                        batch_size=batch_size, workers=workers, num_classes=len(checkpoint_classes(state)),
                                        tta=tta, what=f"{split} split",
                                        metadata=metadata_json(state))
@@ -168,13 +168,14 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
     path, state = load_checkpoint(checkpoint)
     suffix = ("-tta" if tta else "") + ("-lesion" if by_lesion else "")
     out = Path(out) if out else path.parent / f"eval-{path.stem}-{split}{suffix}"
-    build, card = open_eval_build(state, shards, split, echo, path)
+    card = open_eval_build(state, shards, split, echo, path)
+    build = card.path
     claim_output(out, overwrite, keep=(path, build))
-    groups = group_values(build, card, split, fields) if fields else None
+    groups = group_values(card, split, fields) if fields else None
     options = {"tta": tta, "device": device, "batch_size": batch_size, "workers": workers}
     calibration = None
     if calibrate_on_val:
-        _, val_labels, val_probs = split_probabilities(path, state, build, card, "val", calibrated=False, **options)
+        _, val_labels, val_probs = split_probabilities(path, state, card, "val", calibrated=False, **options)
         calibration = calibrate(val_probs, val_labels)
         if calibration.get("warning"):
             echo(f"warning: {calibration['warning']}")
@@ -185,7 +186,7 @@ def evaluate_checkpoint(checkpoint, shards=None, split: str = "test", tta: bool 
         echo(f"calibration: T = {calibration['temperature']:.3f} on the val split (NLL {calibration['val_nll_before']:.3f} -> "
              f"{calibration['val_nll_after']:.3f}, ECE {calibration['val_ece_before']:.3f} -> "
              f"{calibration['val_ece_after']:.3f}); stored in {path}")
-    ids, labels, probs = split_probabilities(path, state, build, card, split, **options)
+    ids, labels, probs = split_probabilities(path, state, card, split, **options)
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

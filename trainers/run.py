@@ -23,7 +23,7 @@ from hamdata import runfiles
 from hamdata.errors import HamdataError
 from hamdata.split.stratified import HELDOUT
 from hamdata.locks import hold
-from hamdata.store.manifest import card_classes, read_card
+from hamdata.store.card import Build
 from hamdata.plots import plot_history, save_png
 from hamdata.workspace import atomic_write
 
@@ -31,7 +31,7 @@ from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, check_build_classe
                           remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig
 from .data import (BuildReplaced, StreamSpec, TrainSet, find_train_set, fit_metadata, make_loader, open_build, repeat_factors,
-                   shard_sums, split_shards)
+                   split_shards)
 from .dist import Dist, barrier, broadcast, init_distributed, resolve_device
 from .loop import Env, NonFiniteLoss, batches_per_rank, make_env, make_optimizer, predict_split, train_one_epoch
 from .losses import make_loss
@@ -237,11 +237,11 @@ class Trainer:
         set_rng_state(state["rng"])
 
 
-def fingerprint(build: Path, card: dict, train_set: TrainSet) -> dict:
+def fingerprint(build: Build, train_set: TrainSet) -> dict:
     """The shard sha256s of the build (and of the balanced set trained on), recorded in config.json and checkpoints."""
-    prints = {"build": list(shard_sums(card))}
-    if train_set.folder.resolve() != build.resolve():
-        prints["train_set"] = list(shard_sums(read_card(train_set.folder)))
+    prints = {"build": list(build.fingerprint)}
+    if train_set.folder.resolve() != build.path.resolve():
+        prints["train_set"] = list(Build.open(train_set.folder).fingerprint)
     return prints
 
 
@@ -257,35 +257,33 @@ def _check_same_build(state: dict, prints: dict, build: Path, allow_other_build:
 
 def _plan(config: TrainConfig, state: dict | None, dist: Dist, locks: contextlib.ExitStack, allow_other_build: bool) -> Plan:
     device = resolve_device(config.device, dist)
-    build = Path(config.shards)
-    card = open_build(build)
+    card = open_build(config.shards)
+    build = card.path
     if state:  # a run continues on a build of the class list it was trained for
-        check_build_classes(f"--resume {config.out}", state, build, card)
-    train_set, note = find_train_set(build, config.train_set, card)
+        check_build_classes(f"--resume {config.out}", state, card)
+    train_set, note = find_train_set(card, config.train_set)
     if state and train_set.counts != state["data"]["train_counts"]:
         raise HamdataError(f"--shards {build}: its {train_set.name} set differs from the one the run trained on")
-    prints = fingerprint(build, card, train_set)
+    prints = fingerprint(card, train_set)
     if state:
         _check_same_build(state, prints, build, allow_other_build)
-    val, test = split_shards(build, card, "val"), split_shards(build, card, "test")
+    val, test = split_shards(card, "val"), split_shards(card, "test")
     steps = batches_per_rank(train_set.samples, dist.world, config.batch_size, config.max_steps)
     config = config.replace(train_set=train_set.name)
     out = _run_dir(config, dist, resuming=state is not None, locks=locks)
     config = config.replace(out=str(out))
     factors = repeat_factors(train_set.counts) if config.resample and not train_set.balanced else None
     data = {"build": str(build.resolve()), "train_set": train_set.name, "train_counts": train_set.counts,
-            "train_resampling": factors, "preprocess": card["config"]["preprocess"],
-            "format": card["config"].get("format", "jpg"), "quality": card["config"].get("quality", 95),
-            "mean": card["train_stats"]["mean"], "std": card["train_stats"]["std"], "image_size": config.image_size,
-            "shards_sha256": prints}
+            "train_resampling": factors, "preprocess": card.preprocess, "format": card.image_format,
+            "quality": card.quality, **card.train_stats.as_dict(), "image_size": config.image_size, "shards_sha256": prints}
     if config.metadata:  # fitted on the build's train split; a resumed run keeps the encoding it trained with
-        data["metadata"] = state["data"]["metadata"] if state else fit_metadata(build, card, config.metadata_columns)
-    meta = {"format": CHECKPOINT_FORMAT, "classes": list(card_classes(card)), "arch": config.arch, "config": config.to_dict(), "data": data}
+        data["metadata"] = state["data"]["metadata"] if state else fit_metadata(card, config.metadata_columns)
+    meta = {"format": CHECKPOINT_FORMAT, "classes": list(card.classes), "arch": config.arch, "config": config.to_dict(), "data": data}
     guard = ((str(build), tuple(prints["build"])),)
     if "train_set" in prints:
         guard += ((str(train_set.folder), tuple(prints["train_set"])),)
-    heldout = split_shards(build, card, HELDOUT) if sum(card.get("counts", {}).get(HELDOUT, {}).values()) else None
-    return Plan(config, make_env(dist, device, card["train_stats"]), out, train_set, note, factors, val, test, steps, meta, guard,
+    heldout = split_shards(card, HELDOUT) if card.samples(HELDOUT) else None
+    return Plan(config, make_env(dist, device, card.train_stats.as_dict()), out, train_set, note, factors, val, test, steps, meta, guard,
                 heldout)
 
 

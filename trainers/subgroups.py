@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hamdata.errors import HamdataError
-from hamdata.store.manifest import shards_of
+from hamdata.store.card import Build
 from hamdata.store.shards import TAR_ERRORS, iter_members, tar_error_detail
 
 from .metrics import lesion_index, lesion_resamples
@@ -58,20 +58,19 @@ def age_band(age) -> str:
     return f"{low}-{low + AGE_BAND - 1}"
 
 
-def split_records(build: Path, card: dict, split: str) -> dict[str, dict]:
+def split_records(build: Build, split: str) -> dict[str, dict]:
     """The sample json of every image of a split of the build, by image id."""
     import json
 
     records = {}
-    for entry in shards_of(card, split):
-        path = Path(build) / entry["path"]
+    for path in build.shard_paths(split):
         try:
             for member in iter_members(path, read=lambda key, ext: ext == "json"):
                 if member.ext == "json":
                     record = json.loads(member.data)
                     records[record.get("image_id", member.key)] = record
         except TAR_ERRORS as exc:
-            raise HamdataError(f"{path}: cannot read shard ({tar_error_detail(exc)}); run `verify {build}`") from None
+            raise HamdataError(f"{path}: cannot read shard ({tar_error_detail(exc)}); run `verify {build.path}`") from None
     return records
 
 
@@ -84,12 +83,12 @@ def _value(record: dict, field: str) -> str:
     return str(value)
 
 
-def group_values(build: Path, card: dict, split: str, fields: tuple[str, ...]) -> dict[str, dict[str, str]]:
+def group_values(build: Build, split: str, fields: tuple[str, ...]) -> dict[str, dict[str, str]]:
     """{field: {image id: its group}} for the images of a split; one clear line for a field the build does not
     carry (checked before anything is predicted)."""
-    records = split_records(build, card, split)
+    records = split_records(build, split)
     if not records:
-        raise HamdataError(f"{build}: the {split} split has no samples to group")
+        raise HamdataError(f"{build.path}: the {split} split has no samples to group")
     carried = sorted({k for r in records.values() for k, v in r.items()
                       if k not in _NOT_FIELDS and not isinstance(v, (dict, list))} | {"age"})
     out = {}

@@ -42,6 +42,15 @@ def balanced_sets(build) -> tuple[str, ...]:
     return tuple(p.name for p in balanced_folders(build) if (p / CARD_NAME).is_file())
 
 
+def thaw(value: Any) -> Any:
+    """A frozen card value as plain JSON data again (dicts and lists), to store or compare."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
 def _frozen(value: Any) -> Any:
     """JSON data made read-only: dicts become mappings that refuse writes, lists tuples."""
     if isinstance(value, dict):
@@ -68,6 +77,9 @@ class TrainStats:
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+    def as_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,29 @@ class Build:
         return self.raw.get("config", MappingProxyType({}))
 
     @property
+    def preprocess(self) -> dict:
+        """The preprocessing of the stored images (size, hair removal, CLAHE, ...), as plain data."""
+        return thaw(self.config.get("preprocess") or {})
+
+    @property
+    def image_format(self) -> str:
+        return self.config.get("format", "jpg")
+
+    @property
+    def quality(self) -> int:
+        return int(self.config.get("quality", 95))
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The numeric columns the samples carry (ISIC 2024 SLICE-3D's tbp_lv_*), empty for image-only builds."""
+        return tuple(self.raw.get("features") or ())
+
+    @property
+    def made_from(self) -> str | None:
+        """A balanced set's build, as the sha256 of that build's dataset.json when the set was made."""
+        return (self.raw.get("build") or {}).get("sha256")
+
+    @property
     def inputs(self) -> tuple:
         """One entry per ``--data`` of the build (format 2): collection, layout, root, rows, samples, warnings."""
         return self.raw.get("inputs", ())
@@ -160,10 +195,4 @@ class Build:
 
     def to_json(self) -> str:
         """The card as dataset.json holds it (sorted keys), for printing or comparing."""
-        def thaw(value):
-            if isinstance(value, Mapping):
-                return {k: thaw(v) for k, v in value.items()}
-            if isinstance(value, tuple):
-                return [thaw(v) for v in value]
-            return value
         return json.dumps(thaw(self.raw), indent=2, sort_keys=True)
