@@ -85,12 +85,38 @@ def make_env(dist: Dist, device: torch.device, stats: dict) -> Env:
     return Env(dist, device, as_tensor(stats["mean"]), as_tensor(stats["std"]))
 
 
-def all_finite(loss: torch.Tensor, dist: Dist) -> bool:
-    """Whether the loss is finite on every rank (so that all ranks stop together)."""
-    bad = (~torch.isfinite(loss.detach())).float()
-    if dist.world > 1:
-        torch_dist.all_reduce(bad)
-    return not bad.item()
+CHECK_EVERY = 25  # steps between two looks of the host at the step's finiteness flag (all ranks at once)
+NO_BAD_STEP = 2 ** 62  # "no non-finite loss yet", as a step number that every real one is below
+
+
+class FiniteWatch:
+    """Whether every loss of an epoch was finite, kept on the device: a step only queues work, and the host
+    looks every CHECK_EVERY steps and at the end (one read each; under DDP all ranks together, so that they
+    stop together). Raises NonFiniteLoss naming the first bad step and its value."""
+
+    def __init__(self, env: Env, epoch: int):
+        self.env, self.epoch = env, epoch
+        self.first = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=env.device)
+        self.value = torch.zeros((), dtype=torch.float64, device=env.device)
+
+    def see(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach()) & (self.first == NO_BAD_STEP)
+        self.first = torch.where(bad, torch.full_like(self.first, step), self.first)
+        self.value = torch.where(bad, loss.detach().double(), self.value)
+
+    def flag(self) -> torch.Tensor:
+        """The first bad step of any rank (NO_BAD_STEP when none), still on the device."""
+        first = self.first.clone()
+        if self.env.dist.world > 1:
+            torch_dist.all_reduce(first, op=torch_dist.ReduceOp.MIN)
+        return first
+
+    def raise_if_bad(self, first: int) -> None:
+        if first == NO_BAD_STEP:
+            return
+        mine = int(self.first.item()) == first  # only on the way out: the run stops here
+        value = float(self.value.item()) if mine else "non-finite on another process"
+        raise NonFiniteLoss(f"loss is {value} at epoch {self.epoch + 1}, step {first}")
 
 
 def forward(model, x: torch.Tensor, batch: dict, env: Env) -> torch.Tensor:
@@ -101,14 +127,20 @@ def forward(model, x: torch.Tensor, batch: dict, env: Env) -> torch.Tensor:
 
 
 def train_one_epoch(env: Env, model, loader, opt, sched, scaler, loss_fn, *, mix=None, ema=None, epoch: int = 0) -> dict:
-    """One pass over ``loader``; returns mean loss (over all ranks), steps, images and seconds."""
+    """One pass over ``loader``; returns mean loss (over all ranks), steps, images and seconds.
+
+    Nothing in a step reads a value back from the device, so the host queues the next step while the device
+    works: the finiteness of the loss is watched on the device (FiniteWatch: the host looks every CHECK_EVERY
+    steps), the loss sums stay there until the epoch ends, and the EMA counts its updates on the host.
+    """
     model.train()
     total = torch.zeros(2, dtype=torch.float64, device=env.device)
+    watch = FiniteWatch(env, epoch)
     started, steps, waited = time.perf_counter(), 0, 0.0
     bar = tqdm(loader, total=len(loader.dataset), desc=f"epoch {epoch + 1}",
                leave=False, disable=None if env.dist.main else True, dynamic_ncols=True)
-    # waited: host time blocked on the loader, from the end of one step to the next batch. GPU work
-    # the step queued after its last sync (all_finite) may run meanwhile, so this bounds the GPU's idle time.
+    # waited: host time blocked on the loader, from the end of one step to the next batch; the GPU may still be
+    # working through the steps queued before, so this bounds the GPU's idle time from above.
     tick = time.perf_counter()
     for steps, batch in enumerate(bar, 1):
         waited += time.perf_counter() - tick
@@ -117,9 +149,7 @@ def train_one_epoch(env: Env, model, loader, opt, sched, scaler, loss_fn, *, mix
             x, y = mix(x, y)
         with env.autocast():
             loss = loss_fn(forward(model, x, batch, env), y)
-        if not all_finite(loss, env.dist):
-            value = loss.item() if not torch.isfinite(loss) else "non-finite on another process"
-            raise NonFiniteLoss(f"loss is {value} at epoch {epoch + 1}, step {steps}")
+        watch.see(loss, steps)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -128,11 +158,14 @@ def train_one_epoch(env: Env, model, loader, opt, sched, scaler, loss_fn, *, mix
         if ema is not None:
             ema.update_parameters(model.module if hasattr(model, "module") else model)
         total += torch.stack([loss.detach().double() * len(x), torch.tensor(float(len(x)), device=env.device, dtype=torch.float64)])
+        if steps % CHECK_EVERY == 0:
+            watch.raise_if_bad(int(watch.flag().item()))
         tick = time.perf_counter()
     if env.dist.world > 1:
         torch_dist.all_reduce(total)
+    first, loss_sum, images = torch.cat([watch.flag().double().view(1), total]).tolist()  # the epoch's one read
+    watch.raise_if_bad(int(first))
     seconds = time.perf_counter() - started
-    loss_sum, images = total.tolist()
     return {"loss": loss_sum / max(images, 1), "steps": steps, "images": int(images), "seconds": seconds,
             "loader_wait_s": waited}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
@@ -25,17 +27,50 @@ def ema_decay_at(decay: float, updates: int) -> float:
     return min(decay, (1.0 + updates) / (10.0 + updates))
 
 
+class EMA(AveragedModel):
+    """An exponential moving average of the weights and buffers whose update never reads a device value.
+
+    torch.optim.swa_utils.AveragedModel asks its device counter ``n_averaged`` whether this is the first update
+    (two reads a step, each a host-GPU sync). The count is kept on the host as well: 0 when made, read once from
+    the buffer after a checkpoint is loaded. The arithmetic is AveragedModel's with the decay of ema_decay_at:
+    the first update copies, the next ones lerp towards the model by 1 - decay.
+    """
+
+    def __init__(self, model, decay: float):
+        super().__init__(model, use_buffers=True)
+        self.decay = decay
+        self.updates = 0  # the host's copy of n_averaged
+
+    @torch.no_grad()
+    def update_parameters(self, model) -> None:
+        mine = list(itertools.chain(self.module.parameters(), self.module.buffers()))
+        theirs = [p.detach().to(m.device) for m, p in zip(mine, itertools.chain(model.parameters(), model.buffers()))]
+        if self.updates == 0:
+            for m, p in zip(mine, theirs):
+                m.detach().copy_(p)
+        else:
+            weight = 1.0 - ema_decay_at(self.decay, self.updates)
+            groups: dict = {}
+            for m, p in zip(mine, theirs):
+                if m.is_floating_point():
+                    pair = groups.setdefault((m.device, m.dtype), ([], []))
+                    pair[0].append(m.detach())
+                    pair[1].append(p)
+                else:  # integer buffers (BatchNorm's num_batches_tracked)
+                    m.detach().copy_(p)
+            for averaged, current in groups.values():
+                torch._foreach_lerp_(averaged, current, weight)
+        self.n_averaged += 1
+        self.updates += 1
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.updates = int(self.n_averaged)  # one read, when a run resumes
+        return result
+
+
 def make_ema(config: TrainConfig, model):
-    """torch.optim.swa_utils.AveragedModel keeping an EMA of weights and buffers, or None."""
+    """The EMA of the weights and buffers (``EMA``), or None."""
     if not config.ema_decay:
         return None
-
-    def update(ema_params, params, n_averaged):
-        decay = ema_decay_at(config.ema_decay, int(n_averaged))
-        if ema_params[0].is_floating_point():
-            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-        else:  # integer buffers (BatchNorm's num_batches_tracked)
-            for e, p in zip(ema_params, params):
-                e.copy_(p)
-
-    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    return EMA(model, config.ema_decay)
