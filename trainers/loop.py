@@ -187,9 +187,9 @@ def predict_batches(env: Env, model, loader, tta: bool = False, *, num_classes: 
         with env.autocast():
             p = torch.stack([torch.softmax(forward(model, v, batch, env).float(), 1) for v in views]).mean(0)
         ids += batch["image_ids"]
-        labels += batch["labels"].tolist()
-        probs.append(p.cpu().numpy())
-    return ids, labels, np.concatenate(probs) if probs else np.zeros((0, num_classes))
+        labels += batch["labels"].tolist()  # the loader's host tensor: no device read
+        probs.append(p)  # kept on the device: one copy at the end, not a sync per batch
+    return ids, labels, torch.cat(probs).cpu().numpy() if probs else np.zeros((0, num_classes))
 
 
 def predict_split(env: Env, model, shards, expected: int, *, image_size: int, batch_size: int, workers: int,

@@ -308,13 +308,17 @@ def _initial_model(config: TrainConfig, dist: Dist, resuming: bool, metadata: di
 def _trainer(plan: Plan, resuming: bool) -> Trainer:
     config, env = plan.config, plan.env
     model = _initial_model(config, env.dist, resuming, plan.meta["data"].get("metadata"), len(plan.classes)).to(env.device)
-    if env.cuda:
+    if env.cuda or env.dist.world > 1:
+        # The batches are NHWC in memory (channels_last), so are the weight gradients; under DDP the parameters
+        # take that layout before the wrap, else every step copies each gradient into its bucket (PyTorch's
+        # "Grad strides do not match bucket view strides")
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(config, model)
     stream = [plan.train_set.counts[dx] * (plan.factors[dx] if plan.factors else 1.0) for dx in plan.classes]
     net = model
     if env.dist.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.cuda else None)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.cuda else None,
+                                                  gradient_as_bucket_view=True)
     return Trainer(model, net, make_ema(config, model), opt, make_scheduler(config, opt, plan.steps),
                    torch.amp.GradScaler(env.device.type, enabled=env.cuda), make_loss(config, stream).to(env.device),
                    make_mix(config, len(plan.classes)), Progress())
