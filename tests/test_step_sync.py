@@ -1,7 +1,8 @@
 """The training step reads nothing back from the device: the host looks at the loss's finiteness every
 CHECK_EVERY steps and once at the end of the epoch (issue: training at the GPU's pace). On the CPU a read costs
 nothing, so the test counts the reads that the training loop's own code makes (trainers/loop.py and the EMA in
-trainers/regularize.py): each would be a host-GPU sync on CUDA."""
+trainers/regularize.py): each would be a host-GPU sync on CUDA. And --precision: what it resolves to, what a run
+records, what the CPU refuses; AdamW fused on CUDA only."""
 
 from __future__ import annotations
 
@@ -77,3 +78,46 @@ def test_an_epoch_reads_the_device_once_per_check_interval_and_at_its_end(monkey
 def test_a_non_finite_loss_still_names_its_step(monkeypatch):
     with pytest.raises(loop.NonFiniteLoss, match=r"loss is nan at epoch 1, step 30$"):
         run_epoch(Batches(60, poison_at=30), monkeypatch)
+
+
+# ------------------------------------------------------------------ --precision
+
+
+def test_precision_auto_is_fp32_on_the_cpu_and_fp16_there_is_refused():
+    cpu = torch.device("cpu")
+    assert loop.resolve_precision("auto", cpu) == "fp32" and loop.resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(loop.HamdataError, match="fp16 needs a CUDA GPU"):
+        loop.resolve_precision("fp16", cpu)
+    env = loop.make_env(Dist(), cpu, {"mean": [0.5] * 3, "std": [0.25] * 3}, "bf16")
+    with env.autocast():
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.bfloat16
+    assert not env.scaled
+    with loop.make_env(Dist(), cpu, {"mean": [0.5] * 3, "std": [0.25] * 3}).autocast():
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.float32
+
+
+def test_a_bf16_cpu_run_records_its_precision_and_fp16_on_the_cpu_is_one_line(build, tmp_path):
+    import json
+
+    from helpers import cli, one_error_line
+
+    args = ["--shards", build, "--weights", "none", "--epochs", 1, "--max-steps", 2, "--image-size", 32,
+            "--batch-size", 8, "--workers", 0, "--device", "cpu"]
+    result = cli("train", "phase5", *args, "--out", tmp_path / "bf16", "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config["precision"] == "bf16" and config["config"]["precision"] == "bf16"
+    assert all(line["train_loss"] == line["train_loss"] for line in map(json.loads, (tmp_path / "bf16" / "metrics.jsonl").open()))
+    refused = cli("train", "phase5", *args, "--out", tmp_path / "fp16", "--precision", "fp16")
+    assert refused.exit_code == 2 and "--precision fp16" in one_error_line(refused)
+    assert not (tmp_path / "fp16").exists()
+
+
+def test_adamw_is_fused_on_cuda_only():
+    from trainers.config import TrainConfig
+
+    model = torch.nn.Linear(4, 2)
+    assert loop.make_optimizer(TrainConfig(recipe="phase5", arch="resnet18"), model).defaults["fused"] is None
+    if torch.cuda.is_available():
+        fused = loop.make_optimizer(TrainConfig(recipe="phase5", arch="resnet18"), model.cuda()).defaults["fused"]
+        assert fused is True

@@ -13,11 +13,11 @@ import click
 from hamdata import runfiles
 from hamdata.errors import HamdataError, exit_on_user_error
 
-from .config import ARCHS, DECODES, DEVICES, EVAL_SPLITS, LOSSES, RECIPES, TrainConfig
+from .config import ARCHS, DECODES, DEVICES, EVAL_SPLITS, LOSSES, PRECISIONS, RECIPES, TrainConfig
 from .recipes import check_paths, recipe_config, recipe_doc, run_recipe
 
 COMMON = ("shards", "out", "train_set", "arch", "weights", "epochs", "batch_size", "lr", "image_size", "device",
-          "workers", "decode", "seed", "max_steps", "stop_after", "loss", "cb_beta", "metadata", "metadata_columns")
+          "workers", "decode", "precision", "seed", "max_steps", "stop_after", "loss", "cb_beta", "metadata", "metadata_columns")
 
 
 # Ctrl-C: a run keeps its checkpoints (each written whole, then renamed); an evaluation or ensemble folder is
@@ -44,6 +44,9 @@ def _train_options(d: TrainConfig):
                      help="cpu: loader workers decode and augment; gpu: they only read tars, and the JPEGs are decoded "
                           "(nvJPEG) and augmented on the GPU (falls back to cpu, with a warning, where there is none).  "
                           f"[default: {d.decode}]"),
+        click.option("--precision", default=None, type=click.Choice(PRECISIONS),
+                     help="Autocast: auto is bf16 on a GPU that has it, else fp16 with a loss scaler, and fp32 on the "
+                          f"CPU; fp32 switches autocast off.  [default: {d.precision}]"),
         click.option("--seed", default=None, type=int, help=f"Seed for weights, sampling and augmentation.  [default: {d.seed}]"),
         click.option("--loss", default=None, type=click.Choice(LOSSES),
                      help=f"focal: alpha ~ 1/n; cb_focal: class-balanced alpha (Cui et al.), over the training stream's counts.  [default: {d.loss}]"),

@@ -22,6 +22,7 @@ LOSSES = ("focal", "cb_focal", "cross_entropy")  # losses.make_loss
 SCHEDULES = ("warm_restarts", "cosine")  # schedules.make_scheduler
 DEVICES = ("auto", "cpu", "cuda")
 DECODES = ("cpu", "gpu")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 on a GPU that has it, else fp16 on CUDA; fp32 on the CPU
 TRAIN_SETS = ("auto", "train")  # --train-set: one of these, or a balanced-N folder of the build
 EVAL_SPLITS = ("test", "val", "heldout")  # the splits `evaluate` takes (heldout: builds made with --hold-out)
 
@@ -43,6 +44,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     workers: int = 4  # DataLoader processes per training process
     decode: str = "cpu"  # cpu: workers decode and augment | gpu: workers read tars, JPEGs decoded and augmented on the GPU
+    precision: str = "auto"  # autocast dtype: auto | bf16 | fp16 (with a GradScaler) | fp32 (no autocast)
     seed: int = 42
     weights: str = "imagenet"  # imagenet | none | path to a state dict or checkpoint
     max_steps: int = 0  # >0: at most this many steps per epoch (smoke runs)
@@ -70,6 +72,10 @@ class TrainConfig:
         _choice("--arch", self.arch, ARCHS)
         _choice("--device", self.device, DEVICES)
         _choice("--decode", self.decode, DECODES)
+        _choice("--precision", self.precision, PRECISIONS)
+        if self.precision == "fp16" and self.device == "cpu":
+            raise HamdataError("--precision fp16: half precision with a loss scaler is for CUDA, but --device cpu was "
+                               "asked; use --precision bf16 or fp32 on the CPU")
         if self.decode == "gpu" and self.device == "cpu":
             raise HamdataError("--decode gpu: decodes on the GPU, but --device cpu was asked; use --device auto or cuda, "
                                "or --decode cpu")

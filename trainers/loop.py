@@ -53,7 +53,8 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     decay = [p for p in model.parameters() if p.ndim > 1]
     rest = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    fused = next(model.parameters()).is_cuda  # one kernel for all parameters instead of one per tensor
+    return torch.optim.AdamW(groups, lr=config.lr, fused=fused or None)
 
 
 # ------------------------------------------------------------------ one epoch, one evaluation
@@ -67,22 +68,40 @@ class Env:
     device: torch.device
     mean: torch.Tensor  # build's train mean, [0, 1] units, on device
     std: torch.Tensor
+    precision: str = "fp32"  # resolved: bf16 | fp16 | fp32 (resolve_precision)
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def scaled(self) -> bool:
+        """fp16 gradients need a loss scaler; bf16's range does not."""
+        return self.precision == "fp16"
 
     def batch(self, images: torch.Tensor) -> torch.Tensor:
         x = normalize(images.to(self.device, non_blocking=True), self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.cuda)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32")
 
 
-def make_env(dist: Dist, device: torch.device, stats: dict) -> Env:
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """--precision auto: bf16 on a CUDA GPU that has it (no loss scaler), fp16 on an older one, fp32 on the CPU."""
+    if choice != "auto":
+        if choice == "fp16" and device.type != "cuda":
+            raise HamdataError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+        return choice
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def make_env(dist: Dist, device: torch.device, stats: dict, precision: str = "auto") -> Env:
     as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
-    return Env(dist, device, as_tensor(stats["mean"]), as_tensor(stats["std"]))
+    return Env(dist, device, as_tensor(stats["mean"]), as_tensor(stats["std"]), resolve_precision(precision, device))
 
 
 CHECK_EVERY = 25  # steps between two looks of the host at the step's finiteness flag (all ranks at once)

@@ -230,7 +230,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # a run saved without a scaler (CPU, bf16, fp32) resumed in fp16 starts a fresh one
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.progress = Progress(**state["progress"])
@@ -283,7 +284,7 @@ def _plan(config: TrainConfig, state: dict | None, dist: Dist, locks: contextlib
     if "train_set" in prints:
         guard += ((str(train_set.folder), tuple(prints["train_set"])),)
     heldout = split_shards(card, HELDOUT) if card.samples(HELDOUT) else None
-    return Plan(config, make_env(dist, device, card.train_stats.as_dict()), out, train_set, note, factors, val, test, steps, meta, guard,
+    return Plan(config, make_env(dist, device, card.train_stats.as_dict(), config.precision), out, train_set, note, factors, val, test, steps, meta, guard,
                 heldout)
 
 
@@ -320,7 +321,7 @@ def _trainer(plan: Plan, resuming: bool) -> Trainer:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.cuda else None,
                                                   gradient_as_bucket_view=True)
     return Trainer(model, net, make_ema(config, model), opt, make_scheduler(config, opt, plan.steps),
-                   torch.amp.GradScaler(env.device.type, enabled=env.cuda), make_loss(config, stream).to(env.device),
+                   torch.amp.GradScaler(env.device.type, enabled=env.scaled), make_loss(config, stream).to(env.device),
                    make_mix(config, len(plan.classes)), Progress())
 
 
@@ -371,6 +372,7 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo, locks: conte
     history = read_history(out, upto=t.progress.epoch) if dist.main else []
     if dist.main:
         _write_json(out / runfiles.CONFIG, {**plan.meta, "device": str(plan.env.device), "world_size": dist.world,
+                                          "precision": plan.env.precision,
                                           "train_set_note": plan.note, "steps_per_epoch": plan.steps, "loss": repr(t.loss_fn),
                                           "loss_alpha": _alpha_of(t.loss_fn, plan.classes),
                                           "versions": {"torch": torch.__version__, "torchvision": __import__("torchvision").__version__}})
