@@ -105,6 +105,14 @@ def test_open_build_is_the_card_typed_and_frozen(build, balanced):
         hamdata.open_build(build / "nope")
 
 
+def test_a_damaged_shard_list_is_one_line(build, tmp_path):
+    raw = json.loads((build / "dataset.json").read_text())
+    del raw["shards"][0]["split"]
+    (tmp_path / "dataset.json").write_text(json.dumps(raw))
+    with pytest.raises(hamdata.HamdataError, match="damaged counts or shard list"):
+        hamdata.open_build(tmp_path)
+
+
 def test_importing_the_packages_loads_no_heavy_library():
     code = ("import sys, hamdata, trainers; print(sorted(m for m in ('pandas', 'cv2', 'torch', 'albumentations') "
             "if m in sys.modules)); hamdata.BuildConfig; print('pandas' in sys.modules)")

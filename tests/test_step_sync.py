@@ -108,6 +108,9 @@ def test_a_bf16_cpu_run_records_its_precision_and_fp16_on_the_cpu_is_one_line(bu
     config = json.loads((tmp_path / "bf16" / "config.json").read_text())
     assert config["precision"] == "bf16" and config["config"]["precision"] == "bf16"
     assert all(line["train_loss"] == line["train_loss"] for line in map(json.loads, (tmp_path / "bf16" / "metrics.jsonl").open()))
+    resumed = cli("train", "phase5", "--resume", tmp_path / "bf16", "--epochs", 2, "--precision", "fp32")
+    assert resumed.exit_code == 0, resumed.output  # the precision may change on --resume (a GPU run resumed on a CPU)
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["precision"] == "fp32"
     refused = cli("train", "phase5", *args, "--out", tmp_path / "fp16", "--precision", "fp16")
     assert refused.exit_code == 2 and "--precision fp16" in one_error_line(refused)
     assert not (tmp_path / "fp16").exists()

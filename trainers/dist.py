@@ -41,8 +41,6 @@ def resolve_device(name: str, dist: Dist) -> torch.device:
         return torch.device("cpu")
     torch.cuda.set_device(dist.local_rank)
     torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
-    torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls and convolutions on the tensor cores (TF32)
-    torch.backends.cudnn.allow_tf32 = True
     return torch.device("cuda", dist.local_rank)
 
 

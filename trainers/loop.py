@@ -96,12 +96,18 @@ def resolve_precision(choice: str, device: torch.device) -> str:
         return choice
     if device.type != "cuda":
         return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # native bf16 only (Ampere and later): an older GPU emulates it, far slower than its fp16 tensor cores
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
 
 
 def make_env(dist: Dist, device: torch.device, stats: dict, precision: str = "auto") -> Env:
+    """How tensors run. On CUDA this also sets PyTorch's process-wide TF32 switches: on (fp32 matmuls and
+    convolutions on the tensor cores) unless the precision asked is fp32."""
     as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
-    return Env(dist, device, as_tensor(stats["mean"]), as_tensor(stats["std"]), resolve_precision(precision, device))
+    resolved = resolve_precision(precision, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = resolved != "fp32"
+    return Env(dist, device, as_tensor(stats["mean"]), as_tensor(stats["std"]), resolved)
 
 
 CHECK_EVERY = 25  # steps between two looks of the host at the step's finiteness flag (all ranks at once)
@@ -153,9 +159,9 @@ def train_one_epoch(env: Env, model, loader, opt, sched, scaler, loss_fn, *, mix
     steps), the loss sums stay there until the epoch ends, and the EMA counts its updates on the host.
     """
     model.train()
-    total = torch.zeros(2, dtype=torch.float64, device=env.device)
+    total = torch.zeros((), dtype=torch.float64, device=env.device)  # the epoch's summed loss, on the device
     watch = FiniteWatch(env, epoch)
-    started, steps, waited = time.perf_counter(), 0, 0.0
+    started, steps, waited, images = time.perf_counter(), 0, 0.0, 0
     bar = tqdm(loader, total=len(loader.dataset), desc=f"epoch {epoch + 1}",
                leave=False, disable=None if env.dist.main else True, dynamic_ncols=True)
     # waited: host time blocked on the loader, from the end of one step to the next batch; the GPU may still be
@@ -176,13 +182,15 @@ def train_one_epoch(env: Env, model, loader, opt, sched, scaler, loss_fn, *, mix
         sched.step()
         if ema is not None:
             ema.update_parameters(model.module if hasattr(model, "module") else model)
-        total += torch.stack([loss.detach().double() * len(x), torch.tensor(float(len(x)), device=env.device, dtype=torch.float64)])
+        total += loss.detach().double() * len(x)
+        images += len(x)  # on the host: a count copied to the device each step would wait for it
         if steps % CHECK_EVERY == 0:
             watch.raise_if_bad(int(watch.flag().item()))
         tick = time.perf_counter()
+    sums = torch.stack([total, torch.full_like(total, images)])
     if env.dist.world > 1:
-        torch_dist.all_reduce(total)
-    first, loss_sum, images = torch.cat([watch.flag().double().view(1), total]).tolist()  # the epoch's one read
+        torch_dist.all_reduce(sums)
+    first, loss_sum, images = torch.cat([watch.flag().double().view(1), sums]).tolist()  # the epoch's one read
     watch.raise_if_bad(int(first))
     seconds = time.perf_counter() - started
     return {"loss": loss_sum / max(images, 1), "steps": steps, "images": int(images), "seconds": seconds,

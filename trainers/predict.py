@@ -36,7 +36,8 @@ SUMMARY = ("auc", "pauc_80", "accuracy", "balanced_accuracy", "macro_f1", "macro
 
 def _checkpoint_env(state: dict, device: str, path: Path) -> tuple[Env, nn.Module]:
     dev = resolve_device(device, Dist())
-    env = make_env(Dist(), dev, state["data"])
+    precision = state["config"].get("precision", "auto")  # as the run evaluated itself; fp16 is for CUDA only
+    env = make_env(Dist(), dev, state["data"], "auto" if precision == "fp16" and dev.type != "cuda" else precision)
     return env, model_from_checkpoint(state, dev, path)
 
 

@@ -42,7 +42,7 @@ from .regularize import make_ema, make_mix
 from .schedules import make_scheduler
 
 # May change on --resume; nothing else may. A new --epochs also moves the end of phase4's cosine schedule.
-RESUMABLE = ("epochs", "device", "workers", "decode", "stop_after")
+RESUMABLE = ("epochs", "device", "workers", "decode", "precision", "stop_after")
 
 
 def resume_config(state: dict, overrides: dict, path: Path) -> TrainConfig:
@@ -228,7 +228,10 @@ class Trainer:
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        kernels = [(g.get("fused"), g.get("foreach")) for g in self.opt.param_groups]
         self.opt.load_state_dict(state["optimizer"])
+        for group, (fused, foreach) in zip(self.opt.param_groups, kernels):  # this machine's choice, not the saver's
+            group["fused"], group["foreach"] = fused, foreach
         self.sched.load_state_dict(state["scheduler"])
         if state["scaler"]:  # a run saved without a scaler (CPU, bf16, fp32) resumed in fp16 starts a fresh one
             self.scaler.load_state_dict(state["scaler"])

@@ -102,15 +102,15 @@ class Build:
         folder = Path(path)
         card = read_card(folder)
         classes = card_classes(card)
-        names = split_names(card)
-        names = [n for n in SPLIT_ORDER if n in names] + [n for n in names if n not in SPLIT_ORDER]
-        counts = {split: {dx: int(card.get("counts", {}).get(split, {}).get(dx, 0)) for dx in classes}
-                  for split in names}
         try:
+            names = split_names(card)
+            names = [n for n in SPLIT_ORDER if n in names] + [n for n in names if n not in SPLIT_ORDER]
+            counts = {split: {dx: int(card.get("counts", {}).get(split, {}).get(dx, 0)) for dx in classes}
+                      for split in names}
             shards = tuple(Shard(s["path"], s["split"], int(s["samples"]), int(s.get("bytes", 0)), s.get("sha256", ""))
                            for s in shards_of(card))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise HamdataError(f"{folder / CARD_NAME}: a shard entry lacks {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise HamdataError(f"{folder / CARD_NAME}: damaged counts or shard list ({type(exc).__name__}: {exc})") from None
         stats = card.get("train_stats") or {}
         train_stats = (TrainStats(tuple(stats["mean"]), tuple(stats["std"]))
                        if stats.get("mean") and stats.get("std") else None)
