@@ -10,7 +10,6 @@ number of workers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,14 +21,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hamdata.inputs.classes import CLASSES, label_of
+from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.locks import hold
-from hamdata.store.card import balanced_name
-from hamdata.store.manifest import (CARD_NAME, MANIFEST_NAME, ManifestWriter, card_classes, card_skeleton, read_card, read_manifest,
-                       shards_of, write_card, write_info)
+from hamdata.store.card import Build, balanced_name, thaw
+from hamdata.store.manifest import CARD_NAME, MANIFEST_NAME, card_skeleton, read_manifest
 from hamdata.parallel import ordered_map
-from hamdata.store.shards import IMAGE_EXTS, TAR_ERRORS, ShardWriter, iter_members, sample_json, sha256_file, tar_error_detail
+from hamdata.store.schema import sample_json
+from hamdata.store.shards import IMAGE_EXTS, TAR_ERRORS, iter_members, sha256_file, tar_error_detail
+from hamdata.store.writer import BuildWriter
 from hamdata.workspace import Workspace
 
 WARN_COPIES_PER_ORIGINAL = 20
@@ -177,7 +177,7 @@ class ImageRef:
             return handle.read(self.size)
 
 
-def index_train_shards(build: Path, card: dict, wanted: set[str] | None = None) -> tuple[dict[str, ImageRef], dict[str, bytes]]:
+def index_train_shards(build: Build, wanted: set[str] | None = None) -> tuple[dict[str, ImageRef], dict[str, bytes]]:
     """Image locations and json members of the train samples of the build (of the keys in `wanted`, or all).
 
     A damaged or truncated tar is an error (shards.iter_members checks every tar to its end);
@@ -189,8 +189,7 @@ def index_train_shards(build: Path, card: dict, wanted: set[str] | None = None) 
     def want(key: str) -> bool:
         return wanted is None or key in wanted
 
-    for entry in shards_of(card, "train"):
-        path = build / entry["path"]
+    for path in build.shard_paths("train"):
         try:
             for member in iter_members(path, read=lambda key, ext: ext == "json" and want(key)):
                 if not want(member.key):
@@ -200,7 +199,7 @@ def index_train_shards(build: Path, card: dict, wanted: set[str] | None = None) 
                 elif member.ext == "json":
                     metas[member.key] = member.data
         except TAR_ERRORS as exc:
-            raise HamdataError(f"{path}: cannot read train shard ({tar_error_detail(exc)}); run `verify {build}`") from None
+            raise HamdataError(f"{path}: cannot read train shard ({tar_error_detail(exc)}); run `verify {build.path}`") from None
     return images, metas
 
 
@@ -228,18 +227,14 @@ def make_copy(task: CopyTask) -> bytes:
     return encode_image(replay(rgb, task.recipe), task.fmt, task.quality)
 
 
-def compact_json(value) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
 def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, overwrite: bool = False,
                   progress: bool = True) -> dict:
     """Write ``balanced-<target>/`` for the build at ``shards_dir``; returns a summary for the CLI."""
     started = time.perf_counter()
     build = Path(shards_dir)
-    card = read_card(build)
-    if card.get("kind") != "build":
-        raise HamdataError(f"{build}: is a {card.get('kind')!r} set; --shards expects a build made by build-shards")
+    source = Build.open(build)
+    if source.kind != "build":
+        raise HamdataError(f"{build}: is a {source.kind!r} set; --shards expects a build made by build-shards")
     manifest = read_manifest(build)
     train = manifest[manifest["split"] == "train"]
     if train.empty:
@@ -249,13 +244,14 @@ def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, ov
     workspace.check()
     with hold(target_dir):  # one writer per output, from before the work until the set is in place
         workspace.check()
-        return _balance(build, card, train, cfg, target_dir, workspace, workers, progress, started)
+        return _balance(source, train, cfg, target_dir, workspace, workers, progress, started)
 
 
-def _balance(build: Path, card: dict, train, cfg: BalanceConfig, target_dir: Path, workspace: Workspace, workers: int,
+def _balance(source: Build, train, cfg: BalanceConfig, target_dir: Path, workspace: Workspace, workers: int,
              progress: bool, started: float) -> dict:
-    plan = plan_balance(train, cfg, card_classes(card))
-    images, metas = index_train_shards(build, card, {s.origin for s in plan.samples})
+    build = source.path
+    plan = plan_balance(train, cfg, source.classes)
+    images, metas = index_train_shards(source, {s.origin for s in plan.samples})
     absent = sorted({s.origin for s in plan.samples} - (images.keys() & metas.keys()))
     if absent:
         raise HamdataError(f"{build}: {len(absent)} train samples of {MANIFEST_NAME} are in no train shard "
@@ -265,26 +261,23 @@ def _balance(build: Path, card: dict, train, cfg: BalanceConfig, target_dir: Pat
     origins = {s.origin for s in plan.samples}
     kin = {key: (collection, group) for key, collection, group in zip(train["key"], train["collection"], train["group"])
            if key in origins}
-    with workspace as tmp:
-        shards = _write_samples(tmp, plan, images, metas, kin, card["config"], card_classes(card), workers, progress)
-        balanced = _balanced_card(card, cfg, plan, shards, build, target_dir)
-        write_info(tmp, balanced, build=card)
-        write_card(tmp, balanced)
+    shard_size = int(source.config["shard_size"])
+    with workspace as tmp, BuildWriter(tmp, source.classes, shard_size, {"train": ""}, measure=False) as writer:
+        _write_samples(writer, plan, images, metas, kin, source.image_format, source.quality, workers, progress)
+        writer.finish(_balanced_card(source, cfg, plan, target_dir), build=source)
     seconds = time.perf_counter() - started
     return {"out": str(target_dir), "samples": len(plan.samples),
             "classes": {dx: cp.summary() for dx, cp in plan.classes.items()}, "warnings": list(plan.warnings),
             "samples_per_second": len(plan.samples) / seconds if seconds else 0.0, "workers": workers, "seconds": seconds}
 
 
-def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, kin: dict, build_cfg: dict,
-                   classes: tuple[str, ...], workers: int, progress: bool) -> list[dict]:
-    fmt, quality = build_cfg["format"], build_cfg["quality"]
+def _write_samples(writer: BuildWriter, plan: BalancePlan, images: dict, metas: dict, kin: dict, fmt: str,
+                   quality: int, workers: int, progress: bool) -> None:
+    """The originals' bytes as they are, and the copies made in worker processes, in the plan's order."""
     tasks = (CopyTask(s.key, images[s.origin], s.recipe, fmt, quality) for s in plan.samples if s.recipe is not None)
     copies = ordered_map(make_copy, tasks, workers)
-    writer = ShardWriter(tmp, "", "train", "train", build_cfg["shard_size"])
-    manifest = ManifestWriter(tmp / MANIFEST_NAME)
+    bar = tqdm(total=len(plan.samples), unit="sample", desc="balance", disable=not progress, dynamic_ncols=True)
     try:
-        bar = tqdm(total=len(plan.samples), unit="sample", desc="balance", disable=not progress, dynamic_ncols=True)
         for sample in plan.samples:
             record = json.loads(metas[sample.origin])
             if sample.recipe is None:
@@ -292,45 +285,29 @@ def _write_samples(tmp: Path, plan: BalancePlan, images: dict, metas: dict, kin:
             else:
                 record.update(source="augmented", parent=sample.origin, recipe=sample.recipe)
                 ext, image, meta = fmt, next(copies), sample_json(record)
-            label = label_of(sample.dx, classes)
-            shard = writer.write(sample.key, ext, image, label, meta)
             collection, group = kin[sample.origin]
-            manifest.write({"key": sample.key, "split": "train", "label": label, "dx": sample.dx,
-                            "image_id": record["image_id"], "lesion_id": record["lesion_id"], "source": record["source"],
-                            "parent": record["parent"], "recipe": compact_json(sample.recipe) if sample.recipe else None,
-                            "shard": shard, "sha256": hashlib.sha256(image).hexdigest(),
-                            "collection": collection, "group": group})
+            writer.write(sample.key, ext, image, record, collection=collection, group=group, meta=meta)
             bar.update(1)
-        bar.close()
-        return [info.to_dict() for info in writer.close()]
-    except BaseException:
-        writer.abort()
-        raise
     finally:
+        bar.close()
         copies.close()
-        manifest.close()
 
 
-def _balanced_card(build_card: dict, cfg: BalanceConfig, plan: BalancePlan, shards: list[dict], build: Path,
-                   target_dir: Path) -> dict:
+def _balanced_card(source: Build, cfg: BalanceConfig, plan: BalancePlan, target_dir: Path) -> dict:
+    """The balanced set's dataset.json but for what its writer adds (counts, shards, train statistics)."""
     from hamdata.image.augment import POLICIES, describe_policy
 
-    build_cfg = build_card["config"]
     config = asdict(cfg)
     # inherited from the build, so that readers of a balanced set find the image settings where a build has them
-    config.update({name: build_cfg.get(name) for name in ("format", "quality", "shard_size", "preprocess")})
-    classes = card_classes(build_card)  # a balanced set has its build's class list
-    card = card_skeleton("balanced", config, classes)
-    size = tuple((build_cfg.get("preprocess") or {}).get("size", (256, 256)))
+    config.update({name: thaw(source.config.get(name)) for name in ("format", "quality", "shard_size", "preprocess")})
+    card = card_skeleton("balanced", config, source.classes)  # a balanced set has its build's class list
+    size = tuple(source.preprocess.get("size", (256, 256)))
     card.update(
-        build={"path": Path(os.path.relpath(build.resolve(), target_dir.resolve())).as_posix(),
-               "sha256": sha256_file(build / CARD_NAME)},
+        build={"path": Path(os.path.relpath(source.path.resolve(), target_dir.resolve())).as_posix(),
+               "sha256": sha256_file(source.path / CARD_NAME)},
         policies={dx: cp.policy for dx, cp in plan.classes.items()},
         policy_definitions={name: describe_policy(name, size) for name in POLICIES},
         plan={dx: cp.summary() for dx, cp in plan.classes.items()},
-        counts={"train": {dx: cfg.target for dx in classes}},
-        shards=shards,
-        train_stats=build_card.get("train_stats"),
         warnings=list(plan.warnings),
     )
     return card

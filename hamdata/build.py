@@ -10,9 +10,7 @@ window of work is in flight, so memory does not grow with the dataset.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,17 +25,18 @@ from hamdata import memory
 from hamdata.dedup import compare
 
 from hamdata.dedup import fingerprint as dedup
-from hamdata.inputs.classes import CLASS_SETS, DEFAULT_CLASS_SET, label_of, resolve_class_set
+from hamdata.inputs.classes import CLASS_SETS, DEFAULT_CLASS_SET, resolve_class_set
 from hamdata.dedup.settle import fingerprints, settle
 from hamdata.errors import HamdataError
 from hamdata.split.groups import UnionFind, make_groups
 from hamdata.inputs.metadata_isic2020 import LIST_EVIDENCE
 from hamdata.inputs.merge import DEFAULT_IMAGE_TYPES, check_image_types, check_paths, open_inputs
-from hamdata.store.manifest import (MANIFEST_NAME, TABULAR_FORMAT, ManifestWriter, card_skeleton, write_card,
-                       write_info)
+from hamdata.store.manifest import TABULAR_FORMAT, card_skeleton
 from hamdata.parallel import ordered_map
 from hamdata.image.preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
-from hamdata.store.shards import INPUT_FIELDS, ShardWriter, sample_json
+from hamdata.store.card import Build, thaw
+from hamdata.store.schema import sample_record
+from hamdata.store.writer import BuildWriter, channel_moments
 from hamdata.inputs.containers import read_image_bytes
 from hamdata.split.stratified import HELDOUT, SPLITS, WRITTEN_SPLITS, SplitConfig, decide_split
 from hamdata.inputs.vocabulary import load_label_map
@@ -170,58 +169,6 @@ def _rows_in_order(metadata: pd.DataFrame, ordered: list[tuple[str, np.ndarray]]
         for start in range(0, len(rows), ROW_CHUNK):
             for row in metadata.iloc[rows[start:start + ROW_CHUNK]].itertuples(index=False):
                 yield name, row
-
-
-def json_value(value):
-    """Metadata cell -> JSON value: NaN -> null, integral floats -> int."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, (float, np.floating)):
-        return int(value) if float(value).is_integer() else float(value)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
-    return str(value)
-
-
-SAMPLE_FIELDS = ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization")
-
-
-def sample_record(row, split: str, tabular: bool = False) -> dict:
-    """The json record of a kept row; `tabular`: a format 3 build (its image type and numeric columns too)."""
-    record = {name: json_value(getattr(row, name)) for name in SAMPLE_FIELDS}
-    record.update(split=split, source="original", parent=None, recipe=None)
-    for name in INPUT_FIELDS:
-        if hasattr(row, name):
-            record[name] = json_value(getattr(row, name)) if getattr(row, name) != "" else None
-    if tabular:
-        record["image_type"] = row.image_type or None
-        names, values = row.features if row.features is not None else ((), ())
-        record["features"] = {name: json_value(float(value)) for name, value in zip(names, values)}
-    return record
-
-
-LEVELS = np.arange(256, dtype=np.int64)
-
-
-def channel_moments(rgb: np.ndarray) -> np.ndarray:
-    """Exact integer sums per channel (sum, sum of squares, pixel count) from histograms.
-
-    Integers make the train statistics independent of summation order, and the
-    histograms cost a tenth of a float64 copy of the image.
-    """
-    hists = [np.bincount(rgb[..., c].ravel(), minlength=256) for c in range(3)]
-    sums = [int(h @ LEVELS) for h in hists]
-    squares = [int(h @ (LEVELS * LEVELS)) for h in hists]
-    return np.array(sums + squares + [rgb.shape[0] * rgb.shape[1]], dtype=np.int64)
-
-
-def _mean_std(moments: np.ndarray) -> dict:
-    """Per-channel mean and std of the train pixels, in [0, 1] units."""
-    if moments[6] == 0:
-        return {"mean": None, "std": None, "pixels": 0}
-    mean = moments[:3] / moments[6] / 255.0
-    std = np.sqrt(np.maximum(moments[3:6] / moments[6] / 255.0 ** 2 - mean ** 2, 0.0))
-    return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std], "pixels": int(moments[6])}
 
 
 def build_shards(cfg: BuildConfig, workers: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
@@ -397,46 +344,44 @@ def _build(cfg: BuildConfig, out: Path, workspace: Workspace, workers: int | Non
     kept, split, fields = plan_samples(cfg, workers, progress)
     memory.release(len(kept))  # the planning's tables are gone; the writing starts from what is alive
     classes = CLASS_SETS[cfg.classes]
-    with workspace as tmp:
-        card, stage_seconds = _write_build(tmp, kept, split, cfg, classes, workers, progress)
+    splits = SPLITS + ((HELDOUT,) if (split == HELDOUT).any() else ())
+    with workspace as tmp, BuildWriter(tmp, classes, cfg.shard_size, {name: name for name in splits}) as writer:
+        tabular = bool(len(kept)) and kept["features"].notna().any()  # format 3: an input with measurements
+        skipped, converted, stage_seconds = _write_samples(writer, kept, split, cfg, tabular, workers, progress)
+        card = card_skeleton("build", cfg.to_dict(), classes)
+        if tabular:
+            card.update(format_version=TABULAR_FORMAT)
         first = fields["inputs"][0]
-        card["split"] = fields.pop("split")
-        card["skipped"] = [{"image_id": i, "file": None, "reason": "missing: no image file found"} for i in fields.pop("missing")] + card["skipped"]
-        card["skipped"].sort(key=lambda s: s["image_id"])
-        card["input"] = {"root": first["root"], "layout": first["layout"], "metadata": first["metadata"],
-                         "rows": first["rows"], "warnings": fields.pop("warnings")}
+        missing = [{"image_id": i, "file": None, "reason": "missing: no image file found"} for i in fields.pop("missing")]
+        card.update(split=fields.pop("split"), skipped=sorted(missing + skipped, key=lambda s: s["image_id"]),
+                    converted=converted,
+                    input={"root": first["root"], "layout": first["layout"], "metadata": first["metadata"],
+                           "rows": first["rows"], "warnings": fields.pop("warnings")})
         card.update(fields)
-        write_info(tmp, card)
-        write_card(tmp, card)
+        writer.finish(card)
     seconds = time.perf_counter() - started
-    written = sum(s["samples"] for s in card["shards"])
-    return {"out": str(out), "samples": written, "counts": card["counts"], "skipped": len(card["skipped"]),
-            "unmapped": card["unmapped"], "left_out": card["left_out"], "duplicate_lists": card["duplicate_lists"],
-            "shards": len(card["shards"]), "split": card["split"], "warnings": card["input"]["warnings"],
-            "duplicates": len(card["duplicates"]), "seconds": seconds,
-            "images_per_second": written / seconds if seconds else 0.0,
+    built = Build.open(out)  # the summary is what the card in place says
+    written = sum(s.samples for s in built.shards)
+    return {"out": str(out), "samples": written, "counts": thaw(built.counts), "skipped": len(built.skipped),
+            "unmapped": thaw(built.unmapped), "left_out": thaw(built.left_out),
+            "duplicate_lists": thaw(built.duplicate_lists), "shards": len(built.shards),
+            "split": thaw(built.split_record), "warnings": list(built.warnings), "duplicates": len(built.duplicates),
+            "seconds": seconds, "images_per_second": written / seconds if seconds else 0.0,
             "stage_seconds": stage_seconds, "workers": workers}
 
 
-def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConfig, classes, workers: int,
-                 progress: bool) -> tuple[dict, dict]:
-    card = card_skeleton("build", cfg.to_dict(), classes)
-    tabular = bool(len(kept)) and kept["features"].notna().any()  # format 3: an input with measurements
-    if tabular:
-        card["format_version"] = TABULAR_FORMAT
+def _write_samples(writer: BuildWriter, kept: pd.DataFrame, split: pd.Series, cfg: BuildConfig, tabular: bool,
+                   workers: int, progress: bool) -> tuple[list, list, dict]:
+    """Preprocess the kept images in worker processes and write them in the seeded order; returns the skipped
+    and converted inputs and the seconds per stage."""
     ordered = sample_order(kept, split, cfg.split.seed)
     # Two passes over the same rows: one feeds the workers (ahead by their window), one writes the results in
     # order; tee holds only the rows between the two.
     feed, rows = itertools.tee(_rows_in_order(kept, ordered))
     tasks = (Task(k, row.image_id, row.locator) for k, (_, row) in enumerate(feed))
     total = sum(len(r) for _, r in ordered)
-    splits = SPLITS + ((HELDOUT,) if (split == HELDOUT).any() else ())
-    writers = {name: ShardWriter(tmp, name, name, name, cfg.shard_size) for name in splits}
-    manifest = ManifestWriter(tmp / MANIFEST_NAME)
-    moments = np.zeros(7, dtype=np.int64)
     stage_seconds: dict[str, float] = {}
     skipped, converted = [], []
-    written = {(name, dx): 0 for name in splits for dx in classes}
     bar = tqdm(total=total, unit="img", desc="build-shards", disable=not progress, dynamic_ncols=True)
     results = ordered_results(tasks, cfg, workers)
     try:
@@ -452,29 +397,11 @@ def _write_build(tmp: Path, kept: pd.DataFrame, split: pd.Series, cfg: BuildConf
                 continue
             if result.notes:
                 converted.append({"image_id": row.image_id, "file": locator, "notes": list(result.notes)})
-            if name == "train":
-                moments += result.moments
-            record = sample_record(row, name, tabular)
             t0 = time.perf_counter()
-            label = label_of(row.dx, classes)
-            shard = writers[name].write(row.image_id, cfg.format, result.data, label, sample_json(record))
-            manifest.write({"key": row.image_id, "split": name, "label": label, "dx": row.dx,
-                            "image_id": row.image_id, "lesion_id": row.lesion_id, "source": "original",
-                            "shard": shard, "sha256": hashlib.sha256(result.data).hexdigest(),
-                            "collection": row.collection, "group": row.group})
+            writer.write(row.image_id, cfg.format, result.data, sample_record(row, name, tabular),
+                         collection=row.collection, group=row.group, moments=result.moments)
             stage_seconds["write"] = stage_seconds.get("write", 0.0) + time.perf_counter() - t0
-            written[name, row.dx] += 1
-        shards = [info.to_dict() for name in splits for info in writers[name].close()]
-    except BaseException:
-        results.close()  # stop the workers now, not whenever the generator is collected
-        for writer in writers.values():
-            writer.abort()
-        raise
     finally:
+        results.close()  # stop the workers now (on an error), not whenever the generator is collected
         bar.close()
-        manifest.close()
-    card.update(
-        counts={name: {dx: written[name, dx] for dx in classes} for name in splits},
-        shards=shards, skipped=skipped, converted=converted, train_stats=_mean_std(moments),
-    )
-    return card, stage_seconds
+    return skipped, converted, stage_seconds

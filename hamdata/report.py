@@ -33,7 +33,8 @@ from hamdata.pages.collections import InputFiles, collections_section, duplicate
 from hamdata.errors import HamdataError, os_error_message
 from hamdata.pages.html import MAX_ROWS
 from hamdata.locks import hold
-from hamdata.store.manifest import CARD_NAME, card_classes, read_card, read_manifest
+from hamdata.store.card import Build, Shard
+from hamdata.store.manifest import CARD_NAME, read_manifest
 from hamdata.plots import new_figure
 from hamdata.image.preprocess import PreprocessConfig, decode_image, encode_image, preprocess
 from hamdata.runfiles import RUN_MARKERS
@@ -71,7 +72,7 @@ def detect_kind(folder: Path) -> str:
     if not folder.is_dir():
         raise HamdataError(f"{folder}: no such folder; expected a build, a balanced set or a training run")
     if (folder / CARD_NAME).is_file():
-        kind = read_card(folder).get("kind")
+        kind = Build.open(folder).kind
         if kind not in ("build", "balanced"):
             raise HamdataError(f"{folder / CARD_NAME}: kind {kind!r}, expected build or balanced")
         return kind
@@ -104,7 +105,7 @@ class Scan:
     problems: list = field(default_factory=list)
 
 
-def scan_shards(folder: Path, shards: list[dict], wanted: set[str], scan: Scan | None = None) -> Scan:
+def scan_shards(folder: Path, shards: tuple[Shard, ...], wanted: set[str], scan: Scan | None = None) -> Scan:
     """Read json members and the ``wanted`` images; seeks past every other image."""
     scan = scan or Scan()
 
@@ -112,7 +113,7 @@ def scan_shards(folder: Path, shards: list[dict], wanted: set[str], scan: Scan |
         return ext == "json" or (ext in IMAGE_EXTS and key in wanted)
 
     for entry in shards:
-        path = folder / entry["path"]
+        path = folder / entry.path
         try:
             for member in iter_members(path, read=needed):
                 if member.ext == "json":
@@ -170,26 +171,23 @@ def plot_sources(table: pd.DataFrame) -> Figure:
     return figure
 
 
-def _card_section(folder: Path, card: dict, facts: list[tuple[str, object]], extra: list[str]) -> h.Section:
+def _card_section(folder: Path, build: Build, facts: list[tuple[str, object]], extra: list[str]) -> h.Section:
     section = h.Section("card", "Dataset card").add(h.facts(facts), *extra)
-    shards = card.get("shards", [])
-    rows = [[s.get("path"), s.get("split"), s.get("samples"), s.get("bytes"), str(s.get("sha256", ""))[:16]] for s in shards]
+    rows = [[s.path, s.split, s.samples, s.bytes, s.sha256[:16]] for s in build.shards]
     section.add("<h3>Shards</h3>", h.table(["path", "split", "samples", "bytes", "sha256 (first 16)"], rows, MAX_ROWS))
     text = (folder / CARD_NAME).read_text(encoding="utf-8")
     return section.add(h.details(f"{CARD_NAME} as written ({len(text):,} characters)", text))
 
 
-def _common_facts(card: dict) -> list[tuple[str, object]]:
-    shards = card.get("shards", [])
-    counts = card.get("counts", {})
-    per_split = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
-    stats = card.get("train_stats") or {}
-    libs = ", ".join(f"{k} {v}" for k, v in sorted((card.get("libraries") or {}).items()))
-    return [("kind", card.get("kind")), ("written by", f"{card.get('tool', {}).get('name')} {card.get('tool', {}).get('version')}"),
-            ("format version", card.get("format_version")), ("libraries", libs),
-            ("samples", f"{sum(s.get('samples', 0) for s in shards)} ({per_split})"),
-            ("shards", f"{len(shards)} tars, {sum(s.get('bytes', 0) for s in shards) / 1e6:.1f} MB"),
-            ("train mean / std (RGB, 0-1)", f"{stats.get('mean')} / {stats.get('std')}" if stats.get("mean") else None)]
+def _common_facts(build: Build) -> list[tuple[str, object]]:
+    shards = build.shards
+    per_split = ", ".join(f"{split} {build.samples(split)}" for split in build.written_counts)
+    stats = build.train_stats
+    libs = ", ".join(f"{k} {v}" for k, v in sorted(build.libraries.items()))
+    return [("kind", build.kind), ("written by", build.tool), ("format version", build.format_version), ("libraries", libs),
+            ("samples", f"{sum(s.samples for s in shards)} ({per_split})"),
+            ("shards", f"{len(shards)} tars, {sum(s.bytes for s in shards) / 1e6:.1f} MB"),
+            ("train mean / std (RGB, 0-1)", f"{list(stats.mean)} / {list(stats.std)}" if stats else None)]
 
 
 def _distribution_section(records: pd.DataFrame, problems: list[str], classes: tuple[str, ...]) -> h.Section:
@@ -247,41 +245,41 @@ def _raw_sources(files: InputFiles, image_ids: list[str]) -> tuple[dict[str, byt
     return found, "; ".join(notes)
 
 
-def _build_card(folder: Path, card: dict) -> h.Section:
-    cfg = card.get("config", {})
-    pre = cfg.get("preprocess", {})
-    split = card.get("split", {})
-    source = card.get("input", {})
-    facts = _common_facts(card) + [
+def _build_card(folder: Path, build: Build) -> h.Section:
+    cfg = build.config
+    pre = build.preprocess
+    split = build.split_record
+    source = build.input
+    facts = _common_facts(build) + [
         ("input", f"{source.get('root')} ({source.get('layout')} layout, {source.get('rows')} metadata rows)" if source else None),
         ("split", ", ".join(f"{k} {v}" for k, v in split.items())),
         ("image", f"{pre.get('size')} (w, h), {cfg.get('format')} quality {cfg.get('quality')}, {cfg.get('shard_size')} samples per tar"),
         ("hair removal", f"kernel {pre.get('hair_kernel')}, threshold {pre.get('hair_threshold')}, inpaint radius {pre.get('inpaint_radius')}"
          if pre.get("hair_removal") else "off"),
         ("CLAHE", f"clip {pre.get('clahe_clip')}, {pre.get('clahe_tiles')}x{pre.get('clahe_tiles')} tiles" if pre.get("clahe") else "off"),
-        ("skipped inputs", len(card.get("skipped", []))), ("converted inputs", len(card.get("converted", []))),
+        ("skipped inputs", len(build.skipped)), ("converted inputs", len(build.converted)),
         ("input warnings", "; ".join(source.get("warnings", []))),
     ]
     extra = []
-    if card.get("skipped"):
-        rows = [[s.get("image_id"), s.get("file"), s.get("reason")] for s in card["skipped"]]
+    if build.skipped:
+        rows = [[s.get("image_id"), s.get("file"), s.get("reason")] for s in build.skipped]
         extra += ["<h3>Skipped inputs</h3>", h.table(["image_id", "file", "reason"], rows, MAX_ROWS)]
-    if card.get("converted"):
-        rows = [[s.get("image_id"), s.get("file"), "; ".join(s.get("notes", []))] for s in card["converted"]]
+    if build.converted:
+        rows = [[s.get("image_id"), s.get("file"), "; ".join(s.get("notes", []))] for s in build.converted]
         extra += ["<h3>Converted inputs</h3>", h.table(["image_id", "file", "conversions"], rows, MAX_ROWS)]
-    return _card_section(folder, card, facts, extra)
+    return _card_section(folder, build, facts, extra)
 
 
 def _build_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
-    card, manifest = read_card(folder), read_manifest(folder)
-    classes = card_classes(card)
+    build, manifest = Build.open(folder), read_manifest(folder)
+    classes = build.classes
     chosen = choose_samples(manifest, per_class, seed, classes)
-    scan = scan_shards(folder, card.get("shards", []), {k for keys in chosen.values() for k in keys} | pair_keys(card))
+    scan = scan_shards(folder, build.shards, {k for keys in chosen.values() for k in keys} | pair_keys(build))
     rows = manifest.set_index("key")
-    files = input_files(card)  # one opening of each input for the samples and the duplicate pairs
+    files = input_files(build)  # one opening of each input for the samples and the duplicate pairs
     raw, raw_note = _raw_sources(files, [rows.at[k, "image_id"] for keys in chosen.values() for k in keys])
     try:
-        cfg = PreprocessConfig.from_dict(card["config"]["preprocess"])
+        cfg = PreprocessConfig.from_dict(build.preprocess) if build.preprocess else None
     except (KeyError, TypeError, HamdataError):
         cfg = None
     steps = " + ".join(n for n, on in (("hair removal", cfg and cfg.hair_removal), ("CLAHE", cfg and cfg.clahe)) if on) or "no filters"
@@ -291,13 +289,13 @@ def _build_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
         "file again gives the stored bytes exactly.</p>")
     if raw_note:
         samples.add(h.note(raw_note))
-    fmt, quality = card.get("config", {}).get("format", "jpg"), card.get("config", {}).get("quality", 95)
+    fmt, quality = build.image_format, build.quality
     for dx in classes:
         cards = [_before_after(key, rows.loc[key], scan, raw.get(rows.at[key, "image_id"]), cfg, fmt, quality)
                  for key in chosen[dx]]
         samples.add(*_class_block(dx, int((manifest["dx"] == dx).sum()), cards))
-    sections = [_build_card(folder, card), _distribution_section(_records(manifest, scan.meta), scan.problems, classes),
-                collections_section(card, manifest, classes, scan.meta), samples, duplicates_section(card, scan.images, files)]
+    sections = [_build_card(folder, build), _distribution_section(_records(manifest, scan.meta), scan.problems, classes),
+                collections_section(build, manifest, scan.meta), samples, duplicates_section(build, scan.images, files)]
     return [s for s in sections if s is not None]  # a format 1 build has no collections; most have no duplicates
 
 
@@ -337,9 +335,9 @@ def _before_after(key: str, row, scan: Scan, raw: bytes | None, cfg, fmt: str, q
 
 
 def _balanced_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
-    card, manifest = read_card(folder), read_manifest(folder)
-    cfg = card.get("config", {})
-    classes = card_classes(card)
+    card, manifest = Build.open(folder), read_manifest(folder)
+    cfg = card.config
+    classes = card.classes
     copies = manifest[manifest["source"] == "augmented"]
     chosen = choose_samples(copies, per_class, seed, classes)
     for dx in classes:  # a class with no copies shows the originals it kept
@@ -348,19 +346,17 @@ def _balanced_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
     rows = manifest.set_index("key")
     keys = {k for ks in chosen.values() for k in ks}
     parents = {rows.at[k, "parent"] for k in keys if rows.at[k, "parent"]}
-    scan = scan_shards(folder, card.get("shards", []), keys | parents)
+    scan = scan_shards(folder, card.shards, keys | parents)
     build = _parent_build(folder, card)
     if parents - scan.images.keys() and build is not None:
-        scan = scan_shards(build[0], [s for s in build[1].get("shards", []) if s.get("split") == "train"],
-                           parents - scan.images.keys(), scan)
-    plan = card.get("plan", {})
-    plan_rows = [[dx, p.get("originals"), p.get("kept"), p.get("copies"), p.get("policy")] for dx, p in plan.items()]
-    definitions = [[name, d.get("version"), d.get("description")] for name, d in (card.get("policy_definitions") or {}).items()]
+        scan = scan_shards(build[0], build[1].shards_of("train"), parents - scan.images.keys(), scan)
+    plan_rows = [[dx, p.get("originals"), p.get("kept"), p.get("copies"), p.get("policy")] for dx, p in card.plan.items()]
+    definitions = [[name, d.get("version"), d.get("description")] for name, d in card.policy_definitions.items()]
     facts = _common_facts(card) + [
         ("target per class", cfg.get("target")), ("seed", cfg.get("seed")), ("strong policy below", cfg.get("strong_below")),
         ("built from", f"{build[0]} (dataset.json sha256 matches)" if build and build[2] else
-         f"{build[0]} (its dataset.json changed since)" if build else f"{card.get('build', {}).get('path')} (not found)"),
-        ("warnings", "; ".join(card.get("warnings", []))),
+         f"{build[0]} (its dataset.json changed since)" if build else f"{card.made_from_path} (not found)"),
+        ("warnings", "; ".join(card.warnings)),
     ]
     extra = ["<h3>Plan</h3>", h.table(["class", "originals", "kept", "copies", "policy"], plan_rows),
              "<h3>Augmentation policies</h3>", h.table(["policy", "version", "what it does"], definitions)]
@@ -374,18 +370,18 @@ def _balanced_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
     return [_card_section(folder, card, facts, extra), _distribution_section(_records(manifest, scan.meta), [], classes), samples]
 
 
-def _parent_build(folder: Path, card: dict) -> tuple[Path, dict, bool] | None:
+def _parent_build(folder: Path, card: Build) -> tuple[Path, Build, bool] | None:
     """The build a balanced set came from, its card, and whether that card is the one it was made from."""
-    rel = (card.get("build") or {}).get("path")
+    rel = card.made_from_path
     if not rel:
         return None
     build = (folder / rel).resolve()
     try:
-        build_card = read_card(build)
+        build_card = Build.open(build)
     except HamdataError:
         return None
     digest = hashlib.sha256((build / CARD_NAME).read_bytes()).hexdigest()
-    return build, build_card, digest == card["build"].get("sha256")
+    return build, build_card, digest == card.made_from
 
 
 def _copy_card(key: str, row, scan: Scan, cfg: dict) -> str:

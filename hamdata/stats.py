@@ -24,8 +24,8 @@ from hamdata.inputs.classes import CLASS_SETS, CLASSES, class_set_name
 from hamdata.pages.collections import (DEFAULT_COLLECTION, collection_counts, collection_split_counts, duplicates_summary,
                                  plot_collections, unmapped_rows, unmapped_table, duplicate_list_lines)
 from hamdata.errors import HamdataError
-from hamdata.store.card import balanced_sets
-from hamdata.store.manifest import CARD_NAME, card_classes, read_card
+from hamdata.store.card import Build
+from hamdata.store.manifest import CARD_NAME
 from hamdata.plots import new_figure, save_png
 from hamdata.store.shards import TAR_ERRORS, iter_samples, tar_error_detail
 from hamdata.split.stratified import SPLITS
@@ -72,44 +72,43 @@ def run_stats(path: Path, out: Path | None = None, progress: bool = True) -> dic
 def _build_records(folder: Path, progress: bool) -> tuple[pd.DataFrame, list[str], tuple[str, ...], dict]:
     """Per-sample metadata of a build, from the json member of every sample; the header lines; its class list;
     the tables of its card (labels no class took)."""
-    card = read_card(folder)
-    shards = card.get("shards")
-    if not isinstance(shards, list) or any(not isinstance(s, dict) or "path" not in s for s in shards):
-        raise HamdataError(f"{folder / CARD_NAME}: expected 'shards' to be a list of entries with a 'path'")
+    build = Build.open(folder)
+    shards = build.shards
     rows: list[dict] = []
-    bar = tqdm(total=sum(int(s.get("samples", 0)) for s in shards), unit="sample", desc=f"stats {folder.name}",
+    bar = tqdm(total=sum(s.samples for s in shards), unit="sample", desc=f"stats {folder.name}",
                disable=not progress, dynamic_ncols=True)
     try:
         for entry in shards:
-            rows += _read_shard(folder / entry["path"], entry.get("split"), bar)
+            rows += _read_shard(folder / entry.path, entry.split, bar)
     finally:
         bar.close()
     records = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
     per_split = records["split"].value_counts()
     splits = ", ".join(f"{int(per_split[s])} {s}" for s in _split_order(per_split.index))
     header = [f"build {folder}: {len(records)} samples ({splits}) in {len(shards)} shards"]
-    balanced = balanced_sets(folder)
+    balanced = build.balanced_sets
     if balanced:
         header.append(f"balanced sets not included (run stats on each): {', '.join(balanced)}")
-    summary = duplicates_summary(card)
+    summary = duplicates_summary(build)
     if summary:
         header.append(summary)
-    return records, header + _untaken_header(card), card_classes(card), _untaken_tables(card)
+    return (records, header + _untaken_header(build), build.classes,
+            _untaken_tables(build.unmapped, build.left_out))
 
 
-def _untaken_header(card: dict) -> list[str]:
-    """Lines on the rows a build (or a raw copy read as one) did not take: labels, image types, listed pairs."""
+def _untaken_header(build: Build) -> list[str]:
+    """Lines on the rows a build did not take: labels, image types, listed pairs."""
     lines = []
-    if card.get("unmapped"):
-        lines.append(f"labels no class took: {unmapped_rows(card['unmapped'])} rows (table below)")
-    if card.get("left_out"):
-        lines.append(f"image types left out: {unmapped_rows(card['left_out'])} rows (table below)")
-    return lines + duplicate_list_lines(card.get("duplicate_lists"))
+    if build.unmapped:
+        lines.append(f"labels no class took: {unmapped_rows(build.unmapped)} rows (table below)")
+    if build.left_out:
+        lines.append(f"image types left out: {unmapped_rows(build.left_out)} rows (table below)")
+    return lines + duplicate_list_lines(build.duplicate_lists)
 
 
-def _untaken_tables(card: dict) -> dict:
-    tables = {"unmapped": unmapped_table(card.get("unmapped")),
-              "left_out": unmapped_table(card.get("left_out"), "image type")}
+def _untaken_tables(unmapped, left_out) -> dict:
+    """The tables of the labels no class took and of the image types left out, where there are any."""
+    tables = {"unmapped": unmapped_table(unmapped), "left_out": unmapped_table(left_out, "image type")}
     return {name: table for name, table in tables.items() if table is not None}
 
 
@@ -193,8 +192,7 @@ def _raw_isic_records(path: Path, source) -> tuple[pd.DataFrame, list[str], tupl
     if source.repeated:
         header.append(f"{len(source.repeated)} rows repeat the image id of an earlier row and are not counted")
     header += [f"warning: {w}" for w in inputs.warnings]
-    return records, header, CLASS_SETS[RAW_CLASS_SET], _untaken_tables({"unmapped": inputs.unmapped,
-                                                                         "left_out": inputs.left_out})
+    return records, header, CLASS_SETS[RAW_CLASS_SET], _untaken_tables(inputs.unmapped, inputs.left_out)
 
 
 def _raw_default_out(path: Path) -> Path:

@@ -17,8 +17,10 @@ from tqdm import tqdm
 
 from hamdata.errors import HamdataError
 from hamdata.store.card import balanced_folders, is_balanced_name
-from hamdata.store.manifest import CARD_NAME, INFO_NAME, MANIFEST_NAME, card_classes, read_card, read_manifest, timm_info
-from hamdata.store.shards import IMAGE_EXTS, JSON_SCHEMAS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
+from hamdata.store.card import Build, Shard
+from hamdata.store.manifest import CARD_NAME, INFO_NAME, MANIFEST_NAME, read_manifest, timm_info
+from hamdata.store.schema import JSON_SCHEMAS
+from hamdata.store.shards import IMAGE_EXTS, TAR_ERRORS, Sample, iter_samples, sha256_file, tar_error_detail
 from hamdata.split.stratified import audit_leakage
 from hamdata.workspace import writer_of
 
@@ -35,7 +37,7 @@ def verify_tree(folder: Path, progress: bool = True) -> list[str]:
     if busy:
         return [busy]
     try:
-        build = read_card(folder).get("build", {}).get("path")
+        build = Build.open(folder).made_from_path
     except HamdataError:
         build = None
     if build:  # a balanced set given on its own: check it against the build it came from
@@ -55,7 +57,7 @@ def being_written(folder: Path) -> str | None:
 def verify_folder(folder: Path, parent: Path | None = None, progress: bool = True) -> list[str]:
     """Problems of one build or balanced set (``parent`` is the build a balanced set came from)."""
     try:
-        card = read_card(folder)
+        card = Build.open(folder)
         manifest = read_manifest(folder)
     except HamdataError as exc:
         return [str(exc)]
@@ -65,10 +67,10 @@ def verify_folder(folder: Path, parent: Path | None = None, progress: bool = Tru
         problems.append(f"{folder / MANIFEST_NAME}: duplicate keys ({', '.join(dup[:3])})")
     rows = manifest.drop_duplicates("key").set_index("key")
     seen: list[dict] = []
-    shards = card.get("shards", [])
-    bar = tqdm(total=sum(s.get("samples", 0) for s in shards), unit="sample", desc=f"verify {folder.name}",
+    shards = card.shards
+    bar = tqdm(total=sum(s.samples for s in shards), unit="sample", desc=f"verify {folder.name}",
                disable=not progress, dynamic_ncols=True)
-    classes = card_classes(card)
+    classes = card.classes
     for entry in shards:
         problems += _check_shard(folder, entry, rows, seen, bar, classes)
     bar.close()
@@ -87,11 +89,11 @@ def verify_folder(folder: Path, parent: Path | None = None, progress: bool = Tru
     return problems
 
 
-def _check_duplicates(folder: Path, card: dict, records: pd.DataFrame) -> list[str]:
+def _check_duplicates(folder: Path, card: Build, records: pd.DataFrame) -> list[str]:
     """The duplicate pairs of dataset.json: a dropped copy is not in the build, kept pairs share a split."""
     split_of = dict(zip(records["image_id"], records["split"])) if len(records) else {}
     problems = []
-    for pair in card.get("duplicates", []):
+    for pair in card.duplicates:
         kept, other = pair.get("kept"), pair.get("dropped")
         if kept == other:
             continue  # the same image id in two inputs: one sample by construction
@@ -101,7 +103,7 @@ def _check_duplicates(folder: Path, card: dict, records: pd.DataFrame) -> list[s
         elif kept in split_of and other in split_of and split_of[kept] != split_of[other]:
             problems.append(f"leakage: duplicate pair {kept} ({split_of[kept]}) and {other} ({split_of[other]}) "
                             f"is in two splits")
-    for listed in card.get("duplicate_lists") or []:
+    for listed in card.duplicate_lists:
         problems += _check_listed(Path(listed.get("file", "")), split_of)
     return problems
 
@@ -133,15 +135,15 @@ def _check_listed(path: Path, split_of: dict) -> list[str]:
     return problems
 
 
-def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar, classes: tuple[str, ...]) -> list[str]:
-    path = folder / entry["path"]
+def _check_shard(folder: Path, entry: Shard, rows: pd.DataFrame, seen: list, bar, classes: tuple[str, ...]) -> list[str]:
+    path = folder / entry.path
     if not path.is_file():
         return [f"{path}: shard listed in {CARD_NAME} is missing"]
     problems = []
     size = path.stat().st_size
-    if size != entry.get("bytes"):
-        problems.append(f"{path}: {size} bytes, {CARD_NAME} says {entry.get('bytes')}")
-    if sha256_file(path) != entry.get("sha256"):
+    if size != entry.bytes:
+        problems.append(f"{path}: {size} bytes, {CARD_NAME} says {entry.bytes}")
+    if sha256_file(path) != entry.sha256:
         problems.append(f"{path}: sha256 differs from {CARD_NAME} (the file was changed or damaged)")
     count = 0
     try:
@@ -151,12 +153,12 @@ def _check_shard(folder: Path, entry: dict, rows: pd.DataFrame, seen: list, bar,
             problems += _check_sample(path, entry, sample, rows, seen, classes)
     except TAR_ERRORS as exc:
         problems.append(f"{path}: unreadable tar after {count} samples ({tar_error_detail(exc)})")
-    if count != entry.get("samples"):
-        problems.append(f"{path}: {count} samples, {CARD_NAME} says {entry.get('samples')}")
+    if count != entry.samples:
+        problems.append(f"{path}: {count} samples, {CARD_NAME} says {entry.samples}")
     return problems
 
 
-def _check_sample(path: Path, entry: dict, sample: Sample, rows: pd.DataFrame, seen: list,
+def _check_sample(path: Path, entry: Shard, sample: Sample, rows: pd.DataFrame, seen: list,
                   classes: tuple[str, ...]) -> list[str]:
     where = f"{path}: sample {sample.key}"
     exts = [ext for ext, _ in sample.members]
@@ -173,8 +175,8 @@ def _check_sample(path: Path, entry: dict, sample: Sample, rows: pd.DataFrame, s
     problems = []
     if not 0 <= label < len(classes) or classes[label] != record["dx"]:  # an index into the build's class list
         problems.append(f"{where}: label {label} disagrees with json dx {record['dx']!r}")
-    if record["split"] != entry["split"]:
-        problems.append(f"{where}: json split {record['split']!r} in a {entry['split']} shard")
+    if record["split"] != entry.split:
+        problems.append(f"{where}: json split {record['split']!r} in a {entry.split} shard")
     problems += _check_provenance(where, sample.key, record)
     seen.append({"key": sample.key, "image_id": record["image_id"], "lesion_id": record["lesion_id"],
                  "split": record["split"], "parent": record["parent"], "group": record.get("group") or record["lesion_id"]})
@@ -183,7 +185,7 @@ def _check_sample(path: Path, entry: dict, sample: Sample, rows: pd.DataFrame, s
     row = rows.loc[sample.key]
     expected = {"split": record["split"], "label": str(label), "dx": record["dx"], "image_id": record["image_id"],
                 "lesion_id": record["lesion_id"], "source": record["source"], "parent": record["parent"] or "",
-                "shard": entry["path"], "sha256": hashlib.sha256(image).hexdigest()}
+                "shard": entry.path, "sha256": hashlib.sha256(image).hexdigest()}
     for column, value in expected.items():
         if row[column] != value:
             problems.append(f"{where}: {MANIFEST_NAME} {column} is {row[column]!r}, the shard says {value!r}")
@@ -203,10 +205,10 @@ def _check_provenance(where: str, key: str, record: dict) -> list[str]:
     return [f"{where}: source {record['source']!r}, expected original or augmented"]
 
 
-def _check_counts(folder: Path, card: dict, manifest: pd.DataFrame) -> list[str]:
+def _check_counts(folder: Path, card: Build, manifest: pd.DataFrame) -> list[str]:
     problems = []
-    classes = card_classes(card)
-    for split, per_class in card.get("counts", {}).items():
+    classes = card.classes
+    for split, per_class in card.written_counts.items():
         part = manifest[manifest["split"] == split]["dx"].value_counts()
         strange = [dx for dx in per_class if dx not in classes]
         if strange:
@@ -217,21 +219,21 @@ def _check_counts(folder: Path, card: dict, manifest: pd.DataFrame) -> list[str]
     return problems
 
 
-def _check_classes(folder: Path, card: dict, parent: Path | None) -> list[str]:
+def _check_classes(folder: Path, card: Build, parent: Path | None) -> list[str]:
     """A balanced set has the class list of its build (its labels are indices into that list)."""
     if parent is None:
         return []
     try:
-        build = card_classes(read_card(parent))
+        build = Build.open(parent).classes
     except HamdataError:  # _check_parents says so
         return []
-    own = card_classes(card)
+    own = card.classes
     if own != build:
         return [f"{folder / CARD_NAME}: classes {', '.join(own)}, but its build {parent} has {', '.join(build)}"]
     return []
 
 
-def _check_info(folder: Path, card: dict, parent: Path | None) -> list[str]:
+def _check_info(folder: Path, card: Build, parent: Path | None) -> list[str]:
     """_info.json (timm's split index), when there is one, against the splits and shards of dataset.json (and, for
     a balanced set, the val and test splits of its build, ``parent``).
 
@@ -250,10 +252,10 @@ def _check_info(folder: Path, card: dict, parent: Path | None) -> list[str]:
     build = None
     if parent is not None:
         try:
-            build = read_card(parent)
+            build = Build.open(parent).raw
         except HamdataError:  # _check_parents says so; the set's own splits are still checked
             pass
-    expected = timm_info(card, build)["splits"]
+    expected = timm_info(card.raw, build)["splits"]
     problems = []
     if (parent is None or build is not None) and sorted(splits) != sorted(expected):
         problems.append(f"{path}: splits {sorted(splits)}, expected {sorted(expected)} (from {CARD_NAME})")
@@ -272,8 +274,8 @@ def _brief(value) -> str:
     return repr(value)
 
 
-def _check_extra_files(folder: Path, card: dict) -> list[str]:
-    listed = {s["path"] for s in card.get("shards", [])} | {CARD_NAME, MANIFEST_NAME, INFO_NAME}
+def _check_extra_files(folder: Path, card: Build) -> list[str]:
+    listed = {s.path for s in card.shards} | {CARD_NAME, MANIFEST_NAME, INFO_NAME}
     problems = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()

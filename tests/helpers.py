@@ -354,44 +354,33 @@ def relabel_build(src: Path, out: Path, scc_every: int = 0) -> Path:
     import json
 
     from hamdata.inputs.classes import ISIC2019_CLASSES
-    from hamdata.store.manifest import (CARD_NAME, MANIFEST_COLUMNS, MANIFEST_NAME, ManifestWriter, read_manifest, write_card,
-                                  write_info)
-    from hamdata.store.shards import ShardWriter, iter_samples, sample_json
+    from hamdata.store.manifest import CARD_NAME, read_manifest
+    from hamdata.store.shards import iter_samples
+    from hamdata.store.writer import BuildWriter
 
     card = json.loads((Path(src) / CARD_NAME).read_text(encoding="utf-8"))
     manifest = read_manifest(src)
     nv_lesions = sorted(set(manifest.loc[manifest["dx"] == "nv", "lesion_id"]))
     to_scc = set(nv_lesions[scc_every - 1::scc_every]) if scc_every else set()
-
-    def new_dx(dx: str, lesion: str) -> str:
-        return "ak" if dx == "akiec" else "scc" if dx == "nv" and lesion in to_scc else dx
-
+    kin = {key: (collection, group) for key, collection, group in zip(manifest["key"], manifest["collection"],
+                                                                       manifest["group"])}
     out = Path(out)
     out.mkdir(parents=True)
-    writers, shards = {}, []
-    for entry in card["shards"]:
-        split = entry["split"]
-        writer = writers.setdefault(split, ShardWriter(out, split, split, split, card["config"]["shard_size"]))
-        for sample in iter_samples(Path(src) / entry["path"]):
-            (ext, image), record = sample.members[0], json.loads(sample.get("json"))
-            record["dx"] = new_dx(record["dx"], record["lesion_id"])
-            writer.write(sample.key, ext, image, ISIC2019_CLASSES.index(record["dx"]), sample_json(record))
-    for writer in writers.values():
-        shards += [info.to_dict() for info in writer.close()]
-    assert [(s["path"], s["samples"]) for s in shards] == [(s["path"], s["samples"]) for s in card["shards"]]
-    manifest["dx"] = [new_dx(dx, lesion) for dx, lesion in zip(manifest["dx"], manifest["lesion_id"])]
-    manifest["label"] = [str(ISIC2019_CLASSES.index(dx)) for dx in manifest["dx"]]
-    rows = ManifestWriter(out / MANIFEST_NAME)
-    for row in manifest.to_dict("records"):
-        rows.write({column: row[column] for column in MANIFEST_COLUMNS})
-    rows.close()
-    counts = {split: {dx: int(((manifest["split"] == split) & (manifest["dx"] == dx)).sum()) for dx in ISIC2019_CLASSES}
-              for split in card["counts"]}
-    card.update(classes=list(ISIC2019_CLASSES), counts=counts, shards=shards)
-    if "classes" in card.get("config", {}):
-        card["config"]["classes"] = "isic2019"
-    write_info(out, card)
-    write_card(out, card)
+    splits = {s["split"]: s["split"] for s in card["shards"]}  # in the card's order
+    with BuildWriter(out, ISIC2019_CLASSES, card["config"]["shard_size"], splits, measure=False) as writer:
+        for entry in card["shards"]:
+            for sample in iter_samples(Path(src) / entry["path"]):
+                (ext, image), record = sample.members[0], json.loads(sample.get("json"))
+                dx, lesion = record["dx"], record["lesion_id"]
+                record["dx"] = "ak" if dx == "akiec" else "scc" if dx == "nv" and lesion in to_scc else dx
+                collection, group = kin[sample.key]
+                writer.write(sample.key, ext, image, record, collection=collection, group=group)
+        shards = list(card.pop("shards"))
+        card["classes"] = list(ISIC2019_CLASSES)
+        if "classes" in card.get("config", {}):
+            card["config"]["classes"] = "isic2019"
+        writer.finish(card)
+    assert [(s["path"], s["samples"]) for s in card["shards"]] == [(s["path"], s["samples"]) for s in shards]
     return out
 
 

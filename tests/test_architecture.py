@@ -104,3 +104,27 @@ def test_hamdata_imports_only_downward():
 def test_no_module_is_500_lines_or_more():
     long = {name: n for name, path in modules().items() if (n := len(path.read_text(encoding="utf-8").splitlines())) >= 500}
     assert long == {}
+
+
+def source_outside_store() -> dict[str, str]:
+    return {name: path.read_text(encoding="utf-8") for name, path in modules().items()
+            if not name.startswith("hamdata.store")}
+
+
+def test_the_build_folder_has_one_owner():
+    """hamdata/store owns the build folder: nothing else reads dataset.json by string key (``card["..."]``,
+    ``card.get(...)``: they read a typed Build), spells its name, or spells the balanced-N pattern; build and
+    balance write through one BuildWriter."""
+    import re
+
+    keyed = re.compile(r"\bcard(\.get\(|\[)")
+    readers = {name: keyed.findall(text) for name, text in source_outside_store().items()}
+    assert {name: len(found) for name, found in readers.items() if found} == {}
+    spelled = {name for name, text in source_outside_store().items() if '"dataset.json"' in text or '"balanced-' in text}
+    assert spelled == set()
+    everything = "".join(p.read_text(encoding="utf-8") for p in modules().values())
+    assert everything.count('"dataset.json"') == 1 and everything.count('"balanced-"') == 1
+    for command in ("build", "balance"):
+        tree = ast.parse(modules()[f"hamdata.{command}"].read_text(encoding="utf-8"))
+        called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+        assert "BuildWriter" in called and not {"ShardWriter", "ManifestWriter", "write_card", "write_info"} & called

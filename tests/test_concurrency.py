@@ -222,7 +222,7 @@ def test_a_killed_writer_does_not_block_the_next_run(data, alone, tmp_path):
 
 def test_an_output_that_appears_meanwhile_is_not_replaced(data, alone, tmp_path):
     gate = Gate(tmp_path, "done")
-    a = start_cli(build_args(data, 1), tmp_path, gate.hook("hamdata.build", "write_card", after=True))
+    a = start_cli(build_args(data, 1), tmp_path, gate.hook("hamdata.store.writer", "write_card", after=True))
     gate.wait(a, "the build finished its work")
     (tmp_path / OUT).mkdir()  # another tool (a copy, a sync) writes the output meanwhile
     (tmp_path / OUT / "theirs.txt").write_text("not ours")
@@ -242,7 +242,7 @@ def test_an_output_that_appears_meanwhile_is_not_replaced(data, alone, tmp_path)
 def test_verify_on_a_folder_being_written_is_not_intact(data, tmp_path):
     assert build_in(tmp_path, data).exit_code == 0
     out = tmp_path / OUT
-    for name, hook in [("overwrite", ("hamdata.build", "open_inputs", False)), ("done", ("hamdata.build", "write_card", True))]:
+    for name, hook in [("overwrite", ("hamdata.build", "open_inputs", False)), ("done", ("hamdata.store.writer", "write_card", True))]:
         gate = Gate(tmp_path, name)
         a = start_cli(build_args(data, 1, "--overwrite", "--seed", "8"), tmp_path, gate.hook(*hook[:2], after=hook[2]))
         gate.wait(a, "the build was writing")

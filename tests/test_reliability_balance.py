@@ -32,7 +32,7 @@ def slow_write(self, *args, **kwargs):
     return write(self, *args, **kwargs)
 ShardWriter.write = slow_write
 """
-KILL_AFTER_CARD = kill_after("hamdata.balance", "write_card")
+KILL_AFTER_CARD = kill_after("hamdata.store.writer", "write_card")
 
 
 @pytest.fixture(scope="module")

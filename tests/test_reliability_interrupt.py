@@ -115,7 +115,7 @@ def test_kill_at_a_time_offset_then_rerun(data, reference, tmp_path, seconds, wo
 
 
 # Deterministic kill points: the subprocess SIGKILLs itself right after a chosen step.
-KILL_AFTER_CARD = kill_after("hamdata.build", "write_card")
+KILL_AFTER_CARD = kill_after("hamdata.store.writer", "write_card")
 
 
 def test_kill_after_the_card_is_written_but_before_the_move(data, reference, tmp_path):

@@ -5,7 +5,8 @@ import tarfile
 
 import pytest
 
-from hamdata.store.shards import JSON_FIELDS, MTIME, OWNER, ShardWriter, iter_samples, sample_json, sha256_file
+from hamdata.store.schema import JSON_FIELDS, sample_json
+from hamdata.store.shards import MTIME, OWNER, ShardWriter, iter_samples, sha256_file
 
 
 def record(i, split="train"):

@@ -21,7 +21,8 @@ from PIL import Image
 
 from hamdata.inputs.classes import CLASSES, label_of
 from hamdata.errors import HamdataError
-from hamdata.store.shards import ShardWriter, sample_json
+from hamdata.store.schema import sample_json
+from hamdata.store.shards import ShardWriter
 from hamdata.stats import PLOT_NAMES, run_stats, tables_from_records
 
 # image_id, lesion_id, dx, age, sex, localization, split

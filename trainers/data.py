@@ -343,7 +343,7 @@ def make_loader(spec: StreamSpec, workers: int, pin_memory: bool = False) -> tor
 class TrainSet:
     """The training stream's source: the train split of a build, or one of its balanced sets."""
 
-    name: str  # "train" or "balanced-N"
+    name: str  # train, val, test or a balanced set by name (balanced-N)
     folder: Path
     shards: tuple[str, ...]
     counts: dict  # {dx: n} in the order of the build's class list

@@ -21,6 +21,7 @@ from hamdata.pages import html as h
 from hamdata.errors import HamdataError
 from hamdata.plots import new_figure
 from hamdata.split.stratified import SPLITS
+from hamdata.store.card import Build
 from hamdata.inputs.metadata_isic2020 import LIST_EVIDENCE as LIST_METHOD
 from hamdata.inputs.vocabulary import COLLECTIONS
 
@@ -113,23 +114,24 @@ def duplicate_list_lines(lists) -> list[str]:
             f"{e.get('outside')} with an image outside the build" for e in lists or []]
 
 
-def id_duplicates(card: dict) -> list[dict]:
-    """The duplicates of a card found by image id."""
-    return [d for d in card.get("duplicates") or [] if (d.get("evidence") or {}).get("method") == ID_METHOD]
+def id_duplicates(build: Build) -> list:
+    """The duplicates of a build found by image id."""
+    return [d for d in build.duplicates if (d.get("evidence") or {}).get("method") == ID_METHOD]
 
 
-def content_duplicates(card: dict) -> list[dict]:
-    """The duplicates of a card found by content (in dataset.json's order)."""
-    return [d for d in card.get("duplicates") or [] if (d.get("evidence") or {}).get("method") != ID_METHOD]
+def content_duplicates(build: Build) -> list:
+    """The duplicates of a build found by content (in dataset.json's order)."""
+    return [d for d in build.duplicates if (d.get("evidence") or {}).get("method") != ID_METHOD]
 
 
-def duplicates_summary(card: dict) -> str | None:
-    """One line: duplicates by id and by content, dropped and kept, same-lesion pairs; None for a format 1 card."""
-    if "duplicates" not in card and "duplicate_search" not in card:
+def duplicates_summary(build: Build) -> str | None:
+    """One line: duplicates by id and by content, dropped and kept, same-lesion pairs; None for a format 1 build
+    or a balanced set."""
+    if not build.knows_duplicates:
         return None
-    by_id, by_content = id_duplicates(card), content_duplicates(card)
+    by_id, by_content = id_duplicates(build), content_duplicates(build)
     dropped = sum(d.get("action") == "dropped" for d in by_id + by_content)
-    search = card.get("duplicate_search") or {}
+    search = build.duplicate_search
     if search.get("searched") is False:
         content = "no search by content (--no-duplicate-search)"
     else:
@@ -147,9 +149,9 @@ def duplicates_summary(card: dict) -> str | None:
 # ------------------------------------------------------------------ report sections
 
 
-def pair_keys(card: dict) -> set[str]:
+def pair_keys(build: Build) -> set[str]:
     """Keys of the shown content pairs' images (kept and dropped: with --keep-duplicates both are stored)."""
-    return {str(d.get(k)) for d in content_duplicates(card)[:MAX_PAIRS] for k in ("kept", "dropped")}
+    return {str(d.get(k)) for d in content_duplicates(build)[:MAX_PAIRS] for k in ("kept", "dropped")}
 
 
 def _input_name(inputs: dict, index) -> str:
@@ -157,37 +159,37 @@ def _input_name(inputs: dict, index) -> str:
     return f"{index}: {entry.get('root')}" if entry else f"{index}"
 
 
-def collections_section(card: dict, manifest: pd.DataFrame, classes, meta: dict) -> h.Section | None:
+def collections_section(build: Build, manifest: pd.DataFrame, meta: dict) -> h.Section | None:
     """Inputs, samples per collection and class (table and plot) and split, labels no class took, groups and
     the duplicate search; None for a format 1 build (no ``inputs``). meta: key -> json record of every sample."""
-    if "inputs" not in card:
+    if not build.has_inputs:
         return None
     collections = manifest["collection"].nunique() if "collection" in manifest.columns else 1
-    several = len(card.get("inputs") or []) > 1 or collections > 1
-    if not several and not any((card.get("unmapped") or {}).values()) and not any((card.get("left_out") or {}).values()):
+    several = len(build.inputs) > 1 or collections > 1
+    if not several and not any(build.unmapped.values()) and not any(build.left_out.values()):
         return None  # one input, every row taken: the build card says it all
     section = h.Section("collections", "Collections")
     built = pd.Series([m.get("input") for m in meta.values()], dtype=object).value_counts()
     rows = [[i.get("index"), i.get("root"), i.get("layout"), i.get("collection"), i.get("rows"),
              int(built.get(i.get("index"), 0)), "there" if i.get("root") and Path(i["root"]).is_dir() else "gone"]
-            for i in card.get("inputs") or []]
+            for i in build.inputs]
     section.add("<h3>Inputs</h3>", h.table(["input", "root", "layout", "collection", "table rows", "samples built",
                                             "input folder now"], rows))
-    counts = collection_counts(manifest, classes)
+    counts = collection_counts(manifest, build.classes)
     section.add("<h3>Samples per collection and class</h3>", h.frame(counts),
                 "<h3>Samples per collection and split</h3>", h.frame(collection_split_counts(manifest)),
                 f'<div class="plots">{h.img(h.figure_uri(plot_collections(counts)), "plot")}</div>')
-    unmapped = unmapped_table(card.get("unmapped"))
+    unmapped = unmapped_table(build.unmapped)
     if unmapped is not None:
-        section.add(f"<h3>Labels no class took ({unmapped_rows(card.get('unmapped'))} rows)</h3>", h.frame(unmapped))
-    left_out = unmapped_table(card.get("left_out"), "image type")
+        section.add(f"<h3>Labels no class took ({unmapped_rows(build.unmapped)} rows)</h3>", h.frame(unmapped))
+    left_out = unmapped_table(build.left_out, "image type")
     if left_out is not None:
-        section.add(f"<h3>Image types left out ({unmapped_rows(card.get('left_out'))} rows)</h3>", h.frame(left_out))
-    groups = card.get("groups") or {}
+        section.add(f"<h3>Image types left out ({unmapped_rows(build.left_out)} rows)</h3>", h.frame(left_out))
+    groups = build.groups
     return section.add(h.facts([
         ("groups (never split)", f"{groups.get('count')}, the largest {groups.get('largest')} images, "
                                  f"{groups.get('with_several_lesions')} with several lesions" if groups else None),
-        ("duplicates", duplicates_summary(card))]))
+        ("duplicates", duplicates_summary(build))]))
 
 
 class InputFiles:
@@ -270,21 +272,21 @@ def _pair_card(d: dict, stored: dict, files: InputFiles) -> str:
             f'<br>{why} &middot; {h.esc(d.get("action"))}</div></div>')
 
 
-def input_files(card: dict) -> InputFiles:
-    """The InputFiles of a build: its inputs (a format 1 card: its one input, as input 0)."""
-    return InputFiles(card.get("inputs") or [dict(card.get("input") or {}, index=0)])
+def input_files(build: Build) -> InputFiles:
+    """The InputFiles of a build: its inputs (a format 1 build: its one input, as input 0)."""
+    return InputFiles(build.input_list)
 
 
-def duplicates_section(card: dict, stored: dict, files: InputFiles) -> h.Section | None:
+def duplicates_section(build: Build, stored: dict, files: InputFiles) -> h.Section | None:
     """Content pairs side by side (up to MAX_PAIRS) and pairs by image id as a table; None without duplicates.
 
     stored: key -> (ext, bytes) of the images read from the shards (``pair_keys`` were asked for).
     files: the build's input files, shared with the rest of the page (each input opened once).
     """
-    by_id, by_content = id_duplicates(card), content_duplicates(card)
+    by_id, by_content = id_duplicates(build), content_duplicates(build)
     if not by_id and not by_content:
         return None
-    section = h.Section("duplicates", "Duplicates").add(f"<p>{h.esc(duplicates_summary(card))}</p>")
+    section = h.Section("duplicates", "Duplicates").add(f"<p>{h.esc(duplicates_summary(build))}</p>")
     if by_content:
         section.add(f"<h3>The same picture under another id ({len(by_content)} pairs, found by content)</h3>",
                     "<p>Each pair: the kept image as stored in the shards (preprocessed), beside the other image as "

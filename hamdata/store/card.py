@@ -157,7 +157,7 @@ class Build:
     @property
     def made_from(self) -> str | None:
         """A balanced set's build, as the sha256 of that build's dataset.json when the set was made."""
-        return (self.raw.get("build") or {}).get("sha256")
+        return self._mapping("build").get("sha256")
 
     @property
     def inputs(self) -> tuple:
@@ -173,6 +173,111 @@ class Build:
     def fingerprint(self) -> tuple[str, ...]:
         """The sha256 of every shard, in the card's order: what a run records of the build it read."""
         return tuple(s.sha256 for s in self.shards)
+
+    # What a build says of its inputs and of what it did not take (empty for a balanced set and, where noted, for a
+    # format 1 build, which predates them).
+
+    @property
+    def input(self) -> Mapping[str, Any]:
+        """The first input: root, layout, metadata table, rows, warnings (every format)."""
+        return self._mapping("input")
+
+    @property
+    def input_list(self) -> tuple:
+        """The inputs as InputFiles reads them: ``inputs``, or for a format 1 build its one input as input 0."""
+        return self.inputs or (MappingProxyType(dict(self.input, index=0)),)
+
+    @property
+    def has_inputs(self) -> bool:
+        """Whether the card lists its inputs one by one (a format 2 or 3 build)."""
+        return "inputs" in self.raw
+
+    @property
+    def skipped(self) -> tuple:
+        """The inputs not in the build and why: image_id, file, reason."""
+        return self.raw.get("skipped") or ()
+
+    @property
+    def converted(self) -> tuple:
+        """The inputs that were converted on reading (a 16-bit, CMYK or palette image): image_id, file, notes."""
+        return self.raw.get("converted") or ()
+
+    @property
+    def unmapped(self) -> Mapping[str, Any]:
+        """Per input, the labels that no class of the build took, with their rows."""
+        return self._mapping("unmapped")
+
+    @property
+    def left_out(self) -> Mapping[str, Any]:
+        """Per input, the image types left out (--image-types), with their rows."""
+        return self._mapping("left_out")
+
+    @property
+    def duplicate_lists(self) -> tuple:
+        """The publishers' duplicate lists the build applied: input, file, pairs, applied, outside."""
+        return self.raw.get("duplicate_lists") or ()
+
+    @property
+    def duplicate_search(self) -> Mapping[str, Any]:
+        """How duplicates were searched by content: method, threshold, counts."""
+        return self._mapping("duplicate_search")
+
+    @property
+    def knows_duplicates(self) -> bool:
+        """Whether the card records duplicates at all (not a format 1 build, not a balanced set)."""
+        return "duplicates" in self.raw or "duplicate_search" in self.raw
+
+    @property
+    def groups(self) -> Mapping[str, Any]:
+        """The groups the split kept together: count, largest, with_several_lesions."""
+        return self._mapping("groups")
+
+    @property
+    def split_record(self) -> Mapping[str, Any]:
+        """How the split was decided: method, seed, fractions, and what --hold-out held out."""
+        return self._mapping("split")
+
+    @property
+    def written_counts(self) -> Mapping[str, Any]:
+        """``counts`` as dataset.json has it, classes outside the class list included (what verify checks)."""
+        return self._mapping("counts")
+
+    @property
+    def tool(self) -> str:
+        """The program and version that wrote the card (``hamdata 1.2.0``)."""
+        tool = self._mapping("tool")
+        return f"{tool.get('name')} {tool.get('version')}"
+
+    @property
+    def libraries(self) -> Mapping[str, str]:
+        """The versions of what decides a shard's bytes when it was written (python, numpy, opencv, ...)."""
+        return self._mapping("libraries")
+
+    # What a balanced set says of how it was made (empty for a build).
+
+    @property
+    def plan(self) -> Mapping[str, Any]:
+        """Per class: originals, kept, copies, policy."""
+        return self._mapping("plan")
+
+    @property
+    def policy_definitions(self) -> Mapping[str, Any]:
+        """The augmentation policies by name: version and description."""
+        return self._mapping("policy_definitions")
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """A balanced set's warnings (few originals, many copies); a build's: its first input's."""
+        return tuple(self.raw.get("warnings") or self.input.get("warnings") or ())
+
+    @property
+    def made_from_path(self) -> str | None:
+        """A balanced set's build, relative to the set's folder, as the card records it."""
+        return self._mapping("build").get("path")
+
+    def _mapping(self, name: str) -> Mapping[str, Any]:
+        value = self.raw.get(name)
+        return value if isinstance(value, Mapping) else MappingProxyType({})
 
     @property
     def balanced_sets(self) -> tuple[str, ...]:
@@ -191,7 +296,7 @@ class Build:
         """A build's own folder; for a balanced set, the folder of the build it was made from."""
         if self.kind == "build":
             return self.path
-        return (self.path / self.raw.get("build", {}).get("path", "..")).resolve()
+        return (self.path / (self.made_from_path or "..")).resolve()
 
     def to_json(self) -> str:
         """The card as dataset.json holds it (sorted keys), for printing or comparing."""

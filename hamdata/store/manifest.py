@@ -18,6 +18,7 @@ import pandas as pd
 from hamdata import __version__
 from hamdata.inputs.classes import CLASSES, check_classes
 from hamdata.errors import HamdataError
+from hamdata.store.schema import MANIFEST_COLUMNS, MANIFEST_COLUMNS_V1
 
 # 2: the class list belongs to the build (``classes``), samples record their collection and input,
 # dataset.json gains ``inputs``, ``groups``, ``duplicates`` and ``unmapped``. Version 1 cards are still read.
@@ -27,11 +28,6 @@ TABULAR_FORMAT = 3  # a build whose samples carry image_type and features (hamda
 CARD_NAME = "dataset.json"
 MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "_info.json"  # what timm.data.create_dataset("wds/...", root=FOLDER, split=NAME) reads
-MANIFEST_COLUMNS_V1 = (
-    "key", "split", "label", "dx", "image_id", "lesion_id",
-    "source", "parent", "recipe", "shard", "sha256",
-)
-MANIFEST_COLUMNS = MANIFEST_COLUMNS_V1 + ("collection", "group")  # format 2: a version 1 manifest lacks the last two
 
 
 def library_versions() -> dict:

@@ -1,7 +1,7 @@
 """Deterministic WebDataset shard writing and plain reading.
 
 A sample is a key plus its members in a fixed order: the image (``jpg`` or
-``png``), ``cls`` and ``json``. Tar headers carry a fixed mtime, uid/gid 0,
+``png``), ``cls`` and ``json`` (its fields: hamdata.store.schema). Tar headers carry a fixed mtime, uid/gid 0,
 fixed user/group names and mode, so the same samples always give the same
 bytes. Reading needs only :mod:`tarfile`; any WebDataset reader works too.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import tarfile
 from collections.abc import Callable, Generator, Iterator
@@ -22,35 +21,6 @@ MTIME = 946684800  # 2000-01-01T00:00:00Z: fixed, so that tars are reproducible
 OWNER = "hamdata"
 IMAGE_EXTS = ("jpg", "png")
 MEMBER_ORDER = ("image", "cls", "json")
-JSON_FIELDS = (
-    "image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization",
-    "split", "source", "parent", "recipe",
-)
-# Format 2 adds where a sample comes from: the unified site, its collection, the index of its --data, its
-# file's stem, its patient id (or null) and its group (lesions, patients and duplicates that share a split).
-INPUT_FIELDS = ("site", "collection", "input", "file_id", "patient_id", "group")
-# Format 3 adds, in a build of an input with tabular measurements (ISIC 2024 SLICE-3D), the image type and the
-# numeric columns: ``features`` {column: number or null}; every sample of such a build has both (others: {}).
-TABULAR_FIELDS = ("image_type", "features")
-JSON_SCHEMAS = (JSON_FIELDS, JSON_FIELDS + INPUT_FIELDS, JSON_FIELDS + INPUT_FIELDS + TABULAR_FIELDS)  # formats 1-3
-
-
-def sample_json(record: dict) -> bytes:
-    """The ``.json`` member: the schema's fields in schema order, compact, ASCII.
-
-    A record with any of INPUT_FIELDS is written in the format 2 schema and needs all of them; one with
-    TABULAR_FIELDS in the format 3 schema.
-    """
-    if any(name in record for name in TABULAR_FIELDS):
-        fields = JSON_SCHEMAS[2]
-    else:
-        fields = JSON_SCHEMAS[1] if any(name in record for name in INPUT_FIELDS) else JSON_FIELDS
-    missing = [name for name in fields if name not in record]
-    if missing:
-        raise ValueError(f"sample json lacks {missing}")
-    return json.dumps({name: record[name] for name in fields}, separators=(",", ":")).encode("ascii")
-
-
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
