@@ -141,7 +141,7 @@ def main() -> int:
     seconds = images / rate
     workers = max(1, args.workers)
     if args.arch:
-        compare_with_steps(args, spec, rate, card["train_stats"])
+        compare_with_steps(args, spec, rate, card.train_stats.as_dict())
     print(f"{images} images ({args.batches} batches of {args.batch_size}) in {seconds:.2f} s; {args.workers} workers, "
           f"decode {args.decode}{' (raw batches only)' if args.raw_only else ''}, {train_set.name} of {build}, "
           f"{os.cpu_count()} CPUs")

@@ -17,7 +17,7 @@ from .config import ARCHS, DECODES, DEVICES, EVAL_SPLITS, LOSSES, PRECISIONS, RE
 from .recipes import check_paths, recipe_config, recipe_doc, run_recipe
 
 COMMON = ("shards", "out", "train_set", "arch", "weights", "epochs", "batch_size", "lr", "image_size", "device",
-          "workers", "decode", "precision", "seed", "max_steps", "stop_after", "loss", "cb_beta", "metadata", "metadata_columns")
+          "workers", "decode", "precision", "compile", "seed", "max_steps", "stop_after", "loss", "cb_beta", "metadata", "metadata_columns")
 
 
 # Ctrl-C: a run keeps its checkpoints (each written whole, then renamed); an evaluation or ensemble folder is
@@ -47,6 +47,10 @@ def _train_options(d: TrainConfig):
         click.option("--precision", default=None, type=click.Choice(PRECISIONS),
                      help="Autocast: auto is bf16 on a GPU that has it, else fp16 with a loss scaler, and fp32 on the "
                           f"CPU; fp32 switches autocast off.  [default: {d.precision}]"),
+        click.option("--compile/--no-compile", "compile", default=None,
+                     help="torch.compile the model for the training steps (inductor; the first steps wait for the "
+                          "compilation). Checkpoints keep plain weights: evaluate, predict, ensemble and Grad-CAM load "
+                          f"them uncompiled, and --resume works with or without it.  [default: {'on' if d.compile else 'off'}]"),
         click.option("--seed", default=None, type=int, help=f"Seed for weights, sampling and augmentation.  [default: {d.seed}]"),
         click.option("--loss", default=None, type=click.Choice(LOSSES),
                      help=f"focal: alpha ~ 1/n; cb_focal: class-balanced alpha (Cui et al.), over the training stream's counts.  [default: {d.loss}]"),

@@ -45,6 +45,7 @@ class TrainConfig:
     workers: int = 4  # DataLoader processes per training process
     decode: str = "cpu"  # cpu: workers decode and augment | gpu: workers read tars, JPEGs decoded and augmented on the GPU
     precision: str = "auto"  # autocast dtype: auto | bf16 | fp16 (with a GradScaler) | fp32 (no autocast)
+    compile: bool = False  # torch.compile the training step's model (checkpoints keep plain keys; evaluation runs eager)
     seed: int = 42
     weights: str = "imagenet"  # imagenet | none | path to a state dict or checkpoint
     max_steps: int = 0  # >0: at most this many steps per epoch (smoke runs)

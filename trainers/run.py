@@ -42,7 +42,7 @@ from .regularize import make_ema, make_mix
 from .schedules import make_scheduler
 
 # May change on --resume; nothing else may. A new --epochs also moves the end of phase4's cosine schedule.
-RESUMABLE = ("epochs", "device", "workers", "decode", "precision", "stop_after")
+RESUMABLE = ("epochs", "device", "workers", "decode", "precision", "compile", "stop_after")
 
 
 def resume_config(state: dict, overrides: dict, path: Path) -> TrainConfig:
@@ -323,6 +323,11 @@ def _trainer(plan: Plan, resuming: bool) -> Trainer:
     if env.dist.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.cuda else None,
                                                   gradient_as_bucket_view=True)
+    if config.compile:
+        # Only the training steps run the compiled module: it shares its parameters with ``model``, which validation,
+        # the EMA and the checkpoints use as they are (plain state_dict keys, no ``_orig_mod.``), and the last,
+        # partial evaluation batch never waits for a recompilation.
+        net = torch.compile(net)
     return Trainer(model, net, make_ema(config, model), opt, make_scheduler(config, opt, plan.steps),
                    torch.amp.GradScaler(env.device.type, enabled=env.scaled), make_loss(config, stream).to(env.device),
                    make_mix(config, len(plan.classes)), Progress())

@@ -1,0 +1,58 @@
+"""--compile: torch.compile of the training steps' model (inductor; it works on this CPU, gcc is installed).
+
+The checkpoints of a compiled run hold plain state_dict keys (no ``_orig_mod.``), so `evaluate` loads them into an
+uncompiled model; the compiled model gives the same test probabilities as that uncompiled evaluation, within 1e-5;
+a compiled run resumes without --compile. ResNet-18 is the smallest backbone the trainers offer: its compilation
+(the training graph, forward and backward) is most of this test's time."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from hamdata import runfiles
+from helpers import cli
+
+
+def test_a_compiled_run_keeps_plain_weights_that_an_uncompiled_evaluation_reads_to_1e_5(build, tmp_path):
+    from trainers.batches import Loader
+    from trainers.metrics import read_isic_csv
+    from trainers.models import build_model
+
+    run = tmp_path / "run"
+    args = ["--shards", build, "--arch", "resnet18", "--weights", "none", "--epochs", 1, "--max-steps", 3,
+            "--image-size", 32, "--batch-size", 8, "--workers", 0, "--device", "cpu", "--precision", "fp32"]
+    result = cli("train", "phase5", *args, "--out", run, "--compile")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["config"]["compile"] is True
+
+    state = torch.load(run / runfiles.LAST, map_location="cpu", weights_only=False)
+    model = build_model("resnet18", "none", 7)
+    assert list(state["model"]) == list(model.state_dict())  # plain keys, in the uncompiled model's order
+    model.load_state_dict(state["model"])
+    model.eval()
+
+    evaluation = cli("evaluate", run / runfiles.LAST, "--device", "cpu", "--workers", 0, "--out", tmp_path / "eval")
+    assert evaluation.exit_code == 0, evaluation.output
+    ids, uncompiled = read_isic_csv(tmp_path / "eval" / runfiles.PREDICTIONS, model_classes(build))
+    row = {image_id: k for k, image_id in enumerate(ids)}
+
+    compiled = torch.compile(model)
+    batch = next(iter(Loader(build, "test", image_size=32, batch_size=16, train=False)))
+    with torch.no_grad():
+        probs = torch.softmax(compiled(batch["images"]), dim=1).numpy()
+    assert probs.shape == (16, 7)
+    expected = uncompiled[[row[key] for key in batch["keys"]]]
+    assert abs(probs - expected).max() < 1e-5
+
+    resumed = cli("train", "phase5", "--resume", run, "--epochs", 2, "--no-compile")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run / "config.json").read_text())["config"]["compile"] is False
+    assert len((run / runfiles.HISTORY).read_text().splitlines()) == 2
+
+
+def model_classes(build) -> tuple[str, ...]:
+    import hamdata
+
+    return hamdata.open_build(build).classes
