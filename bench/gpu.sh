@@ -43,8 +43,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import sys, torch, torchvision, cv2, os; print(sys.version.split()[0], torch.__version__, torchvision.__version__, cv2.__version__, torch.cuda.get_device_name(), os.cpu_count(), 'CPUs')"
 has() { [[ ",$PARTS," == *",$1,"* ]]; }
 
-[ -d "$W/data" ] || step 120 $PY cli.py synth --out "$W/data" --images "$N"
-[ -f "$W/shards/dataset.json" ] || step 120 $PY cli.py build-shards --data "$W/data" --out "$W/shards"
+step 120 $PY cli.py synth --out "$W/data" --images "$N" --overwrite
+step 120 $PY cli.py build-shards --data "$W/data" --out "$W/shards" --overwrite
+rm -rf "$W/runs" "$W/shards384"  # every run below starts afresh (train refuses an existing --out)
 
 if has loader; then
   step 60 $PY -m pytest -q -p no:cacheprovider tests/test_trainers_decode.py

@@ -33,7 +33,7 @@ from hamdata.pages.collections import InputFiles, collections_section, duplicate
 from hamdata.errors import HamdataError, os_error_message
 from hamdata.pages.html import MAX_ROWS
 from hamdata.locks import hold
-from hamdata.store.card import Build, Shard
+from hamdata.store.card import Build, Shard, thaw
 from hamdata.store.manifest import CARD_NAME, read_manifest
 from hamdata.plots import new_figure
 from hamdata.image.preprocess import PreprocessConfig, decode_image, encode_image, preprocess
@@ -248,7 +248,7 @@ def _raw_sources(files: InputFiles, image_ids: list[str]) -> tuple[dict[str, byt
 def _build_card(folder: Path, build: Build) -> h.Section:
     cfg = build.config
     pre = build.preprocess
-    split = build.split_record
+    split = thaw(build.split_record)
     source = build.input
     facts = _common_facts(build) + [
         ("input", f"{source.get('root')} ({source.get('layout')} layout, {source.get('rows')} metadata rows)" if source else None),
@@ -279,7 +279,7 @@ def _build_page(folder: Path, per_class: int, seed: int) -> list[h.Section]:
     files = input_files(build)  # one opening of each input for the samples and the duplicate pairs
     raw, raw_note = _raw_sources(files, [rows.at[k, "image_id"] for keys in chosen.values() for k in keys])
     try:
-        cfg = PreprocessConfig.from_dict(build.preprocess) if build.preprocess else None
+        cfg = PreprocessConfig.from_dict(build.preprocess) if build.config.get("preprocess") is not None else None
     except (KeyError, TypeError, HamdataError):
         cfg = None
     steps = " + ".join(n for n, on in (("hair removal", cfg and cfg.hair_removal), ("CLAHE", cfg and cfg.clahe)) if on) or "no filters"

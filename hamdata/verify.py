@@ -37,7 +37,7 @@ def verify_tree(folder: Path, progress: bool = True) -> list[str]:
     if busy:
         return [busy]
     try:
-        build = Build.open(folder).made_from_path
+        build = Build.open(folder, strict=False).made_from_path
     except HamdataError:
         build = None
     if build:  # a balanced set given on its own: check it against the build it came from
@@ -57,7 +57,7 @@ def being_written(folder: Path) -> str | None:
 def verify_folder(folder: Path, parent: Path | None = None, progress: bool = True) -> list[str]:
     """Problems of one build or balanced set (``parent`` is the build a balanced set came from)."""
     try:
-        card = Build.open(folder)
+        card = Build.open(folder, strict=False)  # what the card says, damaged fields included, each reported
         manifest = read_manifest(folder)
     except HamdataError as exc:
         return [str(exc)]
@@ -68,7 +68,7 @@ def verify_folder(folder: Path, parent: Path | None = None, progress: bool = Tru
     rows = manifest.drop_duplicates("key").set_index("key")
     seen: list[dict] = []
     shards = card.shards
-    bar = tqdm(total=sum(s.samples for s in shards), unit="sample", desc=f"verify {folder.name}",
+    bar = tqdm(total=sum(s.samples for s in shards if isinstance(s.samples, int)), unit="sample", desc=f"verify {folder.name}",
                disable=not progress, dynamic_ncols=True)
     classes = card.classes
     for entry in shards:
@@ -78,6 +78,9 @@ def verify_folder(folder: Path, parent: Path | None = None, progress: bool = Tru
     if missing:
         problems.append(f"{folder / MANIFEST_NAME}: {len(missing)} rows have no sample in any shard (first: {', '.join(sorted(missing)[:3])})")
     problems += _check_counts(folder, card, manifest)
+    if card.train_stats is None and len(manifest[manifest["split"] == "train"]):
+        problems.append(f"{folder / CARD_NAME}: train_stats missing or damaged (expected a mean and a std of three "
+                        f"numbers each, the normalisation the trainers use)")
     problems += _check_classes(folder, card, parent)
     problems += _check_info(folder, card, parent)
     problems += _check_extra_files(folder, card)

@@ -96,7 +96,9 @@ def test_stats_and_report_take_a_build_with_a_heldout_split(held, tmp_path):
     assert cli("stats", held, "--out", tmp_path / "stats").exit_code == 0
     result = cli("report", held, "--out", tmp_path / "report.html")
     assert result.exit_code == 0, result.output
-    assert "heldout" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "heldout" in page
+    assert "mappingproxy" not in page and "held_out {&#x27;collections&#x27;: [" in page  # the card's values as JSON has them
 
 
 def test_bad_hold_outs_are_one_line(inputs, tmp_path):

@@ -303,3 +303,32 @@ def test_damaged_dataset_card(build):
     card.write_bytes(card.read_bytes()[:100])
     code, lines = verify(build)
     assert code == 1 and len(lines) == 1 and lines[0].startswith(f"{card}: unreadable dataset card (")
+
+
+def edit_card(build: Path, change) -> Path:
+    card = build / "dataset.json"
+    record = json.loads(card.read_text())
+    change(record)
+    card.write_text(json.dumps(record))
+    return card
+
+
+@pytest.mark.parametrize("stats", [[1], "mean", {"mean": 0.5, "std": 0.2}, {"mean": [0.5, 0.5], "std": [0.2] * 3}])
+def test_damaged_train_stats_is_a_problem_line_not_a_traceback(build, stats):
+    card = edit_card(build, lambda c: c.update(train_stats=stats))
+    code, lines = verify(build)
+    assert code == 1 and lines == [f"{card}: train_stats missing or damaged (expected a mean and a std of three numbers "
+                                   f"each, the normalisation the trainers use)"]
+
+
+def test_a_null_count_and_a_truncated_tar_are_each_named(build):
+    """A damaged field of the card does not hide the other problems: each is a line of its own."""
+    card = edit_card(build, lambda c: c["counts"]["train"].update(nv=None))
+    val = build / "val" / "val-000000.tar"
+    val.write_bytes(val.read_bytes()[:-2048])
+    code, lines = verify(build)
+    assert code == 1
+    assert any(line.startswith(f"{build / 'manifest.csv'}: train/nv has ") and line.endswith("says None")
+               for line in lines), lines
+    assert any(line.startswith(f"{val}: ") for line in lines), lines
+    assert not any("damaged counts or shard list" in line for line in lines), lines

@@ -233,3 +233,20 @@ def test_stats_on_a_raw_archive_export_matches_its_summary(tmp_path):
     assert result["tables"]["left_out"]["rows"].sum() == len(other)
     assert "(isic-archive layout, collection isic-archive)" in result["text"]
     assert f"{untaken} rows no class took" in result["text"] and "image types left out" in result["text"]
+
+
+@pytest.mark.parametrize("field", ["duplicates", "inputs"])
+def test_a_null_list_in_the_card_reads_as_empty(two_inputs, tmp_path, field):
+    """dataset.json with ``"duplicates": null`` or ``"inputs": null`` (a hand-edited card): stats and report run,
+    as they did when they read the card as a dict."""
+    build = tmp_path / "b"
+    shutil.copytree(two_inputs["build"], build)
+    card = json.loads((build / "dataset.json").read_text())
+    card[field] = None
+    (build / "dataset.json").write_text(json.dumps(card))
+    stats = cli("stats", build, "--out", tmp_path / "stats")
+    assert stats.exit_code == 0, stats.output
+    report = cli("report", build, "--out", tmp_path / "r.html")
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert ("pair" not in "".join(pair_blocks(page))) if field == "duplicates" else "Samples per collection" in page

@@ -361,7 +361,8 @@ def open_build(folder) -> Build:
         raise HamdataError(f"--shards {build.path} is a balanced set; pass its build ({build.path.parent}) "
                            f"and --train-set {build.path.name}")
     if build.train_stats is None:
-        raise HamdataError(f"{build.path / CARD_NAME}: no train_stats (mean/std): the build has no train samples")
+        raise HamdataError(f"{build.path / CARD_NAME}: no train_stats (mean/std): the build has no train samples, or "
+                           f"its dataset.json is damaged (run verify)")
     return build
 
 

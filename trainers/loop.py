@@ -110,6 +110,24 @@ def make_env(dist: Dist, device: torch.device, stats: dict, precision: str = "au
     return Env(dist, device, as_tensor(stats["mean"]), as_tensor(stats["std"]), resolved)
 
 
+def compiled(net: nn.Module) -> nn.Module:
+    """``net`` through torch.compile (--compile), for the training steps only: it shares its parameters with the
+    plain module, which validation, the EMA and the checkpoints use as it is (plain state_dict keys, no
+    ``_orig_mod.``), so the last, partial evaluation batch never waits for a recompilation."""
+    return torch.compile(net)
+
+
+def is_compile_error(exc: BaseException) -> bool:
+    """Whether torch.compile (dynamo or inductor) raised ``exc``, at the first step it compiled."""
+    return type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
+def compile_error_reason(exc: BaseException) -> str:
+    """The first line of what the compiler itself said (dynamo wraps it)."""
+    cause = getattr(exc, "inner_exception", None) or exc.__cause__ or exc
+    return (f"{type(cause).__name__}: {cause}".strip().splitlines() or [""])[0][:300]
+
+
 CHECK_EVERY = 25  # steps between two looks of the host at the step's finiteness flag (all ranks at once)
 NO_BAD_STEP = 2 ** 62  # "no non-finite loss yet", as a step number that every real one is below
 

@@ -1,10 +1,9 @@
 """A training run every recipe shares: epochs, validation, checkpoints, resume, DDP.
 
-A run folder holds config.json, metrics.jsonl (one line per epoch), curves.png,
-last.pt (everything needed to resume), best.pt (best validation macro-F1;
-best_ema.pt likewise for the EMA weights) and, at the end, the test split's
-evaluation of the best checkpoint. Only rank 0 writes; checkpoints are written
-to a temporary file and renamed, so a crash never leaves a torn one.
+A run folder holds config.json, metrics.jsonl (one line per epoch), curves.png, last.pt (everything needed to
+resume), best.pt (best validation macro-F1; best_ema.pt likewise for the EMA weights) and, at the end, the test
+split's evaluation of the best checkpoint. Only rank 0 writes; checkpoints are written to a temporary file and
+renamed, so a crash never leaves a torn one.
 """
 
 from __future__ import annotations
@@ -33,7 +32,8 @@ from .config import TrainConfig
 from .data import (BuildReplaced, StreamSpec, TrainSet, find_train_set, fit_metadata, make_loader, open_build, repeat_factors,
                    split_shards)
 from .dist import Dist, barrier, broadcast, init_distributed, resolve_device
-from .loop import Env, NonFiniteLoss, batches_per_rank, make_env, make_optimizer, predict_split, train_one_epoch
+from .loop import (Env, NonFiniteLoss, batches_per_rank, compile_error_reason, compiled, is_compile_error, make_env,
+                   make_optimizer, predict_split, train_one_epoch)
 from .losses import make_loss
 from .metrics import headline, write_evaluation
 from .predict import lesions_of
@@ -323,11 +323,7 @@ def _trainer(plan: Plan, resuming: bool) -> Trainer:
     if env.dist.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.cuda else None,
                                                   gradient_as_bucket_view=True)
-    if config.compile:
-        # Only the training steps run the compiled module: it shares its parameters with ``model``, which validation,
-        # the EMA and the checkpoints use as they are (plain state_dict keys, no ``_orig_mod.``), and the last,
-        # partial evaluation batch never waits for a recompilation.
-        net = torch.compile(net)
+    net = compiled(net) if config.compile else net  # --compile: the training steps only (see loop.compiled)
     return Trainer(model, net, make_ema(config, model), opt, make_scheduler(config, opt, plan.steps),
                    torch.amp.GradScaler(env.device.type, enabled=env.scaled), make_loss(config, stream).to(env.device),
                    make_mix(config, len(plan.classes)), Progress())
@@ -347,6 +343,11 @@ def _epoch(plan: Plan, t: Trainer, epoch: int) -> dict:
             line.update({f"val_ema_{k[4:]}": v for k, v in _validate(plan, t.ema.module).items()})
     except (NonFiniteLoss, BuildReplaced) as exc:
         raise type(exc)(f"{exc}: stopped; {_last_good(plan, t)}") from None
+    except Exception as exc:
+        if plan.config.compile and is_compile_error(exc):
+            raise HamdataError(f"--compile: torch.compile failed ({compile_error_reason(exc)}); train without --compile "
+                               f"(--resume {plan.out} --no-compile continues the run)") from None
+        raise
     line["seconds"] = time.perf_counter() - started
     return line
 

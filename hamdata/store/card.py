@@ -60,6 +60,38 @@ def _frozen(value: Any) -> Any:
     return value
 
 
+def _whole(value, strict: bool):
+    """A count of the card: an int; not strict, anything else is kept as written (verify reports it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        if strict:
+            raise TypeError(f"expected a whole number, got {value!r}")
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        if strict:
+            raise
+        return value
+    return number
+
+
+def _count(value, strict: bool) -> int:
+    """A count of ``counts``; not strict, what is not a whole number reads as 0 (``written_counts`` keeps it)."""
+    number = _whole(value, strict)
+    return number if isinstance(number, int) else 0
+
+
+def _train_stats(stats) -> TrainStats | None:
+    """``train_stats`` as written: a mean and a std of three numbers each, or None (absent, empty or damaged)."""
+    if not isinstance(stats, dict):
+        return None
+    mean, std = stats.get("mean"), stats.get("std")
+    if not all(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                           for x in v) for v in (mean, std)):
+        return None
+    return TrainStats(tuple(float(x) for x in mean), tuple(float(x) for x in std))
+
+
 @dataclass(frozen=True)
 class Shard:
     """One tar of the card, its path relative to the folder that holds the card."""
@@ -96,26 +128,33 @@ class Build:
     raw: Mapping[str, Any]
 
     @classmethod
-    def open(cls, path) -> Build:
+    def open(cls, path, strict: bool = True) -> Build:
         """The card of the build or balanced set in folder ``path``; HamdataError (one line) when there is none,
-        it did not finish, or it is damaged."""
+        it did not finish, or it is damaged.
+
+        strict=False (what verify reads): counts and shard fields that are not whole numbers are kept as written
+        (a count reads as 0 in ``counts``; ``written_counts`` and each Shard hold the value), so that every
+        disagreement can be reported on its own line; a shard entry without a path or split is still an error.
+        A ``train_stats`` that is not a mean and a std of three numbers each reads as None.
+        """
         folder = Path(path)
         card = read_card(folder)
         classes = card_classes(card)
         try:
             names = split_names(card)
             names = [n for n in SPLIT_ORDER if n in names] + [n for n in names if n not in SPLIT_ORDER]
-            counts = {split: {dx: int(card.get("counts", {}).get(split, {}).get(dx, 0)) for dx in classes}
+            written = card.get("counts") or {}
+            counts = {split: {dx: _count((written.get(split) or {}).get(dx, 0), strict) for dx in classes}
                       for split in names}
-            shards = tuple(Shard(s["path"], s["split"], int(s["samples"]), int(s.get("bytes", 0)), s.get("sha256", ""))
+            shards = tuple(Shard(s["path"], s["split"], _whole(s["samples"] if strict else s.get("samples"), strict),
+                                 _whole(s.get("bytes", 0), strict), s.get("sha256", "") if strict else s.get("sha256"))
                            for s in shards_of(card))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HamdataError(f"{folder / CARD_NAME}: damaged counts or shard list ({type(exc).__name__}: {exc})") from None
-        stats = card.get("train_stats") or {}
-        train_stats = (TrainStats(tuple(stats["mean"]), tuple(stats["std"]))
-                       if stats.get("mean") and stats.get("std") else None)
-        return cls(folder, card.get("kind", "build"), int(card["format_version"]), classes, _frozen(counts), shards,
-                   train_stats, _frozen(card))
+        version = int(card["format_version"])
+        kind = card.get("kind", "build" if version == 1 else None)  # a card without one is a build only in format 1
+        return cls(folder, kind, version, classes, _frozen(counts), shards,
+                   _train_stats(card.get("train_stats")), _frozen(card))
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -162,12 +201,12 @@ class Build:
     @property
     def inputs(self) -> tuple:
         """One entry per ``--data`` of the build (format 2): collection, layout, root, rows, samples, warnings."""
-        return self.raw.get("inputs", ())
+        return self.raw.get("inputs") or ()
 
     @property
     def duplicates(self) -> tuple:
         """The pairs found by content or listed by a publisher, and what was done with each."""
-        return self.raw.get("duplicates", ())
+        return self.raw.get("duplicates") or ()
 
     @property
     def fingerprint(self) -> tuple[str, ...]:
@@ -267,7 +306,7 @@ class Build:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """A balanced set's warnings (few originals, many copies); a build's: its first input's."""
+        """A balanced set's warnings (few originals, many copies); a build's: those of reading its inputs."""
         return tuple(self.raw.get("warnings") or self.input.get("warnings") or ())
 
     @property
