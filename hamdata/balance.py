@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.locks import hold
 from hamdata.store.card import Build, balanced_name, thaw
 from hamdata.store.manifest import CARD_NAME, MANIFEST_NAME, card_skeleton, read_manifest
 from hamdata.parallel import ordered_map
@@ -241,9 +240,7 @@ def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, ov
         raise HamdataError(f"{build}: the build has no train split (no train rows in {MANIFEST_NAME}); balance uses train only")
     target_dir = (Path(out) if out is not None else build) / balanced_name(cfg.target)
     workspace = Workspace(target_dir, overwrite=overwrite)
-    workspace.check()
-    with hold(target_dir):  # one writer per output, from before the work until the set is in place
-        workspace.check()
+    with workspace.claim():  # one writer per output, from before the work until the set is in place
         return _balance(source, train, cfg, target_dir, workspace, workers, progress, started)
 
 

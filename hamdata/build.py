@@ -40,7 +40,6 @@ from hamdata.store.writer import BuildWriter, channel_moments
 from hamdata.inputs.containers import read_image_bytes
 from hamdata.split.stratified import HELDOUT, SPLITS, WRITTEN_SPLITS, SplitConfig, decide_split
 from hamdata.inputs.vocabulary import load_label_map
-from hamdata.locks import hold
 from hamdata.workspace import Workspace
 
 
@@ -177,9 +176,7 @@ def build_shards(cfg: BuildConfig, workers: int | None = None, overwrite: bool =
     out = Path(cfg.out)
     check_paths(cfg.data, out)
     workspace = Workspace(out, overwrite=overwrite)
-    workspace.check()
-    with hold(out):  # one writer per output, from before the work until the build is in place
-        workspace.check()
+    with workspace.claim():  # one writer per output, from before the work until the build is in place
         return _build(cfg, out, workspace, workers, progress, started)
 
 

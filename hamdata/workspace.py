@@ -29,6 +29,18 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def temporary_pid(path) -> int | None:
+    """The process id that ends a ``.NAME.tmp-PID`` or ``.NAME.old-PID`` name (None for another name)."""
+    tail = Path(path).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def left_behind(path) -> bool:
+    """Whether the temporary ``path`` was left by a process that is gone (or by this one): safe to remove."""
+    pid = temporary_pid(path)
+    return pid is not None and (pid == os.getpid() or not process_alive(pid))
+
+
 def writer_of(target) -> str | None:
     """The pid of a command writing ``target`` now (it holds the lock, or a live ``.NAME.tmp-PID`` is beside it),
     None when none is. Only looks."""
@@ -37,9 +49,8 @@ def writer_of(target) -> str | None:
     if pid is not None:
         return pid
     for tmp in target.parent.glob(f".{target.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if tmp.is_dir() and pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
-            return pid
+        if tmp.is_dir() and temporary_pid(tmp) is not None and not left_behind(tmp):
+            return str(temporary_pid(tmp))
     return None
 
 
@@ -106,18 +117,26 @@ class Workspace:
         # .old-PID: a previous build that a killed --overwrite had moved aside but not yet deleted
         stale = [*self.target.parent.glob(f".{self.target.name}.tmp-*"), *self.target.parent.glob(f".{self.target.name}.old-*")]
         for old in stale:
-            pid = old.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and (int(pid) == os.getpid() or not process_alive(int(pid))):
+            if left_behind(old):
                 shutil.rmtree(old, ignore_errors=True)
 
-    def __enter__(self) -> Path:
-        self.check()  # a path that cannot be an output is refused before the lock creates anything
-        self._lock.enter_context(hold(self.target))
+    def claim(self) -> contextlib.ExitStack:
+        """Check, lock, check again: from here until the output is in place, this command is its one writer.
+        A command holds its claim around all of its work (two commands never both do it); the first check
+        refuses a path that cannot be an output before the lock creates anything, the second an output another
+        command finished meanwhile. Returns the held lock, to use as a context manager."""
+        claim = contextlib.ExitStack()
+        self.check()
+        claim.enter_context(hold(self.target))
         try:
-            self.check()  # another command may have finished writing it since the caller's own check
+            self.check()
         except BaseException:
-            self._lock.close()
+            claim.close()
             raise
+        return claim
+
+    def __enter__(self) -> Path:
+        self._lock.enter_context(self.claim())  # within the command's own claim, the lock is taken again
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self._remove_stale()

@@ -128,3 +128,13 @@ def test_the_build_folder_has_one_owner():
         tree = ast.parse(modules()[f"hamdata.{command}"].read_text(encoding="utf-8"))
         called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
         assert "BuildWriter" in called and not {"ShardWriter", "ManifestWriter", "write_card", "write_info"} & called
+
+
+def test_claiming_an_output_and_reading_a_temporary_name_are_written_once():
+    """"Check, lock, check again" is Workspace.claim, and a ``.NAME.tmp-PID`` name is read by workspace.temporary_pid
+    alone (the trainers' checkpoints ask workspace.left_behind)."""
+    text = {name: path.read_text(encoding="utf-8") for name, path in modules().items()}
+    assert [name for name, t in text.items() if 'rsplit("-", 1)' in t] == ["hamdata.workspace"]
+    assert [name for name, t in text.items() if ".check()" in t and "hold(" in t] == ["hamdata.workspace"]
+    for command in ("hamdata.build", "hamdata.balance"):
+        assert ".claim()" in text[command] and "hold(" not in text[command]

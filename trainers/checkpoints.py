@@ -7,7 +7,6 @@ in that order, and it is only evaluated, ensembled or resumed on a build with th
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -20,7 +19,7 @@ from torch import nn
 from hamdata import runfiles
 from hamdata.inputs.classes import CLASS_SETS, class_set_name
 from hamdata.errors import HamdataError
-from hamdata.workspace import atomic_write, process_alive
+from hamdata.workspace import atomic_write, left_behind
 
 from .models import build_model
 
@@ -39,8 +38,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def remove_stale_temporaries(out: Path) -> None:
     """Half-written ``.NAME.tmp-PID`` files that a killed run left in its folder."""
     for tmp in out.glob(".*.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if tmp.is_file() and pid.isdigit() and (int(pid) == os.getpid() or not process_alive(int(pid))):
+        if tmp.is_file() and left_behind(tmp):
             tmp.unlink(missing_ok=True)
 
 
