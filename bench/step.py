@@ -61,7 +61,7 @@ def main() -> int:
     from trainers.data import fit_metadata, open_build
     from trainers.dist import Dist
     from trainers.losses import make_loss
-    from trainers.loop import make_env, make_optimizer, train_one_epoch
+    from trainers.loop import compiled, make_env, make_optimizer, train_one_epoch
     from trainers.models import build_model
     from trainers.recipes import recipe_config
     from trainers.regularize import make_ema, make_mix
@@ -91,7 +91,7 @@ def main() -> int:
     opt = make_optimizer(config, model)
     sched = make_scheduler(config, opt, args.warmup + args.steps)
     loss_fn = make_loss(config, [1.0] * classes).to(device)
-    net = torch.compile(model) if config.compile else model
+    net = compiled(model) if config.compile else model  # as train --compile does
     generator = torch.Generator().manual_seed(0)
     size, batch = config.image_size, config.batch_size
     sample = {"images": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator),

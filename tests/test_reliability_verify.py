@@ -254,12 +254,11 @@ def test_label_disagrees_with_json_even_when_everything_else_agrees(build):
     assert (code, lines) == (1, [f"{tar}: sample {key}: label {new['label']} disagrees with json dx {new['dx']!r}"])
 
 
-def edit_info(build: Path, change) -> Path:
-    """_info.json (timm's split index) after ``change`` (a function of its dict) was applied to it."""
-    path = build / "_info.json"
-    info = json.loads(path.read_text())
-    change(info)
-    path.write_text(json.dumps(info))
+def edit_json(path: Path, change) -> Path:
+    """The JSON file ``path`` (_info.json, dataset.json) after ``change`` (a function of its dict) was applied."""
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
     return path
 
 
@@ -275,7 +274,7 @@ def test_tampered_info_json_one_line_per_mismatch(build):
         split["shard_lengths"][0] -= 1
         del info["splits"]["test"]
 
-    path = edit_info(build, tamper)
+    path = edit_json(build / "_info.json", tamper)
     code, lines = verify(build)
     assert code == 1 and sorted(lines) == sorted([
         f"{path}: splits ['train', 'val'], expected ['test', 'train', 'val'] (from dataset.json)",
@@ -305,17 +304,9 @@ def test_damaged_dataset_card(build):
     assert code == 1 and len(lines) == 1 and lines[0].startswith(f"{card}: unreadable dataset card (")
 
 
-def edit_card(build: Path, change) -> Path:
-    card = build / "dataset.json"
-    record = json.loads(card.read_text())
-    change(record)
-    card.write_text(json.dumps(record))
-    return card
-
-
 @pytest.mark.parametrize("stats", [[1], "mean", {"mean": 0.5, "std": 0.2}, {"mean": [0.5, 0.5], "std": [0.2] * 3}])
 def test_damaged_train_stats_is_a_problem_line_not_a_traceback(build, stats):
-    card = edit_card(build, lambda c: c.update(train_stats=stats))
+    card = edit_json(build / "dataset.json", lambda c: c.update(train_stats=stats))
     code, lines = verify(build)
     assert code == 1 and lines == [f"{card}: train_stats missing or damaged (expected a mean and a std of three numbers "
                                    f"each, the normalisation the trainers use)"]
@@ -323,7 +314,7 @@ def test_damaged_train_stats_is_a_problem_line_not_a_traceback(build, stats):
 
 def test_a_null_count_and_a_truncated_tar_are_each_named(build):
     """A damaged field of the card does not hide the other problems: each is a line of its own."""
-    card = edit_card(build, lambda c: c["counts"]["train"].update(nv=None))
+    edit_json(build / "dataset.json", lambda c: c["counts"]["train"].update(nv=None))
     val = build / "val" / "val-000000.tar"
     val.write_bytes(val.read_bytes()[:-2048])
     code, lines = verify(build)
