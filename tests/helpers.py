@@ -78,7 +78,8 @@ def synthetic_data(factory: pytest.TempPathFactory, n_images: int, seed: int = 0
     """Synthetic HAM10000 images in the Kaggle layout (one worker), made once per test run (across pytest-xdist
     workers) and shared.
 
-    With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored.
+    With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored. ``min_per_class``:
+    images of every class at least (make_synthetic), else HAM10000's proportions.
     """
     from hamdata.synth.ham import make_synthetic
 
@@ -93,19 +94,20 @@ def synthetic_data(factory: pytest.TempPathFactory, n_images: int, seed: int = 0
 
 def synthetic_build(root: Path, n_images: int, size: int, shard_size: int, seed: int = 0,
                     metadata: str | Path | None = None, image_size: tuple[int, int] = SOURCE_SIZE,
-                    **preprocess) -> Path:
+                    min_per_class: int = 0, **preprocess) -> Path:
     """A build of its own: synthetic images (``image_size``) in ``root/data``, built at ``size`` px into
     ``root/shards`` (one worker); returns the latter. ``preprocess``: other PreprocessConfig options
     (``hair_removal=False``, ...).
 
-    With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored.
+    With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored. ``min_per_class``:
+    images of every class at least (make_synthetic), else HAM10000's proportions.
     """
     from hamdata.build import BuildConfig, build_shards
     from hamdata.image.preprocess import PreprocessConfig
     from hamdata.synth.ham import make_synthetic
 
     make_synthetic(root / "data", n_images=n_images, seed=seed, metadata=metadata, workers=1, progress=False,
-                   image_size=image_size)
+                   image_size=image_size, min_per_class=min_per_class)
     cfg = BuildConfig(data=str(root / "data"), out=str(root / "shards"), shard_size=shard_size,
                       preprocess=PreprocessConfig(size=(size, size), **preprocess))
     build_shards(cfg, workers=1, progress=False)
@@ -114,7 +116,7 @@ def synthetic_build(root: Path, n_images: int, size: int, shard_size: int, seed:
 
 def build_once(factory: pytest.TempPathFactory, n_images: int, size: int, shard_size: int = 500,
                metadata: str | Path | None = None, seed: int = 0, image_size: tuple[int, int] = SOURCE_SIZE,
-               **preprocess) -> Path:
+               min_per_class: int = 0, **preprocess) -> Path:
     """``synthetic_build`` made once per test run (across pytest-xdist workers) and shared by every test file that
     asks for the same one; the images it was built from are in ``build.parent / "data"``. conftest.py's `build`
     fixture, which most test files read, is ``build_once(factory, 160, 32, shard_size=25)``.
@@ -122,12 +124,14 @@ def build_once(factory: pytest.TempPathFactory, n_images: int, size: int, shard_
     options = "".join(f"-{name}={value}" for name, value in sorted(preprocess.items()))
     if image_size != SOURCE_SIZE:
         options += f"-from-{image_size[0]}x{image_size[1]}"
+    if min_per_class:
+        options += f"-min{min_per_class}"
     root = shared_root(factory) / f"build-{_table(n_images, metadata)}-seed{seed}-{size}-{shard_size}{options}"
     with made_once(root):
         if not (root / "shards" / "dataset.json").is_file():  # build_shards moves a finished build into place
             shutil.rmtree(root, ignore_errors=True)
             synthetic_build(root, n_images, size, shard_size, seed=seed, metadata=metadata, image_size=image_size,
-                            **preprocess)
+                            min_per_class=min_per_class, **preprocess)
     return root / "shards"
 
 

@@ -2,7 +2,7 @@
 CHECK_EVERY steps and once at the end of the epoch (issue: training at the GPU's pace). On the CPU a read costs
 nothing, so the test counts the reads that the training loop's own code makes (trainers/loop.py and the EMA in
 trainers/regularize.py): each would be a host-GPU sync on CUDA. And --precision: what it resolves to, what a run
-records, what the CPU refuses; AdamW fused on CUDA only."""
+records, what the CPU refuses; AdamW fused, on the CPU as on CUDA."""
 
 from __future__ import annotations
 
@@ -116,11 +116,12 @@ def test_a_bf16_cpu_run_records_its_precision_and_fp16_on_the_cpu_is_one_line(bu
     assert not (tmp_path / "fp16").exists()
 
 
-def test_adamw_is_fused_on_cuda_only():
+def test_adamw_is_fused_on_the_cpu_and_on_cuda():
     from trainers.config import TrainConfig
 
     model = torch.nn.Linear(4, 2)
-    assert loop.make_optimizer(TrainConfig(recipe="phase5", arch="resnet18"), model).defaults["fused"] is None
+    optimizer = loop.make_optimizer(TrainConfig(recipe="phase5", arch="resnet18"), model)
+    assert [group["fused"] for group in optimizer.param_groups] == [True, True]
     if torch.cuda.is_available():
         fused = loop.make_optimizer(TrainConfig(recipe="phase5", arch="resnet18"), model.cuda()).defaults["fused"]
         assert fused is True

@@ -248,3 +248,34 @@ def test_cli_import_stays_torch_free_and_lists_the_commands():
     assert "phase4" in out and "phase5" in out
     bad = subprocess.run([sys.executable, "cli.py", "train", "phase9"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "phase9" in bad.stderr
+
+
+# ------------------------------------------------------------------ curves.png
+
+
+def test_curves_are_redrawn_after_30_seconds_and_always_at_the_end(tmp_path, monkeypatch):
+    import hamdata.plots as plots
+
+    clock = [1000.0]
+    monkeypatch.setattr(plots.time, "monotonic", lambda: clock[0])
+    png = tmp_path / "curves.png"
+    curves = plots.Curves(png, "a run")
+    history = [{"epoch": 1, "train_loss": 1.0, "lr": 1e-3, "val_macro_f1": 0.2}]
+    clock[0] += 29
+    curves.update(history)
+    assert not png.exists()  # epochs of a second or two: no drawing after each
+    clock[0] += 2
+    curves.update(history)
+    assert png.read_bytes().startswith(b"\x89PNG")
+    drawn = png.stat().st_mtime_ns
+    history.append({"epoch": 2, "train_loss": 0.5, "lr": 1e-4, "val_macro_f1": 0.4})
+    clock[0] += 5
+    curves.update(history)
+    assert png.stat().st_mtime_ns == drawn
+    png.unlink()
+    curves.update(history, final=True)  # the end of a run draws whatever the time
+    assert png.read_bytes().startswith(b"\x89PNG")
+    png.unlink()
+    curves.update(history, final=True)  # nothing new since: not drawn twice
+    assert not png.exists()
+

@@ -80,3 +80,9 @@ def make_loss(config, stream_counts: Sequence[float]) -> nn.Module:
     if config.loss in ("focal", "cb_focal"):
         return FocalLoss(loss_alpha(config, stream_counts), config.focal_gamma)
     return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+
+def alpha_by_class(loss_fn, classes: tuple[str, ...]) -> dict | None:
+    """A focal loss's per-class alpha by class name (config.json records it), None for other losses."""
+    alpha = getattr(loss_fn, "alpha", None)
+    return None if alpha is None else dict(zip(classes, alpha.tolist()))

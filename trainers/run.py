@@ -23,7 +23,7 @@ from hamdata.errors import HamdataError
 from hamdata.split.stratified import HELDOUT
 from hamdata.locks import hold
 from hamdata.store.card import Build
-from hamdata.plots import plot_history, save_png
+from hamdata.plots import Curves
 from hamdata.workspace import atomic_write
 
 from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, check_build_classes, short_reason, load_checkpoint,
@@ -34,7 +34,7 @@ from .data import (BuildReplaced, StreamSpec, TrainSet, find_train_set, fit_meta
 from .dist import Dist, barrier, broadcast, init_distributed, resolve_device
 from .loop import (Env, NonFiniteLoss, batches_per_rank, compile_error_reason, compiled, is_compile_error, make_env,
                    make_optimizer, predict_split, train_one_epoch)
-from .losses import make_loss
+from .losses import alpha_by_class, make_loss
 from .metrics import headline, write_evaluation
 from .predict import lesions_of
 from .models import build_model
@@ -383,16 +383,16 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo, locks: conte
         _write_json(out / runfiles.CONFIG, {**plan.meta, "device": str(plan.env.device), "world_size": dist.world,
                                           "precision": plan.env.precision,
                                           "train_set_note": plan.note, "steps_per_epoch": plan.steps, "loss": repr(t.loss_fn),
-                                          "loss_alpha": _alpha_of(t.loss_fn, plan.classes),
+                                          "loss_alpha": alpha_by_class(t.loss_fn, plan.classes),
                                           "versions": {"torch": torch.__version__, "torchvision": __import__("torchvision").__version__}})
-    stopped = ""
+    stopped, curves = "", Curves(out / runfiles.CURVES, f"{config.recipe} {config.arch} on {plan.train_set.name}")
     for epoch in range(t.progress.epoch, config.epochs):
         line = _epoch(plan, t, epoch)
         better, better_ema = t.progress.update(line)
         if dist.main:
             history.append(line)
             _save_epoch(out, plan.meta, line, t.model, t.ema, better, better_ema, t.training_state())
-            save_png(plot_history(history, f"{config.recipe} {config.arch} on {plan.train_set.name}"), out / runfiles.CURVES)
+            curves.update(history)
         echo(_epoch_text(line, config.epochs))
         barrier(dist)
         if config.patience and t.progress.stale >= config.patience:
@@ -405,17 +405,13 @@ def _fit(config: TrainConfig, state: dict | None, dist: Dist, echo, locks: conte
                "world_size": dist.world, "train_set": plan.train_set.name, "train_set_note": plan.note,
                "epochs": t.progress.epoch, "best_epoch": t.progress.best_epoch, "best_val_macro_f1": t.progress.best_f1,
                "history": history}
+    if dist.main:
+        curves.update(history, final=True)  # after an early or --stop-after stop too
     if stopped:
         echo(stopped)
     else:
         summary.update(_final_evaluation(plan, t, echo))
     return {**summary, "stopped": stopped, "seconds": time.perf_counter() - started}
-
-
-def _alpha_of(loss_fn, classes: tuple[str, ...]) -> dict | None:
-    """A focal loss's per-class alpha by class name (config.json records it), None for other losses."""
-    alpha = getattr(loss_fn, "alpha", None)
-    return None if alpha is None else dict(zip(classes, alpha.tolist()))
 
 
 def _validate(plan: Plan, model) -> dict:
