@@ -10,8 +10,8 @@ random weights, MobileNetV3-Large, 32 px crops, 840 images drawn at half
 HAM10000's size (tests/helpers.SOURCE_SIZE): test macro-F1 with fusion
 0.961 / 0.961 / 0.960 after 4 epochs (0.961 / 0.961 / 0.952 after 6), with
 --no-metadata 0.082 / 0.040 / 0.039 (seeds 1-3), 12-15 s a run. With AdamW fused on
-the CPU (2026-12-05, a slower 2-core VM, ~25 s a run): 0.961 / 0.959 / 0.952 with
-fusion, 0.041 / 0.036 / 0.116 without.
+the CPU and a shuffle buffer of one epoch (2026-12-05, a slower 2-core VM, ~25 s a run):
+0.959 / 0.961 / 0.960 with fusion, 0.053 / 0.085 / 0.050 without.
 """
 
 import csv

@@ -30,6 +30,26 @@ def flat(batches, field="keys"):
     return [k for b in batches for k in b[field]]
 
 
+
+def test_a_short_epoch_reads_about_its_own_samples_not_a_1000_sample_buffer(build, monkeypatch):
+    """The shuffle buffer of a slot whose epoch needs fewer samples than SHUFFLE_BUFFER is that epoch: 3 batches of 8
+    read from the tars at most twice their 24 samples (a buffer of 1,000 would go round this ~110-sample train split
+    nine times before its first batch)."""
+    import trainers.data as data
+
+    read = collections.Counter()
+    real = data.read_tars
+
+    def counting(paths, guard=()):
+        for sample in real(paths, guard):
+            read[sample["__key__"]] += 1
+            yield sample
+
+    monkeypatch.setattr(data, "read_tars", counting)
+    batches = train_keys(build, batches=3, batch_size=8)
+    assert len(flat(batches)) == 24
+    assert 24 <= sum(read.values()) <= 48, sum(read.values())
+
 def test_train_epoch_has_the_exact_number_of_full_batches(build):
     for workers in (0, 2):
         batches = train_keys(build, workers=workers, batches=5)

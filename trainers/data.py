@@ -47,7 +47,10 @@ from .decode import augment_cpu, decode_rgb, pack
 from .fusion import MetadataEncoding, drop_metadata
 from .presets import eval_preset
 
-SHUFFLE_BUFFER = 1000  # samples held for shuffling (undecoded: ~5-50 KB each)
+# Samples held for shuffling (undecoded: ~5-50 KB each), or a slot's whole epoch where that is fewer: the stream
+# goes round a small set again and again, and a buffer of 1,000 would read it several times before the first
+# batch and give an epoch some samples twice and others not at all.
+SHUFFLE_BUFFER = 1000
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -299,7 +302,8 @@ class ShardStream(torch.utils.data.IterableDataset):
             n = quota(spec.batches, worker, workers) * spec.batch_size
             if spec.factors:
                 stages.append(lambda src: resample(src, list(spec.factors), np.random.default_rng([spec.seed, spec.epoch, slot, 1])))
-            stages.append(wds.shuffle(SHUFFLE_BUFFER, initial=SHUFFLE_BUFFER, rng=random.Random(seed_of(spec.seed, spec.epoch, slot, 2))))
+            held = max(1, min(SHUFFLE_BUFFER, n))
+            stages.append(wds.shuffle(held, initial=held, rng=random.Random(seed_of(spec.seed, spec.epoch, slot, 2))))
             stages.append(lambda src: islice(src, n))
             stages.append(wds.batched(spec.batch_size, collation_fn=list, partial=False))
             stages.append(lambda src: self._train_batches(src, spec, seed_of(spec.seed, spec.epoch, slot, 5)))
