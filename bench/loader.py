@@ -16,10 +16,12 @@ the workers only read tars; the main process decodes (nvJPEG) and augments
 each batch on the GPU, and the clock stops after a CUDA synchronise. With
 ``--decode gpu --raw-only`` only the workers' side is timed (no GPU needed).
 
-With ``--arch`` (e.g. mobilenet_v3_large, Phase 5's) it also times training
-steps on the device (AMP and channels_last on CUDA, AdamW, cross-entropy):
-the step alone on one fixed batch, and the step fed by the loader, and says
-whether the loader or the step is the bottleneck.
+With ``--arch`` (e.g. mobilenet_v3_large, Phase 5's) it also times the
+trainers' own training step of ``--recipe`` (default phase5) on the device,
+as bench/step.py does (trainers.loop.train_one_epoch with the recipe's
+optimizer, loss, schedule, mixing, EMA and --precision auto): the step alone
+on one fixed batch, and the step fed by this loader, and says whether the
+loader or the step is the bottleneck.
 
 Prints the per-worker figure too. Last line: ``images/s: X`` (the loader alone).
 """
@@ -33,11 +35,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # the repo; bench/step.py
 
 import torch  # noqa: E402
 
 from hamdata.errors import HamdataError  # noqa: E402
+from trainers.config import RECIPES  # noqa: E402
 from trainers.data import StreamSpec, find_train_set, make_loader, open_build  # noqa: E402
 from trainers.decode import batch_images  # noqa: E402
 
@@ -58,42 +61,32 @@ def images_per_s(batches, step, device: torch.device, warmup: int) -> float:
     return images / (time.perf_counter() - started)
 
 
-def compare_with_steps(args, spec: StreamSpec, loader_rate: float, stats: dict) -> None:
-    """Training-step time of ``args.arch`` alone and fed by the loader, against the loader's own rate."""
-    from trainers.data import normalize
-    from trainers.models import build_model
+def compare_with_steps(args, spec: StreamSpec, loader_rate: float, build) -> None:
+    """The trainers' own training step (bench/step.py's RecipeStep: the recipe's optimizer, loss, schedule, mixing,
+    EMA and precision, trainers.loop.train_one_epoch) on one fixed batch and fed by this loader, against the
+    loader's own rate."""
+    from step import RecipeStep, SameBatch
+    from trainers.recipes import recipe_config
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    model = build_model(args.arch, "none").to(device).train()
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=cuda)
-    mean, std = (torch.tensor(stats[k], device=device) for k in ("mean", "std"))
-
-    def step(images, labels):
-        x = normalize(images.to(device, non_blocking=True), mean, std)
-        x = x.contiguous(memory_format=torch.channels_last) if cuda else x
-        with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
-            loss = torch.nn.functional.cross_entropy(model(x), labels.to(device, non_blocking=True))
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
+    config = recipe_config(args.recipe, arch=args.arch, image_size=args.image_size, batch_size=args.batch_size,
+                           weights="none", device=device.type)
     warmup = 2 * max(1, args.workers)
-    fixed = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, 7, (args.batch_size,), device=device)
-    alone = images_per_s(((fixed, labels) for _ in range(warmup + args.batches)), step, device, warmup)
-    loader = make_loader(dataclasses.replace(spec, epoch=1), args.workers, pin_memory=cuda)
-    fed = images_per_s(((batch_images(b, device), b["labels"]) for b in loader), step, device, warmup)
-    print(f"{args.arch} on {device}: step alone {alone:.1f} images/s ({1000 * args.batch_size / alone:.1f} ms a batch); "
-          f"loader alone {loader_rate:.1f} images/s ({1000 * args.batch_size / loader_rate:.1f} ms a batch); "
-          f"step fed by the loader {fed:.1f} images/s: "
-          + ("loader-bound" if loader_rate < alone else "not loader-bound"))
+    runner = RecipeStep(build, config, device, 2 * (warmup + args.batches))
+    sample = runner.fixed_batch()
+    runner.epoch(SameBatch(sample, warmup), epoch=0)
+    stats = runner.epoch(SameBatch(sample, args.batches), epoch=1)
+    alone = stats["images"] / stats["seconds"]
+    runner.epoch(make_loader(dataclasses.replace(spec, epoch=1, batches=warmup), args.workers, pin_memory=device.type == "cuda"),
+                 epoch=2)
+    stats = runner.epoch(make_loader(dataclasses.replace(spec, epoch=2, batches=args.batches), args.workers,
+                                     pin_memory=device.type == "cuda"), epoch=3)
+    fed = stats["images"] / stats["seconds"]
+    print(f"{args.recipe} {args.arch} on {device} ({runner.env.precision}): step alone {alone:.1f} images/s "
+          f"({1000 * args.batch_size / alone:.1f} ms a batch); loader alone {loader_rate:.1f} images/s "
+          f"({1000 * args.batch_size / loader_rate:.1f} ms a batch); step fed by the loader {fed:.1f} images/s, "
+          f"{100 * stats['loader_wait_s'] / stats['seconds']:.0f}% of it waiting for data (worker start-up included, as "
+          f"in train): " + ("loader-bound" if loader_rate < alone else "not loader-bound"))
 
 
 def main() -> int:
@@ -108,6 +101,7 @@ def main() -> int:
     parser.add_argument("--raw-only", action="store_true",
                         help="with --decode gpu: time only what the CPU workers deliver (tar bytes); needs no GPU")
     parser.add_argument("--arch", help="also time training steps of this model on the device (CUDA when there is one)")
+    parser.add_argument("--recipe", choices=RECIPES, default="phase5", help="with --arch: whose training step")
     args = parser.parse_args()
     if args.raw_only and args.decode != "gpu":
         print("error: --raw-only: only with --decode gpu", file=sys.stderr)
@@ -141,7 +135,7 @@ def main() -> int:
     seconds = images / rate
     workers = max(1, args.workers)
     if args.arch:
-        compare_with_steps(args, spec, rate, card.train_stats.as_dict())
+        compare_with_steps(args, spec, rate, card)
     print(f"{images} images ({args.batches} batches of {args.batch_size}) in {seconds:.2f} s; {args.workers} workers, "
           f"decode {args.decode}{' (raw batches only)' if args.raw_only else ''}, {train_set.name} of {build}, "
           f"{os.cpu_count()} CPUs")

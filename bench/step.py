@@ -43,6 +43,59 @@ class SameBatch:
         return len(self.dataset)
 
 
+class RecipeStep:
+    """The pieces `train RECIPE` assembles (trainers.run) for ``config`` on ``device``, and its train_one_epoch over
+    any loader: a SameBatch (the step alone) or the trainers' own loader (the step fed by it: bench/loader.py)."""
+
+    def __init__(self, build, config, device: torch.device, steps: int):
+        from trainers.data import fit_metadata
+        from trainers.dist import Dist
+        from trainers.losses import make_loss
+        from trainers.loop import compiled, make_env, make_optimizer
+        from trainers.models import build_model
+        from trainers.regularize import make_ema, make_mix
+        from trainers.schedules import make_scheduler
+
+        self.metadata = fit_metadata(build) if config.metadata else None
+        if build.train_stats is None:
+            raise HamdataError(f"{build.path}: no train statistics (an empty train split?)")
+        self.env = make_env(Dist(), device, build.train_stats.as_dict(), config.precision)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.config, self.device, self.classes = config, device, len(build.classes)
+        torch.manual_seed(0)
+        model = build_model(config.arch, "none", self.classes, metadata=self.metadata).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.opt = make_optimizer(config, model)
+        self.sched = make_scheduler(config, self.opt, steps)
+        self.loss_fn = make_loss(config, [1.0] * self.classes).to(device)
+        self.net = compiled(model) if config.compile else model  # as train --compile does
+        self.pieces = dict(mix=make_mix(config, self.classes), ema=make_ema(config, model))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.env.scaled)
+
+    def fixed_batch(self) -> dict:
+        """One random uint8 batch of the config's size (pinned on CUDA), with metadata under fusion."""
+        generator = torch.Generator().manual_seed(0)
+        size, batch = self.config.image_size, self.config.batch_size
+        sample = {"images": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator),
+                  "labels": torch.randint(0, self.classes, (batch,), generator=generator)}
+        if self.metadata is not None:
+            from trainers.fusion import MetadataEncoding
+
+            sample["meta"] = torch.rand((batch, MetadataEncoding.from_dict(self.metadata).dim), generator=generator)
+        if self.device.type == "cuda":
+            sample = {k: v.pin_memory() for k, v in sample.items()}
+        return sample
+
+    def epoch(self, loader, epoch: int) -> dict:
+        """trainers.loop.train_one_epoch over ``loader``: images, seconds, loader_wait_s, ..."""
+        from trainers.loop import train_one_epoch
+
+        return train_one_epoch(self.env, self.net, loader, self.opt, self.sched, self.scaler, self.loss_fn,
+                               **self.pieces, epoch=epoch)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shards", help="a build folder (its train statistics and, with --metadata, its train split)")
@@ -58,14 +111,8 @@ def main() -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args()
 
-    from trainers.data import fit_metadata, open_build
-    from trainers.dist import Dist
-    from trainers.losses import make_loss
-    from trainers.loop import compiled, make_env, make_optimizer, train_one_epoch
-    from trainers.models import build_model
+    from trainers.data import open_build
     from trainers.recipes import recipe_config
-    from trainers.regularize import make_ema, make_mix
-    from trainers.schedules import make_scheduler
 
     try:
         build = open_build(args.shards)
@@ -74,47 +121,22 @@ def main() -> int:
                                weights="none", device=args.device)
         device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                               else "cpu")
-        metadata = fit_metadata(build) if config.metadata else None
-        if build.train_stats is None:
-            raise HamdataError(f"{build.path}: no train statistics (an empty train split?)")
-        env = make_env(Dist(), device, build.train_stats.as_dict(), config.precision)
+        runner = RecipeStep(build, config, device, args.warmup + args.steps)
     except HamdataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    classes = len(build.classes)
-    torch.manual_seed(0)
-    model = build_model(config.arch, "none", classes, metadata=metadata).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(config, model)
-    sched = make_scheduler(config, opt, args.warmup + args.steps)
-    loss_fn = make_loss(config, [1.0] * classes).to(device)
-    net = compiled(model) if config.compile else model  # as train --compile does
-    generator = torch.Generator().manual_seed(0)
-    size, batch = config.image_size, config.batch_size
-    sample = {"images": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator),
-              "labels": torch.randint(0, classes, (batch,), generator=generator)}
-    if metadata is not None:
-        from trainers.fusion import MetadataEncoding
-
-        sample["meta"] = torch.rand((batch, MetadataEncoding.from_dict(metadata).dim), generator=generator)
-    if device.type == "cuda":
-        sample = {k: v.pin_memory() for k, v in sample.items()}
-    pieces = dict(mix=make_mix(config, classes), ema=make_ema(config, model))
-    scaler = torch.amp.GradScaler(device.type, enabled=env.scaled)
+    sample, size, batch, metadata = runner.fixed_batch(), config.image_size, config.batch_size, runner.metadata
 
     started = time.perf_counter()
-    train_one_epoch(env, net, SameBatch(sample, args.warmup), opt, sched, scaler, loss_fn, **pieces, epoch=0)
+    runner.epoch(SameBatch(sample, args.warmup), epoch=0)
     warm = time.perf_counter() - started
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    stats = train_one_epoch(env, net, SameBatch(sample, args.steps), opt, sched, scaler, loss_fn, **pieces, epoch=1)
+    stats = runner.epoch(SameBatch(sample, args.steps), epoch=1)
     rate = stats["images"] / stats["seconds"]  # the epoch ends with its one read: the device has finished
     memory = f"{torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB peak" if device.type == "cuda" else "CPU"
-    print(f"{args.recipe} {config.arch} {size}px batch {batch} on {device} ({env.precision}"
+    print(f"{args.recipe} {config.arch} {size}px batch {batch} on {device} ({runner.env.precision}"
           f"{', compiled' if config.compile else ''}{', metadata fusion' if metadata else ''}): "
           f"step alone {rate:.1f} images/s ({1000 * batch / rate:.1f} ms a batch), {memory}; warm-up {warm:.1f} s")
     print(f"images/s: {rate:.1f}")
