@@ -77,10 +77,13 @@ def compare_with_steps(args, spec: StreamSpec, loader_rate: float, build) -> Non
     runner.epoch(SameBatch(sample, warmup), epoch=0)
     stats = runner.epoch(SameBatch(sample, args.batches), epoch=1)
     alone = stats["images"] / stats["seconds"]
-    runner.epoch(make_loader(dataclasses.replace(spec, epoch=1, batches=warmup), args.workers, pin_memory=device.type == "cuda"),
-                 epoch=2)
-    stats = runner.epoch(make_loader(dataclasses.replace(spec, epoch=2, batches=args.batches), args.workers,
-                                     pin_memory=device.type == "cuda"), epoch=3)
+
+    def loader(epoch: int, batches: int):
+        return make_loader(dataclasses.replace(spec, epoch=epoch, batches=batches), args.workers,
+                           pin_memory=device.type == "cuda")
+
+    runner.epoch(loader(1, warmup), epoch=2)
+    stats = runner.epoch(loader(2, args.batches), epoch=3)
     fed = stats["images"] / stats["seconds"]
     print(f"{args.recipe} {args.arch} on {device} ({runner.env.precision}): step alone {alone:.1f} images/s "
           f"({1000 * args.batch_size / alone:.1f} ms a batch); loader alone {loader_rate:.1f} images/s "

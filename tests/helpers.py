@@ -78,8 +78,7 @@ def synthetic_data(factory: pytest.TempPathFactory, n_images: int, seed: int = 0
     """Synthetic HAM10000 images in the Kaggle layout (one worker), made once per test run (across pytest-xdist
     workers) and shared.
 
-    With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored. ``min_per_class``:
-    images of every class at least (make_synthetic), else HAM10000's proportions.
+    With ``metadata`` (a HAM10000-style CSV) its rows are drawn and ``n_images`` is ignored.
     """
     from hamdata.synth.ham import make_synthetic
 
