@@ -125,4 +125,4 @@ def model_from_checkpoint(state: dict, device: torch.device, path="checkpoint") 
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
         raise HamdataError(f"{path}: damaged hamdata checkpoint (its weights do not fit a {state['arch']}: {short_reason(exc)})") from None
-    return model.to(device).eval()
+    return model.to(device, memory_format=torch.channels_last).eval()  # as the batches (loop.Env.batch)

@@ -83,7 +83,7 @@ class Env:
 
     def batch(self, images: torch.Tensor) -> torch.Tensor:
         x = normalize(images.to(self.device, non_blocking=True), self.mean, self.std)
-        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+        return x.contiguous(memory_format=torch.channels_last)  # as the model's weights (run._trainer)
 
     def autocast(self):
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16

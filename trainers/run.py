@@ -312,11 +312,10 @@ def _initial_model(config: TrainConfig, dist: Dist, resuming: bool, metadata: di
 def _trainer(plan: Plan, resuming: bool) -> Trainer:
     config, env = plan.config, plan.env
     model = _initial_model(config, env.dist, resuming, plan.meta["data"].get("metadata"), len(plan.classes)).to(env.device)
-    if env.cuda or env.dist.world > 1:
-        # The batches are NHWC in memory (channels_last), so are the weight gradients; under DDP the parameters
-        # take that layout before the wrap, else every step copies each gradient into its bucket (PyTorch's
-        # "Grad strides do not match bucket view strides")
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last (NHWC), as the batches: cuDNN's and oneDNN's fast convolutions (on the CPU an EfficientNet-B0
+    # evaluates ~2.5x faster than with NCHW weights); under DDP the parameters take that layout before the wrap,
+    # else every step copies each gradient into its bucket ("Grad strides do not match bucket view strides")
+    model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(config, model)
     stream = [plan.train_set.counts[dx] * (plan.factors[dx] if plan.factors else 1.0) for dx in plan.classes]
     net = model

@@ -11,8 +11,8 @@
   of the training stream (uniform on a balanced or resampled stream).
 - Optimiser: AdamW (no decay on norms and biases); CosineAnnealingWarmRestarts
   with 10-epoch cycles stepped per batch, so 40 epochs end at a minimum.
-- Batch 48, 40 epochs, best checkpoint by validation macro-F1; AMP and
-  channels_last on CUDA.
+- Batch 48, 40 epochs, best checkpoint by validation macro-F1; AMP on
+  CUDA; channels_last everywhere.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ After Gessert et al. (2019), the ISIC 2019 winner; each default and why:
 - EMA of the weights (decay 0.999); the better of best.pt / best_ema.pt by
   validation macro-F1 is evaluated on the test split, with Grad-CAM overlays.
 - Batch 32, at most 40 epochs, early stopping after 8 without a better
-  validation macro-F1; AMP and channels_last on CUDA.
+  validation macro-F1; AMP on CUDA; channels_last everywhere.
 """
 
 from __future__ import annotations
