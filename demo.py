@@ -24,7 +24,7 @@ def _claim(work: Path) -> None:
     (work / MARKER).write_text("written by `hamdata demo`; its contents are replaced by the next demo run\n")
 
 
-def run_demo(work: Path, n_images: int = 1000, workers: int = 2, seed: int = 42, target: int = 200,
+def run_demo(work: Path, n_images: int = 1000, workers: int | None = None, seed: int = 42, target: int = 200,
              epochs: int = 5, echo=print) -> dict:
     """synth -> build-shards -> balance -> stats -> verify -> short Phase 5 and Phase 6 runs -> their ensemble -> reports.
 

@@ -25,7 +25,7 @@ from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
 from hamdata.store.card import Build, balanced_name, thaw
 from hamdata.store.manifest import CARD_NAME, MANIFEST_NAME, card_skeleton, read_manifest
-from hamdata.parallel import ordered_map
+from hamdata.parallel import ordered_map, pool_size
 from hamdata.store.schema import sample_json
 from hamdata.store.shards import IMAGE_EXTS, TAR_ERRORS, iter_members, sha256_file, tar_error_detail
 from hamdata.store.writer import BuildWriter
@@ -226,7 +226,7 @@ def make_copy(task: CopyTask) -> bytes:
     return encode_image(replay(rgb, task.recipe), task.fmt, task.quality)
 
 
-def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, overwrite: bool = False,
+def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int | None = None, overwrite: bool = False,
                   progress: bool = True) -> dict:
     """Write ``balanced-<target>/`` for the build at ``shards_dir``; returns a summary for the CLI."""
     started = time.perf_counter()
@@ -244,7 +244,7 @@ def balance_build(shards_dir, cfg: BalanceConfig, out=None, workers: int = 2, ov
         return _balance(source, train, cfg, target_dir, workspace, workers, progress, started)
 
 
-def _balance(source: Build, train, cfg: BalanceConfig, target_dir: Path, workspace: Workspace, workers: int,
+def _balance(source: Build, train, cfg: BalanceConfig, target_dir: Path, workspace: Workspace, workers: int | None,
              progress: bool, started: float) -> dict:
     build = source.path
     plan = plan_balance(train, cfg, source.classes)
@@ -253,7 +253,7 @@ def _balance(source: Build, train, cfg: BalanceConfig, target_dir: Path, workspa
     if absent:
         raise HamdataError(f"{build}: {len(absent)} train samples of {MANIFEST_NAME} are in no train shard "
                            f"(first: {', '.join(absent[:3])}); run `verify {build}`")
-    workers = max(1, int(workers or 1))
+    workers = pool_size(workers, sum(s.recipe is not None for s in plan.samples))  # the copies are the work
     # a copy belongs to its parent's collection and group (read_manifest fills them in for a format 1 build)
     origins = {s.origin for s in plan.samples}
     kin = {key: (collection, group) for key, collection, group in zip(train["key"], train["collection"], train["group"])

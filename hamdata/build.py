@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from hamdata.split.groups import UnionFind, make_groups
 from hamdata.inputs.metadata_isic2020 import LIST_EVIDENCE
 from hamdata.inputs.merge import DEFAULT_IMAGE_TYPES, check_image_types, check_paths, open_inputs
 from hamdata.store.manifest import TABULAR_FORMAT, card_skeleton
-from hamdata.parallel import ordered_map
+from hamdata.parallel import ordered_map, pool_size
 from hamdata.image.preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
 from hamdata.store.card import Build, thaw
 from hamdata.store.schema import sample_record
@@ -189,7 +188,7 @@ def _missing_error(inputs, cfg: BuildConfig) -> HamdataError:
     )
 
 
-def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.DataFrame, pd.Series, dict]:
+def plan_samples(cfg: BuildConfig, workers: int | None, progress: bool) -> tuple[pd.DataFrame, pd.Series, dict]:
     """The kept images with their groups, their split, and the card fields about inputs, duplicates and groups."""
     label_map = load_label_map(cfg.classes, cfg.label_map)
     inputs = open_inputs(cfg.data, label_map, cfg.on_error, cfg.image_types)
@@ -208,7 +207,7 @@ def plan_samples(cfg: BuildConfig, workers: int, progress: bool) -> tuple[pd.Dat
     found = {"drop": set(), "records": [], "pairs": []}
     if cfg.find_duplicates:
         # about 1 ms an image: worker processes only pay for their start-up (seconds) on large builds
-        rows, vectors = fingerprints(list(table["locator"]), workers if len(table) > 5000 else 1, progress)
+        rows, vectors = fingerprints(list(table["locator"]), (workers or None) if len(table) > 5000 else 1, progress)
         memory.release(len(table))
         found = settle(table, rows, vectors, cfg.keep_duplicates)
         search.update(same_lesion_pairs=found["same_lesion_pairs"], fingerprinted=len(rows))
@@ -337,8 +336,8 @@ def listed_duplicates(inputs, keep: bool) -> dict:
 
 def _build(cfg: BuildConfig, out: Path, workspace: Workspace, workers: int | None, progress: bool,
            started: float) -> dict:
-    workers = max(1, workers or os.cpu_count() or 1)
     kept, split, fields = plan_samples(cfg, workers, progress)
+    workers = pool_size(workers, len(kept))
     memory.release(len(kept))  # the planning's tables are gone; the writing starts from what is alive
     classes = CLASS_SETS[cfg.classes]
     splits = SPLITS + ((HELDOUT,) if (split == HELDOUT).any() else ())

@@ -117,6 +117,31 @@ def test_same_sha256_whatever_workers(synth_data, synth_build, tmp_path):
     assert card1["train_stats"] == card2["train_stats"]
 
 
+def test_workers_left_out_start_no_pool_for_a_small_build(synth_data, synth_build, tmp_path, monkeypatch):
+    import hamdata.parallel
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for 160 images")
+
+    monkeypatch.setattr(hamdata.parallel, "ProcessPoolExecutor", no_pool)
+    summary = build(synth_data, tmp_path / "auto", workers=None, shard_size=40)
+    assert summary["workers"] == 1
+    out2, _ = synth_build  # built with workers=2 asked for: a pool of two
+    assert (tmp_path / "auto" / "manifest.csv").read_bytes() == (out2 / "manifest.csv").read_bytes()
+
+
+def test_pool_size_takes_an_asked_count_and_sizes_a_left_out_one_by_the_work(monkeypatch):
+    from hamdata.parallel import ITEMS_PER_WORKER, pool_size
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert [pool_size(n, 3) for n in (1, 2, 5)] == [1, 2, 5]  # asked for: as asked, however small the work
+    assert pool_size(None, 0) == pool_size(0, 2 * ITEMS_PER_WORKER - 1) == 1
+    assert pool_size(None, 2 * ITEMS_PER_WORKER) == 2 and pool_size(None, 5 * ITEMS_PER_WORKER + 1) == 5
+    assert pool_size(None, 10_015) == 8  # HAM10000: every CPU
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert pool_size(None, 10_015) == 1
+
+
 def test_tars_read_back_with_tarfile_and_pil_match_manifest(synth_build):
     out, summary = synth_build
     card, samples = read_tars(out)

@@ -25,7 +25,7 @@ from hamdata.dedup import compare
 from hamdata.dedup import fingerprint as dedup
 from hamdata.errors import HamdataError
 from hamdata.inputs.containers import read_image_bytes
-from hamdata.parallel import ordered_map
+from hamdata.parallel import ordered_map, pool_size
 
 
 def fingerprint_file(locator: str) -> np.ndarray | None:
@@ -43,13 +43,13 @@ def fingerprint_file(locator: str) -> np.ndarray | None:
     return dedup.fingerprint(np.ascontiguousarray(bgr[..., ::-1]))
 
 
-def fingerprints(locators: list[str], workers: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def fingerprints(locators: list[str], workers: int | None, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """(rows that have a fingerprint, their fingerprints), in the order of `locators`."""
     # One preallocated array: a list of 401,059 small arrays, stacked at the end, would hold both at once.
     vectors = np.zeros((len(locators), dedup.FINGERPRINT_SIZE), dtype=np.uint8)
     found = np.zeros(len(locators), dtype=bool)
     bar = tqdm(total=len(locators), unit="img", desc="duplicates", disable=not progress, dynamic_ncols=True)
-    results = ordered_map(_indexed, enumerate(locators), workers)
+    results = ordered_map(_indexed, enumerate(locators), pool_size(workers, len(locators)))
     try:
         for index, vector in results:
             bar.update(1)

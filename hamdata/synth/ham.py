@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from hamdata.inputs.classes import CLASSES
 from hamdata.errors import HamdataError
-from hamdata.parallel import ordered_map
+from hamdata.parallel import ordered_map, pool_size
 from hamdata.image.preprocess import encode_image
 from hamdata.workspace import Workspace
 from hamdata.inputs.metadata import METADATA_COLUMNS, validate_metadata
@@ -230,7 +230,8 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
     n_images: rows of the synthetic table (>= 7); ignored when `metadata` is given.
     seed: decides the table and, with each image_id, that image's pixels.
     metadata: path of a HAM10000-style CSV whose rows (ids, lesions, labels, ...) are used as they are.
-    workers: processes drawing images (default: os.cpu_count()); the output does not depend on it.
+    workers: processes drawing images (default: the CPU count, fewer for a small set: hamdata.parallel.pool_size);
+        the output does not depend on it.
     overwrite: replace an existing non-empty `out`.
     progress: show a tqdm progress bar.
     min_per_class: images of every class at least (synthetic_metadata); 0: HAM10000's proportions.
@@ -243,8 +244,7 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
     place = Path(os.path.abspath(out))  # "." or "data/.." have no usable name or parent of their own
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise HamdataError(f"seed must be a non-negative integer, got {seed!r}")
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1):
         raise HamdataError(f"workers must be a positive integer, got {workers!r}")
     _check_out(place, overwrite)
     if metadata is None:
@@ -256,7 +256,7 @@ def make_synthetic(out, n_images=1000, seed=0, metadata=None, workers=None, over
         for part in PART_DIRS:
             (tmp / part).mkdir()
         tasks = _tasks(table, tmp, int(seed), _image_size(image_size))  # an image depends on (seed, image_id) only, not on its worker
-        rendered = ordered_map(_render, tasks, min(int(workers), len(tasks)))
+        rendered = ordered_map(_render, tasks, min(pool_size(workers, len(tasks)), len(tasks)))
         for _ in tqdm(rendered, total=len(tasks), desc="synth", unit="img", disable=not progress):
             pass
         _write_table(table, tmp / METADATA_NAME)

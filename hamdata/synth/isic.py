@@ -51,7 +51,7 @@ from hamdata.inputs.classes import ISIC2019_CLASSES, ISIC2019_COLUMNS
 from hamdata.errors import HamdataError
 from hamdata.inputs.containers import read_image_bytes
 from hamdata.inputs.layouts import open_source
-from hamdata.parallel import ordered_map
+from hamdata.parallel import ordered_map, pool_size
 from hamdata.image.preprocess import SIZE_MAX, SIZE_MIN, ImageError, decode_image, encode_image
 from hamdata.synth.draw import IMAGE_SIZE, draw_lesion
 from hamdata.synth.ham import JPEG_QUALITY, REAL_AGES, REAL_IMAGES_PER_LESION, apportion, image_rng
@@ -392,7 +392,7 @@ def _write(layout: str, out, images, seed, size, duplicates_of, same_id, new_id,
     seed = _whole("seed", seed, 0)
     images = _whole("images", images, len(ARCHIVE_DIAGNOSES) if archive else len(REAL_ISIC2019_COUNTS))
     counts = {kind: _whole(kind, n, 0) for kind, n in zip(KINDS, (same_id, new_id, within))}
-    workers = _whole("workers", (os.cpu_count() or 1) if workers is None else workers, 1)
+    workers = None if workers is None else _whole("workers", workers, 1)
     box = _check_size(size)
     if counts["within"] > images:
         raise HamdataError(f"within={counts['within']}: more copies than the {images} images this input draws")
@@ -423,7 +423,7 @@ def _write(layout: str, out, images, seed, size, duplicates_of, same_id, new_id,
         where = tmp if archive else tmp / ISIC2019_INPUT
         where.mkdir(exist_ok=True)
         tasks = [(*r["task"], str(where / f"{r['id']}.jpg")) for r in every]
-        done = ordered_map(_render, tasks, min(workers, len(tasks)))
+        done = ordered_map(_render, tasks, min(pool_size(workers, len(tasks)), len(tasks)))
         for _ in tqdm(done, total=len(tasks), desc=f"synth {layout}", unit="img", disable=not progress):
             pass
         files = _archive_files(every) if archive else _isic2019_files(every)
@@ -447,7 +447,7 @@ def write_isic2019(out, images=1000, seed=0, size=IMAGE_SIZE, duplicates_of=None
     size: (width, height) box every image's real shape is scaled down to fit (default synth's 600x450).
     duplicates_of: a folder `hamdata.inputs.layouts.open_source` reads, whose images the same-id and new-id copies copy.
     same_id, new_id, within: planted copies of each kind (see the module docstring), listed in planted_duplicates.csv.
-    workers: processes (default os.cpu_count()); the output does not depend on it. overwrite: replace `out`.
+    workers: processes (default: the CPU count, fewer for a small input: hamdata.parallel.pool_size); the output does not depend on it. overwrite: replace `out`.
     Returns {"layout", "images" (all, copies included), "drawn", "planted": {kind: n}, "counts": {class: n}, "out",
     "images_dir"}.
     """
