@@ -149,6 +149,21 @@ def test_metrics_match_sklearn():
     assert all(m["per_class"][dx]["auc"] is not None for dx in CLASSES)
 
 
+def test_macro_f1_is_sklearns_macro_over_the_classes_in_labels_or_predictions():
+    from trainers.metrics import macro_f1
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        labels, predicted = rng.integers(0, 7, n), rng.integers(0, 7, n)
+        labels[labels == 3] = 2  # a class in neither: not averaged in
+        present = np.union1d(labels, predicted)
+        expected = f1_score(labels, predicted, labels=present, average="macro", zero_division=0)
+        assert macro_f1(labels, predicted) == pytest.approx(expected)
+    assert macro_f1(np.array([0, 0]), np.array([1, 1])) == 0.0  # sklearn: 0/0 of each class -> 0
+    assert macro_f1(np.array([], dtype=int), np.array([], dtype=int)) == 0.0
+
+
 def test_metrics_with_a_class_absent_from_the_split():
     labels = np.array([0, 0, 1, 1])
     probs = np.eye(7)[[0, 0, 1, 0]]

@@ -16,8 +16,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import (classification_report, confusion_matrix, precision_recall_fscore_support, roc_auc_score,
-                             roc_curve)
 
 from hamdata import runfiles
 from hamdata.inputs.classes import CLASS_SETS, CLASSES, ISIC2018_COLUMNS, UNKNOWN_COLUMN, isic_column, isic_columns
@@ -33,10 +31,16 @@ def isic_header(classes=CLASSES) -> tuple[str, ...]:
 
 
 def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Mean F1 over the classes present in the labels or the predictions (sklearn's 'macro')."""
-    present = np.union1d(labels, predicted)
-    _, _, f1, _ = precision_recall_fscore_support(labels, predicted, labels=present, zero_division=0)
-    return float(np.mean(f1)) if len(f1) else 0.0
+    """Mean F1 over the classes present in the labels or the predictions (sklearn's 'macro'). In numpy: every
+    epoch's validation calls it, and scikit-learn's import (~1 s) waits for the final evaluation."""
+    labels, predicted = np.asarray(labels, dtype=np.int64).ravel(), np.asarray(predicted, dtype=np.int64).ravel()
+    if not len(labels) and not len(predicted):
+        return 0.0
+    n = int(max(labels.max(initial=0), predicted.max(initial=0))) + 1
+    true, said = np.bincount(labels, minlength=n), np.bincount(predicted, minlength=n)
+    hit = np.bincount(labels[labels == predicted], minlength=n)
+    present = (true + said) > 0
+    return float(np.mean(2 * hit[present] / (true + said)[present]))
 
 
 def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
@@ -49,6 +53,8 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
 
 def one_vs_rest_auc(labels: np.ndarray, probs: np.ndarray) -> list[float | None]:
     """ROC AUC of each class against the rest; None where the split lacks positives or negatives."""
+    from sklearn.metrics import roc_auc_score
+
     aucs = []
     for c in range(np.asarray(probs).shape[1]):
         positive = labels == c
@@ -68,6 +74,8 @@ def partial_auc_above_tpr(positive, scores, min_tpr: float = MIN_TPR) -> float |
     positive = np.asarray(positive, dtype=bool)
     if positive.all() or not positive.any():
         return None
+    from sklearn.metrics import roc_auc_score
+
     max_fpr = abs(1 - min_tpr)
     scaled = roc_auc_score(~positive, -np.asarray(scores, dtype=np.float64), max_fpr=max_fpr)
     return float(0.5 * max_fpr ** 2 + (max_fpr - 0.5 * max_fpr ** 2) / (1.0 - 0.5) * (scaled - 0.5))
@@ -79,6 +87,8 @@ def sensitivity_at_specificity(positive, scores, specificity: float) -> float | 
     positive = np.asarray(positive, dtype=bool)
     if positive.all() or not positive.any():
         return None
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(positive, np.asarray(scores, dtype=np.float64))
     return float(tpr[fpr <= 1 - specificity + 1e-12].max())
 
@@ -90,6 +100,8 @@ def classification_metrics(labels, probs, classes=CLASSES) -> dict:
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(classes):
         raise ValueError(f"probabilities of shape {probs.shape} for {len(classes)} classes")
+    from sklearn.metrics import precision_recall_fscore_support
+
     predicted = probs.argmax(1)
     everyone = np.arange(len(classes))
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=everyone, zero_division=0)
@@ -194,6 +206,8 @@ def headline(metrics: dict) -> str:
 
 
 def report_text(labels, probs, classes=CLASSES) -> str:
+    from sklearn.metrics import classification_report
+
     labels = np.asarray(labels)
     return classification_report(labels, np.asarray(probs).argmax(1), labels=np.arange(len(classes)),
                                  target_names=list(classes), digits=4, zero_division=0)
@@ -255,6 +269,8 @@ def read_isic_csv(path: Path, classes=None) -> tuple[list[str], np.ndarray]:
 
 def confusion_counts(labels, probs, classes=CLASSES) -> np.ndarray:
     """The len(classes) x len(classes) confusion matrix (rows: true class, columns: predicted)."""
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(labels, np.asarray(probs).argmax(1), labels=np.arange(len(classes)))
 
 
