@@ -69,7 +69,7 @@ def main():
 @click.option("--same-id", default=0, show_default=True, type=int, help="Copies of --duplicates-of images under their own ids (re-encoded, quality 85).")
 @click.option("--new-id", default=0, show_default=True, type=int, help="Copies of --duplicates-of images under new ids (cropped, resized, brightened).")
 @click.option("--within", default=0, show_default=True, type=int, help="Copies of this output's own images under new ids.")
-@click.option("--workers", type=int, default=None, help="Processes (default: CPU count, fewer for a small input).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Processes (default, or 0: CPU count, fewer for a small input).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
 @user_errors
 def synth(out, layout, n_images, seed, metadata, size, duplicates_of, same_id, new_id, within, workers, overwrite):
@@ -120,7 +120,7 @@ def synth(out, layout, n_images, seed, metadata, size, duplicates_of, same_id, n
 @click.option("--format", "fmt", default="jpg", show_default=True, type=click.Choice(["jpg", "png"]))
 @click.option("--quality", default=95, show_default=True, type=int, help="JPEG quality.")
 @click.option("--shard-size", default=500, show_default=True, type=int, help="Samples per tar.")
-@click.option("--workers", type=int, default=None, help="Processes (default: CPU count, fewer for a small input); does not change the output.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Processes (default, or 0: CPU count, fewer for a small input); does not change the output.")
 @click.option("--on-error", default="fail", show_default=True, type=click.Choice(["fail", "skip"]), help="Unreadable image: stop, or skip and record it.")
 @click.option("--allow-missing", is_flag=True, help="Build the images that exist; list the missing ones as skipped.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing build.")
@@ -244,7 +244,7 @@ def stats(folder, out):
 @click.option("--shards", default="shards", show_default=True, help="The build to balance (its train split only).")
 @click.option("--out", default=None, help="Where to write balanced-N/ (default: inside --shards).")
 @click.option("--seed", default=42, show_default=True, type=int, help="Seed for selection, order and augmentation.")
-@click.option("--workers", type=int, default=None, help="Processes (default: CPU count, fewer for a small input); does not change the output.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Processes (default, or 0: CPU count, fewer for a small input); does not change the output.")
 @click.option("--strong-below", default=0.5, show_default=True, type=float,
               help="Classes with fewer originals than this x TARGET get the strong policy, others light.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing balanced-N.")
@@ -278,7 +278,7 @@ def report(folder, out):
 @main.command()
 @click.option("--out", default="demo", show_default=True, help="Work folder for the demo.")
 @click.option("--images", "n_images", default=1000, show_default=True, type=int, help="Synthetic images.")
-@click.option("--workers", type=int, default=None, help="Processes (default: CPU count, fewer for a small input).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Processes (default, or 0: CPU count, fewer for a small input).")
 @click.option("--seed", default=42, show_default=True, type=int)
 @click.option("--target", default=200, show_default=True, type=int, help="Samples per class of the balanced set.")
 @click.option("--epochs", default=5, show_default=True, type=int, help="Epochs of each CPU run, Phase 5 and Phase 6 (0: no training).")

@@ -4,7 +4,7 @@
                          [--precision auto|bf16|fp16|fp32] [--compile] [--metadata] [--steps 100] [--device auto]
 
 The pieces are those `train RECIPE` assembles (trainers.run): the recipe's model (with metadata fusion under
---metadata, fitted on the build's train split), channels_last on CUDA, its optimizer (AdamW, fused), loss,
+--metadata, fitted on the build's train split), channels_last weights, its optimizer (AdamW, fused), loss,
 schedule, CutMix/MixUp and EMA where the recipe has them, the autocast of --precision, torch.compile under
 --compile; and the step is trainers.loop.train_one_epoch itself (the finiteness watch, the loss sums, the EMA),
 over a "loader" that hands it the same uint8 batch every step, so that no decoding or augmentation is counted:
@@ -65,8 +65,7 @@ class RecipeStep:
         self.config, self.device, self.classes = config, device, len(build.classes)
         torch.manual_seed(0)
         model = build_model(config.arch, "none", self.classes, metadata=self.metadata).to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # as train's, on every device
         self.opt = make_optimizer(config, model)
         self.sched = make_scheduler(config, self.opt, steps)
         self.loss_fn = make_loss(config, [1.0] * self.classes).to(device)

@@ -55,6 +55,7 @@ CASES = [
     (["build-shards", "--data", MISSING], "--data: no such folder"),
     (["build-shards", "--data", ROOT / "manifests", "--size", "abc"], "--size: expected N or WxH"),
     (["build-shards", "--bogus"], "No such option '--bogus'"),
+    (["build-shards", "--data", ROOT / "manifests", "--workers", "-2"], "-2 is not in the range x>=0"),
     (["build-shards", "--data", ROOT / "manifests", "--classes", "isic2020"], "Invalid value for '--classes'"),
     (["verify", MISSING], "no such folder"),
     (["stats", MISSING], "no such file or folder"),

@@ -125,3 +125,36 @@ def test_adamw_is_fused_on_the_cpu_and_on_cuda():
     if torch.cuda.is_available():
         fused = loop.make_optimizer(TrainConfig(recipe="phase5", arch="resnet18"), model.cuda()).defaults["fused"]
         assert fused is True
+
+
+def test_optimizer_state_saved_nchw_resumes_on_channels_last_weights_as_if_never_stopped():
+    """A checkpoint's AdamW moments in NCHW (saved before the weights were channels_last on the CPU) loaded beside
+    channels_last weights: the fused kernel walks both in memory order, so they must take the weights' layout."""
+    import copy
+
+    from trainers.config import TrainConfig
+
+    config = TrainConfig(recipe="phase5", arch="resnet18", lr=0.1)
+    torch.manual_seed(0)
+    nchw = torch.nn.Conv2d(3, 8, 3)
+    x = torch.randn(4, 3, 6, 6)
+
+    def step(model, optimizer, inputs):
+        optimizer.zero_grad()
+        model(inputs).square().mean().backward()
+        optimizer.step()
+
+    first = loop.make_optimizer(config, nchw)
+    step(nchw, first, x)
+    saved_weights, saved_state = copy.deepcopy(nchw.state_dict()), copy.deepcopy(first.state_dict())  # as torch.save
+    assert not saved_state["state"][0]["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+    step(nchw, first, x)  # the run that was never stopped
+
+    resumed = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    resumed.load_state_dict(saved_weights)
+    second = loop.make_optimizer(config, resumed)
+    loop.load_optimizer_state(second, saved_state)
+    assert second.state[resumed.weight]["exp_avg"].stride() == resumed.weight.stride()
+    assert second.param_groups[0]["fused"] is True
+    step(resumed, second, x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(resumed.weight, nchw.weight, atol=1e-6)

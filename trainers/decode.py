@@ -203,7 +203,7 @@ def augment_cpu(images: list[np.ndarray], size: int, rng: np.random.Generator) -
 
     The same parameters as ``augment_batch`` for the same ``rng``. OpenCV writes each image
     straight into the batch, which goes to the main process as it is: channels_last (NHWC
-    in memory), as the model on the GPU wants it. Bilinear resampling, or area resampling
+    in memory), as the model's weights are (trainers.run). Bilinear resampling, or area resampling
     when the crop is shrunk by AREA_BELOW or more (OpenCV's area filter costs 7x bilinear
     at the small factors of a 256 -> 224 crop, where bilinear does not alias).
     """

@@ -59,6 +59,22 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr, fused=fused or None)
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``opt.load_state_dict(state)`` (a checkpoint's), keeping this machine's kernel choice (fused / foreach, not
+    the saver's) and giving each per-parameter tensor of the state its parameter's memory layout. torch keeps the
+    saved layout, and the fused and foreach kernels walk parameter, gradient and moments in memory order: NCHW
+    moments beside channels_last weights (a checkpoint from before the weights were channels_last on the CPU, or
+    saved by another version) would pair each weight with another weight's moments, silently."""
+    kernels = [(g.get("fused"), g.get("foreach")) for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, (fused, foreach) in zip(opt.param_groups, kernels):
+        group["fused"], group["foreach"] = fused, foreach
+    for param, values in opt.state.items():
+        for name, value in values.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                values[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 # ------------------------------------------------------------------ one epoch, one evaluation
 
 

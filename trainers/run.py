@@ -33,7 +33,7 @@ from .data import (BuildReplaced, StreamSpec, TrainSet, find_train_set, fit_meta
                    split_shards)
 from .dist import Dist, barrier, broadcast, init_distributed, resolve_device
 from .loop import (Env, NonFiniteLoss, batches_per_rank, compile_error_reason, compiled, is_compile_error, make_env,
-                   make_optimizer, predict_split, train_one_epoch)
+                   load_optimizer_state, make_optimizer, predict_split, train_one_epoch)
 from .losses import alpha_by_class, make_loss
 from .metrics import headline, write_evaluation
 from .predict import lesions_of
@@ -228,10 +228,7 @@ class Trainer:
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        kernels = [(g.get("fused"), g.get("foreach")) for g in self.opt.param_groups]
-        self.opt.load_state_dict(state["optimizer"])
-        for group, (fused, foreach) in zip(self.opt.param_groups, kernels):  # this machine's choice, not the saver's
-            group["fused"], group["foreach"] = fused, foreach
+        load_optimizer_state(self.opt, state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         if state["scaler"]:  # a run saved without a scaler (CPU, bf16, fp32) resumed in fp16 starts a fresh one
             self.scaler.load_state_dict(state["scaler"])
