@@ -27,6 +27,10 @@ def _workers(value: int | None) -> int | None:
     return value if value else None
 
 
+def _processes(workers: int) -> str:
+    return "in this process" if workers <= 1 else f"{workers} worker processes"
+
+
 class OneLineErrors(click.Group):
     """click's own usage errors (a bad choice, a missing argument, an unknown option, a value of the wrong type)
     under the one error contract: a single line ``error: ...`` naming what was expected, the command's --help as
@@ -200,7 +204,7 @@ def format_build_summary(summary: dict) -> str:
     for name, per_class in summary["counts"].items():
         lines.append(f"  {name:<7} {sum(per_class.values()):>6}  " + " ".join(f"{dx}={n}" for dx, n in per_class.items()))
     lines.append(f"wrote {summary['samples']} samples in {summary['shards']} shards to {summary['out']} "
-                 f"({summary['images_per_second']:.1f} images/s, {summary['workers']} workers); skipped {summary['skipped']}"
+                 f"({summary['images_per_second']:.1f} images/s, {_processes(summary['workers'])}); skipped {summary['skipped']}"
                  + (" (listed in dataset.json)" if summary["skipped"] else "")
                  + (f"; {summary['duplicates']} duplicates (listed in dataset.json)" if summary.get("duplicates") else ""))
     return "\n".join(lines)
@@ -260,7 +264,7 @@ def balance(target, shards, out, seed, workers, strong_below, overwrite):
     for dx, row in summary["classes"].items():
         click.echo(f"  {dx:<6} originals {row['originals']:>5} kept {row['kept']:>5} copies {row['copies']:>5}  policy {row['policy']}")
     click.echo(f"wrote {summary['samples']} samples ({target} per class) to {summary['out']} "
-               f"({summary['samples_per_second']:.1f} samples/s, {summary['workers']} workers)")
+               f"({summary['samples_per_second']:.1f} samples/s, {_processes(summary['workers'])})")
 
 
 @main.command()
