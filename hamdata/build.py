@@ -207,7 +207,7 @@ def plan_samples(cfg: BuildConfig, workers: int | None, progress: bool) -> tuple
     found = {"drop": set(), "records": [], "pairs": []}
     if cfg.find_duplicates:
         # about 1 ms an image: worker processes only pay for their start-up (seconds) on large builds
-        rows, vectors = fingerprints(list(table["locator"]), (workers or None) if len(table) > 5000 else 1, progress)
+        rows, vectors = fingerprints(list(table["locator"]), workers if len(table) > 5000 else 1, progress)
         memory.release(len(table))
         found = settle(table, rows, vectors, cfg.keep_duplicates)
         search.update(same_lesion_pairs=found["same_lesion_pairs"], fingerprinted=len(rows))

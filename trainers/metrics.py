@@ -33,14 +33,25 @@ def isic_header(classes=CLASSES) -> tuple[str, ...]:
 def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
     """Mean F1 over the classes present in the labels or the predictions (sklearn's 'macro'). In numpy: every
     epoch's validation calls it, and scikit-learn's import (~1 s) waits for the final evaluation."""
+    f1 = class_f1(labels, predicted)
+    f1 = f1[~np.isnan(f1)]
+    return float(np.mean(f1)) if len(f1) else 0.0
+
+
+def class_f1(labels, predicted, n_classes: int = 0) -> np.ndarray:
+    """F1 of each class index 0 .. max(n_classes, the largest label or prediction + 1) - 1; nan for a class in
+    neither the labels nor the predictions."""
     labels, predicted = np.asarray(labels, dtype=np.int64).ravel(), np.asarray(predicted, dtype=np.int64).ravel()
-    if not len(labels) and not len(predicted):
-        return 0.0
-    n = int(max(labels.max(initial=0), predicted.max(initial=0))) + 1
+    n = max(int(n_classes), int(max(labels.max(initial=-1), predicted.max(initial=-1))) + 1)
     true, said = np.bincount(labels, minlength=n), np.bincount(predicted, minlength=n)
-    hit = np.bincount(labels[labels == predicted], minlength=n)
-    present = (true + said) > 0
-    return float(np.mean(2 * hit[present] / (true + said)[present]))
+    return f1_of_counts(true, said, np.bincount(labels[labels == predicted], minlength=n))
+
+
+def f1_of_counts(true, said, hit) -> np.ndarray:
+    """Per-class F1 from (possibly weighted) counts along the last axis: images of the class, images predicted as
+    it, and both. 2 tp / (2 tp + fp + fn) = 2 hit / (true + said); nan where true + said is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(true + said > 0, 2 * hit / (true + said), np.nan)
 
 
 def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
@@ -172,7 +183,7 @@ def lesion_intervals(labels, predicted, lesions, n_classes: int, seed: int = 0, 
         t, h, p = weights @ true, weights @ hit, weights @ said
         with np.errstate(invalid="ignore", divide="ignore"):
             bas.append(np.nanmean(np.where(t > 0, h / t, np.nan), axis=1))
-            f1s.append(np.nanmean(np.where(t + p > 0, 2 * h / (t + p), np.nan), axis=1))
+            f1s.append(np.nanmean(f1_of_counts(t, p, h), axis=1))
     return {"macro_f1_ci95": [float(v) for v in np.percentile(np.concatenate(f1s), [2.5, 97.5])],
             "balanced_accuracy_ci95": [float(v) for v in np.percentile(np.concatenate(bas), [2.5, 97.5])]}
 

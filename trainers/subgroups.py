@@ -27,7 +27,7 @@ from hamdata.errors import HamdataError
 from hamdata.store.card import Build
 from hamdata.store.shards import TAR_ERRORS, iter_members, tar_error_detail
 
-from .metrics import lesion_index, lesion_resamples
+from .metrics import class_f1, lesion_index, lesion_resamples
 
 BUILT_IN = ("collection", "site", "sex", "age", "image_type")
 AGE_BAND = 15  # years per age band
@@ -127,13 +127,9 @@ def _recalls(labels: np.ndarray, predicted: np.ndarray, classes: list[int]) -> d
 
 
 def _macro_f1(labels: np.ndarray, predicted: np.ndarray, classes: list[int]) -> float:
-    scores = []
-    for c in classes:
-        tp = float(np.sum((predicted == c) & (labels == c)))
-        fp = float(np.sum((predicted == c) & (labels != c)))
-        fn = float(np.sum((predicted != c) & (labels == c)))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(scores))
+    """Mean F1 over ``classes`` (a class in neither the labels nor the predictions counts 0)."""
+    f1 = class_f1(labels, predicted, max(classes) + 1)
+    return float(np.mean(np.nan_to_num(f1[list(classes)], nan=0.0)))
 
 
 def _auc(positive: np.ndarray, scores: np.ndarray) -> float:
