@@ -4,12 +4,12 @@
                          [--precision auto|bf16|fp16|fp32] [--compile] [--metadata] [--steps 100] [--device auto]
 
 The pieces are those `train RECIPE` assembles (trainers.run): the recipe's model (with metadata fusion under
---metadata, fitted on the build's train split), channels_last weights, its optimizer (AdamW, fused), loss,
-schedule, CutMix/MixUp and EMA where the recipe has them, the autocast of --precision, torch.compile under
---compile; and the step is trainers.loop.train_one_epoch itself (the finiteness watch, the loss sums, the EMA),
-over a "loader" that hands it the same uint8 batch every step, so that no decoding or augmentation is counted:
-only the copy to the device, the normalisation and the step. A first epoch of --warmup steps (cudnn autotuning,
-the compilation) is not timed.
+--metadata, fitted on the build's train split), channels_last weights (on the CPU, the convolutions' weight
+gradient of trainers/convgrad.py), its optimizer (AdamW, fused), loss, schedule, CutMix/MixUp and EMA where the
+recipe has them, the autocast of --precision, torch.compile under --compile; and the step is
+trainers.loop.train_one_epoch itself (the finiteness watch, the loss sums, the EMA), over a "loader" that hands it
+the same uint8 batch every step, so that no decoding or augmentation is counted: only the copy to the device, the
+normalisation and the step. A first epoch of --warmup steps (cudnn autotuning, the compilation) is not timed.
 
 Compare with bench/loader.py (the loader alone) and with `train`'s own images_per_s in metrics.jsonl (end to
 end). Prints the peak GPU memory of the timed epoch, and as its last line ``images/s: X``.
@@ -52,6 +52,7 @@ class RecipeStep:
         from trainers.dist import Dist
         from trainers.losses import make_loss
         from trainers.loop import compiled, make_env, make_optimizer
+        from trainers.convgrad import cpu_conv_grads
         from trainers.models import build_model
         from trainers.regularize import make_ema, make_mix
         from trainers.schedules import make_scheduler
@@ -66,6 +67,8 @@ class RecipeStep:
         torch.manual_seed(0)
         model = build_model(config.arch, "none", self.classes, metadata=self.metadata).to(device)
         model = model.to(memory_format=torch.channels_last)  # as train's, on every device
+        if device.type == "cpu":
+            cpu_conv_grads(model)  # as train's on the CPU (trainers/convgrad.py)
         self.opt = make_optimizer(config, model)
         self.sched = make_scheduler(config, self.opt, steps)
         self.loss_fn = make_loss(config, [1.0] * self.classes).to(device)

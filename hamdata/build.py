@@ -32,11 +32,11 @@ from hamdata.inputs.metadata_isic2020 import LIST_EVIDENCE
 from hamdata.inputs.merge import DEFAULT_IMAGE_TYPES, check_image_types, check_paths, open_inputs
 from hamdata.store.manifest import TABULAR_FORMAT, card_skeleton
 from hamdata.parallel import ordered_map, pool_size
-from hamdata.image.preprocess import ImageError, PreprocessConfig, decode_image, encode_image, preprocess
+from hamdata.image.preprocess import PreprocessConfig
+from hamdata.image.work import Task, process_image
 from hamdata.store.card import Build, thaw
 from hamdata.store.schema import sample_record
-from hamdata.store.writer import BuildWriter, channel_moments
-from hamdata.inputs.containers import read_image_bytes
+from hamdata.store.writer import BuildWriter
 from hamdata.split.stratified import HELDOUT, SPLITS, WRITTEN_SPLITS, SplitConfig, decide_split
 from hamdata.inputs.vocabulary import load_label_map
 from hamdata.workspace import Workspace
@@ -90,54 +90,6 @@ class BuildConfig:
         else:
             record["hold_out"] = list(self.hold_out)
         return record
-
-
-@dataclass(frozen=True)
-class Task:
-    index: int
-    image_id: str
-    locator: str
-
-
-@dataclass
-class Result:
-    index: int
-    image_id: str
-    data: bytes = b""
-    error: str = ""
-    notes: tuple[str, ...] = ()
-    moments: np.ndarray | None = None  # int64 per channel: sum, sum of squares (0..255 values), pixel count
-    seconds: dict = field(default_factory=dict)
-
-
-def process_image(task: Task, cfg: PreprocessConfig, fmt: str, quality: int) -> Result:
-    """One input file -> encoded, preprocessed image (or the cause it could not be)."""
-    result = Result(task.index, task.image_id)
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        result.seconds[stage] = now - clock
-        clock = now
-
-    try:
-        raw = read_image_bytes(task.locator)
-        lap("read")
-        rgb, notes = decode_image(raw)
-        lap("decode")
-    except ImageError as exc:
-        result.error = exc.cause
-        return result
-    except HamdataError as exc:
-        result.error = str(exc)
-        return result
-    result.notes = notes
-    rgb = preprocess(rgb, cfg, timer=lap)
-    result.moments = channel_moments(rgb)
-    result.data = encode_image(rgb, fmt, quality)
-    lap("encode")
-    return result
 
 
 def ordered_results(tasks: list[Task], cfg: BuildConfig, workers: int):

@@ -1,5 +1,6 @@
 """The pure pieces of the trainers: sampling arithmetic, schedules, focal loss, metrics, config."""
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -248,6 +249,76 @@ def test_imagenet_weights_offline_is_one_clear_line(monkeypatch):
     with pytest.raises(HamdataError, match="--weights none") as info:
         build_model("mobilenet_v3_large", "imagenet")
     assert "\n" not in str(info.value)
+
+
+# the convolutions' weight gradient on the CPU where the kernel overhangs the map (trainers/convgrad.py), against
+# PyTorch's own convolution
+CONV_CASES = [  # (in, out, groups, height, width, kernel, stride, padding, dilation, bias, channels_last)
+    (48, 48, 48, 1, 1, 5, 1, 2, 1, False, True),  # EfficientNet-B0's last stage on 32 px crops: 1 tap of 25 sees the image
+    (32, 32, 32, 2, 2, 5, 2, 2, 1, False, True),  # depthwise, stride 2 onto a 1x1 map
+    (24, 24, 24, 2, 2, 3, 1, 1, 1, True, False),  # depthwise, NCHW, with a bias
+    (16, 16, 16, 3, 1, 5, 1, 2, 1, False, True),  # not square: only the height fits the kernel
+    (8, 8, 8, 4, 4, 3, 1, 2, 2, True, True),  # dilated: a 5-pixel reach on a 4x4 map
+    (12, 12, 12, 4, 3, 7, 2, 3, 1, False, False),  # ConvNeXt's 7x7, stride 2
+    (40, 40, 1, 1, 1, 3, 1, 1, 1, False, True),  # ResNet-18's layer4 on 32 px crops
+    (24, 40, 1, 2, 2, 3, 2, 1, 1, True, True),  # a plain stride-2 convolution onto a 1x1 map, with a bias
+    (10, 6, 1, 2, 3, 3, 1, 1, 1, False, False),  # plain, NCHW, not square
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}-{c[1]}g{c[2]}-{c[3]}x{c[4]}-k{c[5]}s{c[6]}p{c[7]}d{c[8]}")
+def test_conv_gradients_equal_pytorchs_where_the_kernel_overhangs_the_map(case):
+    from trainers.convgrad import cpu_conv_grads
+
+    cin, cout, groups, height, width, kernel, stride, padding, dilation, bias, last = case
+    fmt = torch.channels_last if last else torch.contiguous_format
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups=groups, bias=bias).to(memory_format=fmt)
+    ours = cpu_conv_grads(torch.nn.Sequential(copy.deepcopy(plain)))[0]
+    grads = []
+    for conv in (plain, ours):
+        x = torch.randn(6, cin, height, width, generator=torch.Generator().manual_seed(1)).to(memory_format=fmt)
+        x.requires_grad_(True)
+        out = conv(x)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(2)))
+        grads.append([out.detach(), x.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
+        names = type(out.grad_fn).__name__
+        assert conv.weight.grad.stride() == conv.weight.stride()  # the gradient layout contract (DDP's buckets)
+    assert names == "_TapConvBackward"  # our backward ran (plain's is ConvolutionBackward0)
+    for theirs, mine in zip(*grads):
+        assert mine.shape == theirs.shape
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_grads_keep_pytorchs_convolution_where_the_map_is_as_large_as_the_kernel_and_without_grad():
+    from trainers.convgrad import cpu_conv_grads
+
+    conv = cpu_conv_grads(torch.nn.Sequential(torch.nn.Conv2d(8, 8, 5, padding=2, groups=8)))[0]
+    assert type(conv(torch.randn(2, 8, 5, 5, requires_grad=True)).grad_fn).__name__ == "ConvolutionBackward0"
+    assert type(conv(torch.randn(2, 8, 4, 4)).grad_fn).__name__ == "_TapConvBackward"
+    with torch.no_grad():
+        assert conv(torch.randn(2, 8, 1, 1)).grad_fn is None
+    grouped = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=2))  # neither plain nor depthwise
+    assert type(cpu_conv_grads(grouped)[0]) is torch.nn.Conv2d
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "mobilenet_v3_large", "resnet18"])
+def test_cpu_conv_grads_models_keep_their_state_dict_and_train_to_the_same_gradients(arch):
+    from trainers.convgrad import TapConv2d, covered, cpu_conv_grads
+
+    torch.manual_seed(0)
+    plain = build_model(arch, "none").to(memory_format=torch.channels_last)
+    convs = sum(covered(m) for m in plain.modules())
+    ours = cpu_conv_grads(copy.deepcopy(plain))
+    assert convs >= 15 and sum(isinstance(m, TapConv2d) for m in ours.modules()) == convs
+    assert plain.state_dict().keys() == ours.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), ours.state_dict().values()))
+    x = torch.randn(8, 3, 32, 32).to(memory_format=torch.channels_last)
+    for model in (plain, ours):
+        torch.manual_seed(1)  # the same dropout and stochastic depth
+        torch.nn.functional.cross_entropy(model(x), torch.arange(8) % 7).backward()
+    for (name, a), b in zip(plain.named_parameters(), ours.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_tta_views_are_the_eight_flips_and_rotations():

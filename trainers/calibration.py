@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from .metrics import lesion_index
 
@@ -66,6 +65,8 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The temperature that minimises the NLL of ``probs`` on ``labels`` (searched on log T)."""
+    from scipy.optimize import minimize_scalar  # here: scipy.optimize costs `train`, which never calibrates, ~0.6 s
+
     lo, hi = (math.log(t) for t in T_RANGE)
     result = minimize_scalar(lambda log_t: nll(apply_temperature(probs, math.exp(log_t)), labels),
                              bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})

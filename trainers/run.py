@@ -31,6 +31,7 @@ from .checkpoints import (CHECKPOINT_FORMAT, TRAINING_FIELDS, check_build_classe
 from .config import TrainConfig
 from .data import (BuildReplaced, StreamSpec, TrainSet, find_train_set, fit_metadata, make_loader, open_build, repeat_factors,
                    split_shards)
+from .convgrad import cpu_conv_grads
 from .dist import Dist, barrier, broadcast, init_distributed, resolve_device
 from .loop import (Env, NonFiniteLoss, batches_per_rank, compile_error_reason, compiled, is_compile_error, make_env,
                    load_optimizer_state, make_optimizer, predict_split, train_one_epoch)
@@ -313,6 +314,8 @@ def _trainer(plan: Plan, resuming: bool) -> Trainer:
     # evaluates ~2.5x faster than with NCHW weights); under DDP the parameters take that layout before the wrap,
     # else every step copies each gradient into its bucket ("Grad strides do not match bucket view strides")
     model = model.to(memory_format=torch.channels_last)
+    if env.device.type == "cpu":
+        cpu_conv_grads(model)  # the weight gradients where oneDNN is slow (trainers/convgrad.py)
     opt = make_optimizer(config, model)
     stream = [plan.train_set.counts[dx] * (plan.factors[dx] if plan.factors else 1.0) for dx in plan.classes]
     net = model

@@ -25,21 +25,6 @@ from hamdata.store.manifest import MANIFEST_NAME, ManifestWriter, write_card, wr
 from hamdata.store.schema import manifest_row, sample_json
 from hamdata.store.shards import ShardWriter
 
-LEVELS = np.arange(256, dtype=np.int64)
-
-
-def channel_moments(rgb: np.ndarray) -> np.ndarray:
-    """Exact integer sums per channel (sum, sum of squares, pixel count) from histograms.
-
-    Integers make the train statistics independent of summation order, and the
-    histograms cost a tenth of a float64 copy of the image.
-    """
-    hists = [np.bincount(rgb[..., c].ravel(), minlength=256) for c in range(3)]
-    sums = [int(h @ LEVELS) for h in hists]
-    squares = [int(h @ (LEVELS * LEVELS)) for h in hists]
-    return np.array(sums + squares + [rgb.shape[0] * rgb.shape[1]], dtype=np.int64)
-
-
 def mean_std(moments: np.ndarray) -> dict:
     """Per-channel mean and std of the train pixels, in [0, 1] units (dataset.json ``train_stats``)."""
     if moments[6] == 0:
@@ -72,8 +57,8 @@ class BuildWriter:
         """Append one sample to its split (``record["split"]``); returns the shard it went into.
 
         record: the sample's json record (hamdata.store.schema); meta: its json member when it is already encoded
-        (a balanced set copies its originals' bytes), else sample_json(record). moments: channel_moments of a
-        train image, when the writer measures.
+        (a balanced set copies its originals' bytes), else sample_json(record). moments: the
+        hamdata.image.work.channel_moments of a train image, when the writer measures.
         """
         split, dx = record["split"], record["dx"]
         label = label_of(dx, self.classes)
