@@ -63,7 +63,7 @@ def pytest_configure(config):
 # lets the light ones fill in behind them, instead of the heaviest arriving last on one worker while the
 # other waits. Files not listed follow in their usual order; a stale figure only costs time, never a result.
 HEAVY_FILES = {
-    "test_phase4_acceptance.py": 100, "test_demo.py": 40, "test_phase5_acceptance.py": 40, "test_phase6_acceptance.py": 40,
+    "test_phase4_acceptance.py": 70, "test_demo.py": 40, "test_phase5_acceptance.py": 40, "test_phase6_acceptance.py": 30,
     "test_concurrency.py": 40, "test_build.py": 30, "test_slice3d_fusion.py": 30, "test_published_formats.py": 30,
     "test_reliability_metadata.py": 25, "test_reliability_interrupt.py": 30, "test_report.py": 20,
     "test_reliability_training.py": 20, "test_trainers_ddp.py": 20, "test_reliability_balance.py": 15,

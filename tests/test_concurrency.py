@@ -24,6 +24,14 @@ OPTIONS = ["--size", "32", "--shard-size", "10", "--seed", "7"]
 TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "16", "--workers", "0", "--max-steps", "2",
         "--device", "cpu", "--seed", "7"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+NO_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError("torch imported before the command said no")
+sys.meta_path.insert(0, NoTorch())
+"""  # Python for start_cli: the command may not import torch
 
 
 # ------------------------------------------------------------------ synchronisation by files and pipes
@@ -166,7 +174,7 @@ def test_two_trains_into_one_out(build, tmp_path):
     args = ["train", "phase5", "--shards", str(build), "--out", str(out), "--epochs", "1", *TINY]
     a = start_cli(args, tmp_path, gate.hook("trainers.run", "_trainer"), env=ENV)
     gate.wait(a, "the first run held its folder")
-    b = start_cli(args, tmp_path, env=ENV)
+    b = start_cli(args, tmp_path, NO_TORCH, env=ENV)  # refused before torch is imported (~5 s)
     code, lines = finish(b)
     assert code == 2 and lines == [f"error: --out {out} is being written by another command (pid {a.pid}); wait for it "
                                    "to finish or choose another output; nothing was touched"], lines

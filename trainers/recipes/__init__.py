@@ -10,9 +10,12 @@ add its name to RECIPES. Nothing but this module imports a recipe module.
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from types import ModuleType
 
 from hamdata.errors import HamdataError
+from hamdata.locks import holder_of, refusal
 
 from ..config import RECIPES, TrainConfig
 
@@ -46,6 +49,8 @@ def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: s
         if isinstance(config, TrainConfig):
             raise HamdataError("run_recipe(resume=...): pass a dict of the options to change, not a TrainConfig")
         check_paths(resume=resume, shards=(config or {}).get("shards"))
+        folder = Path(resume)
+        _refuse_a_written_out(folder if folder.is_dir() else folder.parent)
         from ..run import run  # torch: only once the arguments are known to be good
 
         return run(resume=resume, overrides={**(config or {}), "recipe": name}, echo=echo, allow_other_build=allow_other_build)
@@ -54,9 +59,19 @@ def run_recipe(name: str, config: TrainConfig | dict | None = None, *, resume: s
     elif config.recipe != name:
         raise HamdataError(f"run_recipe({name!r}): the config is for recipe {config.recipe!r}")
     check_paths(shards=config.shards, weights=config.weights)
+    if config.out:
+        _refuse_a_written_out(Path(config.out))
     from ..run import run
 
     return run(config, echo=echo)
+
+
+def _refuse_a_written_out(out: Path) -> None:
+    """A run folder that another command writes is refused before torch is imported (~5 s), with the line the run's
+    own lock would give (trainers.run takes that lock for the whole run: this is only a look)."""
+    holder = holder_of(out)
+    if holder is not None and holder != str(os.getpid()):
+        raise HamdataError(f"--out {refusal(out, holder)}")
 
 
 def check_paths(shards=None, resume=None, weights=None, checkpoints=(), images=()) -> None:
