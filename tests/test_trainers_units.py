@@ -268,7 +268,7 @@ CONV_CASES = [  # (in, out, groups, height, width, kernel, stride, padding, dila
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}-{c[1]}g{c[2]}-{c[3]}x{c[4]}-k{c[5]}s{c[6]}p{c[7]}d{c[8]}")
 def test_conv_gradients_equal_pytorchs_where_the_kernel_overhangs_the_map(case):
-    from trainers.convgrad import cpu_conv_grads
+    from trainers.convgrad import cpu_conv_grads, weight_grad
 
     cin, cout, groups, height, width, kernel, stride, padding, dilation, bias, last = case
     fmt = torch.channels_last if last else torch.contiguous_format
@@ -283,23 +283,40 @@ def test_conv_gradients_equal_pytorchs_where_the_kernel_overhangs_the_map(case):
         out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(2)))
         grads.append([out.detach(), x.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
         names = type(out.grad_fn).__name__
-        assert conv.weight.grad.stride() == conv.weight.stride()  # the gradient layout contract (DDP's buckets)
     assert names == "_TapConvBackward"  # our backward ran (plain's is ConvolutionBackward0)
+    # the gradient layout contract (DDP's buckets): weight_grad gives the weight's strides itself (autograd would
+    # copy any other layout into the parameter's, so conv.weight.grad cannot tell)
+    x = torch.randn(6, cin, height, width).to(memory_format=fmt)
+    out = plain(x)
+    given = weight_grad(x, torch.randn(out.shape).to(memory_format=fmt), plain.weight, plain.stride, plain.padding,
+                        plain.dilation, groups)
+    assert given.shape == plain.weight.shape and given.stride() == plain.weight.stride()
     for theirs, mine in zip(*grads):
         assert mine.shape == theirs.shape
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_grads_keep_pytorchs_convolution_where_the_map_is_as_large_as_the_kernel_and_without_grad():
-    from trainers.convgrad import cpu_conv_grads
+def test_conv_grads_keep_pytorchs_convolution_where_the_map_is_as_large_as_the_kernel_and_without_grad(monkeypatch):
+    from trainers import convgrad
 
-    conv = cpu_conv_grads(torch.nn.Sequential(torch.nn.Conv2d(8, 8, 5, padding=2, groups=8)))[0]
+    conv = convgrad.cpu_conv_grads(torch.nn.Sequential(torch.nn.Conv2d(8, 8, 5, padding=2, groups=8)))[0]
     assert type(conv(torch.randn(2, 8, 5, 5, requires_grad=True)).grad_fn).__name__ == "ConvolutionBackward0"
     assert type(conv(torch.randn(2, 8, 4, 4)).grad_fn).__name__ == "_TapConvBackward"
+    calls = []
+    real = convgrad._TapConv.apply
+    monkeypatch.setattr(convgrad._TapConv, "apply", lambda *args: calls.append(1) or real(*args))
+    conv(torch.randn(2, 8, 1, 1))
+    assert calls == [1]  # the counter counts
     with torch.no_grad():
-        assert conv(torch.randn(2, 8, 1, 1)).grad_fn is None
+        conv(torch.randn(2, 8, 1, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(torch.randn(2, 8, 1, 1)).dtype == torch.bfloat16
+    conv(torch.randn(8, 1, 1))  # unbatched, as nn.Conv2d takes it
+    conv.weight.requires_grad_(False)
+    conv(torch.randn(2, 8, 1, 1, requires_grad=True)).sum().backward()  # a frozen layer: PyTorch's input gradient
+    assert calls == [1]  # none of these took the tap path
     grouped = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=2))  # neither plain nor depthwise
-    assert type(cpu_conv_grads(grouped)[0]) is torch.nn.Conv2d
+    assert type(convgrad.cpu_conv_grads(grouped)[0]) is torch.nn.Conv2d
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "mobilenet_v3_large", "resnet18"])

@@ -89,7 +89,7 @@ class TapConv2d(nn.Conv2d):
     is ``weight_grad``'s; everything else (parameters, state dict, forward) is nn.Conv2d's."""
 
     def _conv_forward(self, input, weight, bias):
-        if (input.is_cpu and torch.is_grad_enabled() and weight.requires_grad and self.padding_mode == "zeros"
+        if (input.is_cpu and input.dim() == 4 and torch.is_grad_enabled() and weight.requires_grad and self.padding_mode == "zeros"
                 and not isinstance(self.padding, str) and not torch.is_autocast_enabled("cpu")
                 and overhangs(input.shape, self.kernel_size, self.dilation)):
             return _TapConv.apply(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
