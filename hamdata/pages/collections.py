@@ -12,18 +12,20 @@ so when that input is gone); pairs by image id are one compact table. Pure table
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from hamdata.pages import html as h
 from hamdata.errors import HamdataError
-from hamdata.plots import new_figure
 from hamdata.split.stratified import SPLITS
 from hamdata.store.card import Build
 from hamdata.inputs.metadata_isic2020 import LIST_EVIDENCE as LIST_METHOD
 from hamdata.inputs.vocabulary import COLLECTIONS
+
+if TYPE_CHECKING:  # matplotlib only where a figure is drawn: build-shards prints duplicate_list_lines, ~0.4 s
+    from matplotlib.figure import Figure
 
 DEFAULT_COLLECTION = "ham10000"  # the collection of a sample that names none (format 1)
 ID_METHOD = "image id"  # evidence.method of a duplicate found by its id
@@ -73,6 +75,8 @@ def plot_collections(table: pd.DataFrame) -> Figure:
     """Stacked bars: samples per class, one colour per collection (a ``collection_counts`` table)."""
     classes = [c for c in table.columns if c != "total"]
     collections = [c for c in table.index if c != "total"]
+    from hamdata.plots import new_figure
+
     figure = new_figure()
     ax = figure.add_subplot()
     bottom = np.zeros(len(classes))

@@ -12,14 +12,16 @@ import html
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from PIL import Image
 
 from hamdata import __version__
-from hamdata.plots import png_bytes
+
+if TYPE_CHECKING:  # matplotlib where a figure is drawn only (build-shards' summary reads hamdata.pages.collections)
+    from matplotlib.figure import Figure
 
 THUMB_WIDTH = 160  # px, every sample thumbnail
 JPEG_QUALITY = 85  # thumbnails and re-encoded file images
@@ -166,6 +168,8 @@ def thumbnail(rgb: np.ndarray, width: int = THUMB_WIDTH) -> tuple[str, tuple[int
 
 def figure_uri(fig: Figure) -> str:
     """PNG data URI of a matplotlib Figure (hamdata.plots)."""
+    from hamdata.plots import png_bytes
+
     return data_uri("image/png", png_bytes(fig))
 
 
