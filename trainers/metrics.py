@@ -305,7 +305,11 @@ def plot_confusion(labels, probs, path: Path, title: str, classes=CLASSES) -> No
         ax.set_ylabel("true")
         ax.set_title(name)
     fig.suptitle(title)
-    save_png(fig, path, dpi=110)
+    # tight_layout's margins, measured for class names of 5, 9 and 20 characters: one draw of the figure less
+    # (~0.34 s -> 0.23 a figure, written at the end of every run and evaluation)
+    longest = max(len(c) for c in classes)
+    fig.subplots_adjust(left=0.03 + 0.0065 * longest, right=0.988, bottom=0.115, top=0.87, wspace=0.02 + 0.019 * longest)
+    save_png(fig, path, dpi=110, tight=False)
 
 
 def write_evaluation(out: Path, image_ids, labels, probs, info: dict, classes=CLASSES, lesions=None) -> dict:
