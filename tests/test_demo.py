@@ -13,14 +13,14 @@ from helpers import BROWSERS, assert_looks_right, open_in_chromium
 
 def test_demo_runs_every_step_and_evaluates_the_run(tmp_path):
     work = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "200", "--workers", "1",
-                                       "--target", "60", "--epochs", "1"])
+    result = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "120", "--workers", "1",
+                                       "--target", "40", "--epochs", "1"])
     assert result.exit_code == 0, result.output
-    for step in ("synth", "build-shards", "balance --target 60", "stats", "verify", "train phase5", "train phase6",
+    for step in ("synth", "build-shards", "balance --target 40", "stats", "verify", "train phase5", "train phase6",
                  "ensemble phase5 + phase6", "report"):
         assert step in result.output, step
     shards, run = work / "shards", work / "runs" / "phase5"
-    assert (shards / "dataset.json").is_file() and (shards / "balanced-60" / "dataset.json").is_file()
+    assert (shards / "dataset.json").is_file() and (shards / "balanced-40" / "dataset.json").is_file()
     assert (shards / "report.html").is_file() and (run / "report.html").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     manifest = (shards / "manifest.csv").read_text().splitlines()
