@@ -73,10 +73,10 @@ def collection_split_counts(df: pd.DataFrame) -> pd.DataFrame:
 
 def plot_collections(table: pd.DataFrame) -> Figure:
     """Stacked bars: samples per class, one colour per collection (a ``collection_counts`` table)."""
-    classes = [c for c in table.columns if c != "total"]
-    collections = [c for c in table.index if c != "total"]
     from hamdata.plots import new_figure
 
+    classes = [c for c in table.columns if c != "total"]
+    collections = [c for c in table.index if c != "total"]
     figure = new_figure()
     ax = figure.add_subplot()
     bottom = np.zeros(len(classes))

@@ -186,13 +186,13 @@ def decide_split(metadata: pd.DataFrame, cfg: SplitConfig, classes=CLASSES) -> t
         path = Path(cfg.manifest)
         if not path.is_file():
             raise HamdataError(f"--split-manifest: no such file: {path}")
-        table = read_split_file(path)
-        absent = _absent(_split_of(table), metadata)
+        split_of = _split_of(read_split_file(path))
+        absent = _absent(split_of, metadata)
         if absent:
             raise HamdataError(
                 f"{path}: {len(absent)} image_ids of the metadata are not in the split file (first: {', '.join(absent[:3])})"
             )
-        return _apply(table, metadata, path), {"source": "file", "file": str(path)}
+        return _apply(split_of, metadata, path), {"source": "file", "file": str(path)}
     canonical = canonical_path()
     fresh = {"val": cfg.val, "test": cfg.test, "seed": cfg.seed}
     if not cfg.fresh and canonical is not None:
@@ -249,8 +249,8 @@ def _check_same_labels(table: pd.DataFrame, metadata: pd.DataFrame, path: Path) 
                 )
 
 
-def _apply(table: pd.DataFrame, metadata: pd.DataFrame, path: Path) -> pd.Series:
-    split = metadata["image_id"].map(_split_of(table)).rename("split")
+def _apply(split_of: dict[str, str], metadata: pd.DataFrame, path: Path) -> pd.Series:
+    split = metadata["image_id"].map(split_of).rename("split")
     problems = audit_leakage(metadata.assign(split=split.to_numpy()))
     if problems:
         raise HamdataError(f"{path}: the split puts lesions or groups in several splits ({problems[0]})")
