@@ -51,7 +51,11 @@ def balanced(build, tmp_path_factory) -> Path:
 
 def pytest_configure(config):
     """One torch thread, as the trainers' figures in the tests were measured: on the 2-vCPU CI
-    machine two threads contend with the loader and the other process, and train several times slower."""
+    machine two threads contend with the loader and the other process, and train several times slower.
+    Not in pytest-xdist's controller, which runs no test: its ~2 s of importing torch would take a core from the
+    workers while they collect."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):  # xdist's controller
+        return
     import torch
 
     torch.set_num_threads(1)

@@ -6,9 +6,10 @@ split holds 57 nv and 15-16 of each other class; 64 px crops, batch 32, 5 epochs
 
 - Pictures drawn at half HAM10000's size (tests/helpers.SOURCE_SIZE, 300x225) and built with the hair-removal kernel
   at half its size too (9 px instead of 17, as the pictures' hairs and structures are half as wide): test macro-F1
-  0.934 / 0.976 / 0.985 after 5 epochs, 0.982 / 0.985 / 0.990 after 6 (seeds 1-3; 2026-12-05, the 2-core VM, the
-  convolutions' weight gradients of trainers/convgrad.py), ~28 s a run of 5 (the warm restarts are per epoch, so
-  the first 5 epochs of a 6-epoch run are the 5-epoch run); the set ~9 s to draw and build. Before convgrad.py:
+  0.991 / 0.887 / 0.888 after 5 epochs (seeds 1-3; 2026-12-05, the 2-core VM, trainers/convgrad.py with the 1x1
+  convolutions' gradients as matrix products), ~23-26 s a run; the set ~9 s to draw and build. With the tap-by-tap
+  gradients alone: 0.934 / 0.976 / 0.985 after 5 epochs, 0.982 / 0.985 / 0.990 after 6 (the warm restarts are per
+  epoch, so the first 5 epochs of a 6-epoch run are the 5-epoch run), ~28 s a run of 5. Before convgrad.py:
   0.982 / 0.928 / 0.908 after 6 epochs, ~45 s a run.
 - Full-size pictures (600x450, kernel 17), as measured before: 0.982 / 0.916 (seeds 1-2; 5 epochs: 0.868 / 0.857 /
   0.981), the set ~28 s. Half-size pictures with the full-size kernel scored lower (seed 1: 0.826): a 17 px

@@ -14,7 +14,9 @@ say nothing, so since 2026-12-05 they are drawn at 64x48 and built without
 either (the build ~3 s instead of ~9), and the runs take 3 epochs (the
 convolutions' weight gradients of trainers/convgrad.py, ~10-14 s a run on a
 2-core VM): 0.961 / 0.960 / 0.952 with fusion, 0.041 / 0.060 / 0.040 without;
-4 epochs gave 0.961 / 0.960 / 0.960 and 0.040 / 0.089 / 0.068.
+4 epochs gave 0.961 / 0.960 / 0.960 and 0.040 / 0.089 / 0.068. With the 1x1
+convolutions' gradients as matrix products too (~8-11 s a run): 0.959 / 0.960 /
+0.960 with fusion, 0.036 / 0.036 / 0.040 without.
 """
 
 import csv

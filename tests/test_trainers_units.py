@@ -251,8 +251,8 @@ def test_imagenet_weights_offline_is_one_clear_line(monkeypatch):
     assert "\n" not in str(info.value)
 
 
-# the convolutions' weight gradient on the CPU where the kernel overhangs the map (trainers/convgrad.py), against
-# PyTorch's own convolution
+# the convolutions' gradients on the CPU where the kernel overhangs the map, and of 1x1 convolutions on maps of a few
+# pixels (trainers/convgrad.py), against PyTorch's own convolution
 CONV_CASES = [  # (in, out, groups, height, width, kernel, stride, padding, dilation, bias, channels_last)
     (48, 48, 48, 1, 1, 5, 1, 2, 1, False, True),  # EfficientNet-B0's last stage on 32 px crops: 1 tap of 25 sees the image
     (32, 32, 32, 2, 2, 5, 2, 2, 1, False, True),  # depthwise, stride 2 onto a 1x1 map
@@ -263,12 +263,15 @@ CONV_CASES = [  # (in, out, groups, height, width, kernel, stride, padding, dila
     (40, 40, 1, 1, 1, 3, 1, 1, 1, False, True),  # ResNet-18's layer4 on 32 px crops
     (24, 40, 1, 2, 2, 3, 2, 1, 1, True, True),  # a plain stride-2 convolution onto a 1x1 map, with a bias
     (10, 6, 1, 2, 3, 3, 1, 1, 1, False, False),  # plain, NCHW, not square
+    (40, 10, 1, 1, 1, 1, 1, 0, 1, True, True),  # 1x1: a squeeze-and-excitation layer (always on a 1x1 map)
+    (24, 36, 1, 2, 2, 1, 1, 0, 1, False, False),  # 1x1 on a 2x2 map, NCHW: an expansion of a late stage
+    (36, 12, 1, 1, 2, 1, 1, 0, 1, False, True),  # 1x1 on a 1x2 map
 ]
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}-{c[1]}g{c[2]}-{c[3]}x{c[4]}-k{c[5]}s{c[6]}p{c[7]}d{c[8]}")
 def test_conv_gradients_equal_pytorchs_where_the_kernel_overhangs_the_map(case):
-    from trainers.convgrad import cpu_conv_grads, weight_grad
+    from trainers.convgrad import cpu_conv_grads, pointwise_grads, weight_grad
 
     cin, cout, groups, height, width, kernel, stride, padding, dilation, bias, last = case
     fmt = torch.channels_last if last else torch.contiguous_format
@@ -283,13 +286,15 @@ def test_conv_gradients_equal_pytorchs_where_the_kernel_overhangs_the_map(case):
         out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(2)))
         grads.append([out.detach(), x.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
         names = type(out.grad_fn).__name__
-    assert names == "_TapConvBackward"  # our backward ran (plain's is ConvolutionBackward0)
-    # the gradient layout contract (DDP's buckets): weight_grad gives the weight's strides itself (autograd would
-    # copy any other layout into the parameter's, so conv.weight.grad cannot tell)
+    # our backward ran (plain's is ConvolutionBackward0)
+    assert names == ("_PointwiseConvBackward" if kernel == 1 else "_TapConvBackward")
+    # the gradient layout contract (DDP's buckets): weight_grad and pointwise_grads give the weight's strides
+    # themselves (autograd would copy any other layout into the parameter's, so conv.weight.grad cannot tell)
     x = torch.randn(6, cin, height, width).to(memory_format=fmt)
     out = plain(x)
-    given = weight_grad(x, torch.randn(out.shape).to(memory_format=fmt), plain.weight, plain.stride, plain.padding,
-                        plain.dilation, groups)
+    grad = torch.randn(out.shape).to(memory_format=fmt)
+    given = (pointwise_grads(x, grad, plain.weight)[1] if kernel == 1 else
+             weight_grad(x, grad, plain.weight, plain.stride, plain.padding, plain.dilation, groups))
     assert given.shape == plain.weight.shape and given.stride() == plain.weight.stride()
     for theirs, mine in zip(*grads):
         assert mine.shape == theirs.shape
@@ -319,23 +324,46 @@ def test_conv_grads_keep_pytorchs_convolution_where_the_map_is_as_large_as_the_k
     assert type(convgrad.cpu_conv_grads(grouped)[0]) is torch.nn.Conv2d
 
 
+def test_1x1_convolutions_take_the_matrix_products_on_maps_of_up_to_4_pixels_only():
+    from trainers import convgrad
+
+    def grad_fn(conv, height, width):
+        conv = convgrad.cpu_conv_grads(torch.nn.Sequential(conv))[0]
+        return type(conv(torch.randn(2, 8, height, width, requires_grad=True)).grad_fn).__name__
+
+    assert convgrad.POINTWISE_MAX_POSITIONS == 4
+    assert grad_fn(torch.nn.Conv2d(8, 4, 1), 2, 2) == "_PointwiseConvBackward"
+    assert grad_fn(torch.nn.Conv2d(8, 4, 1), 4, 1) == "_PointwiseConvBackward"
+    assert grad_fn(torch.nn.Conv2d(8, 4, 1), 3, 2) == "ConvolutionBackward0"  # 6 pixels: oneDNN is as fast
+    assert grad_fn(torch.nn.Conv2d(8, 4, 1, stride=2), 2, 2) == "ConvolutionBackward0"  # not a product of all pixels
+    assert grad_fn(torch.nn.Conv2d(8, 4, 1, padding=1), 1, 1) == "ConvolutionBackward0"
+
+
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "mobilenet_v3_large", "resnet18"])
-def test_cpu_conv_grads_models_keep_their_state_dict_and_train_to_the_same_gradients(arch):
-    from trainers.convgrad import TapConv2d, covered, cpu_conv_grads
+def test_cpu_conv_grads_models_keep_their_state_dict_and_train_to_the_same_gradients(arch, monkeypatch):
+    from trainers import convgrad
 
     torch.manual_seed(0)
     plain = build_model(arch, "none").to(memory_format=torch.channels_last)
-    convs = sum(covered(m) for m in plain.modules())
-    ours = cpu_conv_grads(copy.deepcopy(plain))
-    assert convs >= 15 and sum(isinstance(m, TapConv2d) for m in ours.modules()) == convs
+    convs = sum(convgrad.covered(m) for m in plain.modules())
+    ours = convgrad.cpu_conv_grads(copy.deepcopy(plain))
+    assert convs >= 15 and sum(isinstance(m, convgrad.TapConv2d) for m in ours.modules()) == convs
     assert plain.state_dict().keys() == ours.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), ours.state_dict().values()))
-    x = torch.randn(8, 3, 32, 32).to(memory_format=torch.channels_last)
-    for model in (plain, ours):
+    calls = {"_TapConv": 0, "_PointwiseConv": 0}
+    for name in calls:
+        real = getattr(convgrad, name).apply
+        monkeypatch.setattr(getattr(convgrad, name), "apply",
+                            lambda *args, name=name, real=real: calls.__setitem__(name, calls[name] + 1) or real(*args))
+    # in float64, where PyTorch's and our sums of the same products differ by ~1e-16 (in float32 by its rounding,
+    # which the layers before amplify in the smallest gradients)
+    x = torch.randn(8, 3, 32, 32, dtype=torch.float64).to(memory_format=torch.channels_last)
+    for model in (plain.double(), ours.double()):
         torch.manual_seed(1)  # the same dropout and stochastic depth
         torch.nn.functional.cross_entropy(model(x), torch.arange(8) % 7).backward()
+    assert calls["_TapConv"] > 0 and (calls["_PointwiseConv"] > 0) == (arch != "resnet18"), calls  # ResNet: no 1x1 at stride 1
     for (name, a), b in zip(plain.named_parameters(), ours.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_tta_views_are_the_eight_flips_and_rotations():
