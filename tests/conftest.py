@@ -67,12 +67,12 @@ def pytest_configure(config):
 # lets the light ones fill in behind them, instead of the heaviest arriving last on one worker while the
 # other waits. Files not listed follow in their usual order; a stale figure only costs time, never a result.
 HEAVY_FILES = {
-    "test_phase4_acceptance.py": 62, "test_concurrency.py": 39, "test_phase5_acceptance.py": 34,
-    "test_reliability_training.py": 33, "test_reliability_interrupt.py": 29, "test_demo.py": 28,
-    "test_phase6_acceptance.py": 26, "test_build.py": 25, "test_reliability_balance.py": 24, "test_report.py": 23,
-    "test_slice3d_fusion.py": 22, "test_trainers_run.py": 22, "test_trainers_ddp.py": 21, "test_compile.py": 18,
-    "test_stats_report_collections.py": 16, "test_readers_timm_ray.py": 15, "test_phase6_commands.py": 11,
-    "test_published_formats.py": 11, "test_dedup.py": 11, "test_holdout.py": 9,
+    "test_phase4_acceptance.py": 49, "test_concurrency.py": 41, "test_phase5_acceptance.py": 33,
+    "test_reliability_interrupt.py": 30, "test_demo.py": 30, "test_reliability_training.py": 30,
+    "test_reliability_balance.py": 23, "test_phase6_acceptance.py": 23, "test_build.py": 22, "test_report.py": 22,
+    "test_trainers_run.py": 21, "test_trainers_ddp.py": 20, "test_compile.py": 18, "test_slice3d_fusion.py": 16,
+    "test_stats_report_collections.py": 15, "test_readers_timm_ray.py": 14, "test_published_formats.py": 12,
+    "test_phase6_commands.py": 11, "test_dedup.py": 10, "test_holdout.py": 9,
 }
 
 
