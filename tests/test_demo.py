@@ -40,10 +40,10 @@ def test_demo_runs_every_step_and_evaluates_the_run(tmp_path):
     if any(shutil.which(name) for name in BROWSERS):  # where there is no browser, test_report says so once
         for page in (shards / "report.html", run / "report.html", run6 / "report.html", ensemble / "report.html"):
             assert_looks_right(page, *open_in_chromium(page, tmp_path, screenshot=False))
-    again = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "100", "--workers", "1",
+    again = CliRunner().invoke(main, ["demo", "--out", str(work), "--images", "40", "--workers", "1",
                                       "--target", "20", "--epochs", "0"])
     assert again.exit_code == 0, again.output  # a demo folder may be reused
-    assert len((shards / "manifest.csv").read_text().splitlines()) == 101
+    assert len((shards / "manifest.csv").read_text().splitlines()) == 41
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
