@@ -9,7 +9,10 @@ size / CROP_PCT, then centre-crop size (evaluate, predict, ensemble, Grad-CAM an
 
 from __future__ import annotations
 
-from torchvision.transforms import v2
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 CROP_SCALE = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -23,6 +26,8 @@ def train_preset(size: int) -> v2.Transform:
     The loader runs this policy on whole batches (trainers.decode: OpenCV in the workers, or
     on the GPU), ~10x faster than this per-image form; see bench/NOTES.md.
     """
+    from torchvision.transforms import v2  # here: the loader's constants and batch decode need no torchvision
+
     return v2.Compose([
         v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
         v2.RandomHorizontalFlip(),
@@ -32,4 +37,6 @@ def train_preset(size: int) -> v2.Transform:
 
 
 def eval_preset(size: int) -> v2.Transform:
+    from torchvision.transforms import v2
+
     return v2.Compose([v2.Resize(round(size / CROP_PCT), antialias=True), v2.CenterCrop(size)])
