@@ -337,6 +337,10 @@ def test_1x1_convolutions_take_the_matrix_products_on_maps_of_up_to_4_pixels_onl
     assert grad_fn(torch.nn.Conv2d(8, 4, 1), 3, 2) == "ConvolutionBackward0"  # 6 pixels: oneDNN is as fast
     assert grad_fn(torch.nn.Conv2d(8, 4, 1, stride=2), 2, 2) == "ConvolutionBackward0"  # not a product of all pixels
     assert grad_fn(torch.nn.Conv2d(8, 4, 1, padding=1), 1, 1) == "ConvolutionBackward0"
+    conv = convgrad.cpu_conv_grads(torch.nn.Sequential(torch.nn.Conv2d(8, 4, 1)))[0]
+    empty = torch.randn(0, 8, 2, 2, requires_grad=True)  # an empty batch, as nn.Conv2d takes it
+    conv(empty).sum().backward()
+    assert empty.grad.shape == empty.shape and torch.equal(conv.weight.grad, torch.zeros_like(conv.weight))
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "mobilenet_v3_large", "resnet18"])
