@@ -4,8 +4,8 @@
                          [--precision auto|bf16|fp16|fp32] [--compile] [--metadata] [--steps 100] [--device auto]
 
 The pieces are those `train RECIPE` assembles (trainers.run): the recipe's model (with metadata fusion under
---metadata, fitted on the build's train split), channels_last weights (on the CPU, the convolutions' weight
-gradient of trainers/convgrad.py), its optimizer (AdamW, fused), loss, schedule, CutMix/MixUp and EMA where the
+--metadata, fitted on the build's train split), channels_last weights (on the CPU, the convolutions' gradients
+of trainers/convgrad.py), its optimizer (AdamW, fused), loss, schedule, CutMix/MixUp and EMA where the
 recipe has them, the autocast of --precision, torch.compile under --compile; and the step is
 trainers.loop.train_one_epoch itself (the finiteness watch, the loss sums, the EMA), over a "loader" that hands it
 the same uint8 batch every step, so that no decoding or augmentation is counted: only the copy to the device, the

@@ -315,7 +315,7 @@ def _trainer(plan: Plan, resuming: bool) -> Trainer:
     # else every step copies each gradient into its bucket ("Grad strides do not match bucket view strides")
     model = model.to(memory_format=torch.channels_last)
     if env.device.type == "cpu":
-        cpu_conv_grads(model)  # the weight gradients where oneDNN is slow (trainers/convgrad.py)
+        cpu_conv_grads(model)  # the gradients where oneDNN is slow on small maps (trainers/convgrad.py)
     opt = make_optimizer(config, model)
     stream = [plan.train_set.counts[dx] * (plan.factors[dx] if plan.factors else 1.0) for dx in plan.classes]
     net = model
